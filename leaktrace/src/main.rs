@@ -1,0 +1,87 @@
+//! leaktrace: which process is eating memory, how fast, and is it a leak.
+mod btf;
+mod groups;
+mod kernel;
+mod loader;
+mod procfs;
+mod tracefs;
+mod tracker;
+mod trend;
+mod tui;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const LONG_ABOUT: &str = "\
+leaktrace shows, live, which processes on this host are growing in memory, how fast, \
+what kind of memory, and whether the growth looks like a leak. It counts RSS changes and \
+page faults in the kernel (eBPF on kmem:rss_stat and exceptions:page_fault_user) and \
+samples those counters once per interval, so its cost does not grow with the fault rate.
+
+Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux).";
+
+#[derive(Parser)]
+#[command(name = "leaktrace", version, about = "Find the process that is eating memory, live", long_about = LONG_ABOUT)]
+struct Cli {
+    /// More detail: -v lists the hooks that attached and why others were
+    /// skipped; -vv adds verifier logs and debug output.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Live per-process memory growth, like top sorted by growth.
+    ///
+    /// In a terminal: a full-screen table (q to quit). With --json: one JSON
+    /// object per line ({"type":"sample",...}) for scripts. Otherwise: a
+    /// plain-text table per interval.
+    ///
+    /// Trend: growing (sustained growth), step (jumped and kept it), spike
+    /// (rose and was released), stable. The rule is in docs/trend.md.
+    ///
+    /// Examples:
+    ///   leaktrace watch
+    ///   leaktrace watch --json --duration 30 | jq '.processes[0]'
+    ///   leaktrace watch --pid 1234 --pid 1240 --interval 2
+    #[command(verbatim_doc_comment)]
+    Watch(watch::WatchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .filter_module(
+            "aya",
+            if cli.verbose >= 2 {
+                log::LevelFilter::Debug
+            } else {
+                log::LevelFilter::Warn
+            },
+        )
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
+
+    let result = match cli.cmd {
+        Cmd::Watch(args) => watch::run(args, cli.verbose),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear sentence (with its causes), no backtrace.
+            eprintln!("leaktrace: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Developer tasks: bootstrap the eBPF toolchain, build, run, test, bench.
+//!
+//! `cargo xtask run -- watch` and `cargo xtask test` are the two commands a
+//! new user needs; both set up everything on a fresh machine first.
+mod bench;
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run, test and benchmark leaktrace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the eBPF build needs (rust-src for nightly, bpf-linker
+    /// against nightly's LLVM, into ./.toolchain). Skips what is already done.
+    Bootstrap,
+    /// Bootstrap, then build the eBPF object and the leaktrace binary.
+    Build {
+        /// Build the loader in release mode.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release) and run leaktrace as the current user (must be root).
+    /// Example: cargo xtask run -- watch
+    Run {
+        /// Arguments for leaktrace, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build everything and run all tests: unit tests and the integration
+    /// tests that load the real programs (needs root). Extra arguments go to
+    /// the test binaries, e.g. `cargo xtask test -- watch_growing`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks. `overhead`: page-fault loop with and without leaktrace
+    /// (and bpftrace if installable), alternated, prints faults/s and ratios.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Bench,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.cmd {
+        Cmd::Bootstrap => {
+            toolchain::bootstrap(&root)?;
+        }
+        Cmd::Build { release } => {
+            build_all(&root, release)?;
+        }
+        Cmd::Run { args } => {
+            let bin = build_all(&root, true)?;
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            if !status.success() {
+                std::process::exit(status.code().unwrap_or(1));
+            }
+        }
+        Cmd::Test { args } => {
+            let bin = build_all(&root, false)?;
+            step("running unit and integration tests (integration tests load eBPF: needs root)");
+            // Integration tests change global kernel state (cgroups) and
+            // measure rates, so they run one at a time.
+            let mut cmd = cargo();
+            cmd.current_dir(&root)
+                .args([
+                    "test",
+                    "--workspace",
+                    "--exclude",
+                    "leaktrace-ebpf",
+                    "--",
+                    "--test-threads=1",
+                ])
+                .args(&args)
+                .env("LEAKTRACE_BIN", &bin);
+            run(&mut cmd)?;
+        }
+        Cmd::Bench { which } => {
+            let bin = build_all(&root, true)?;
+            bench::run(&root, &bin, which)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+pub fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+/// A `cargo` for the host build, without the variables the outer `cargo run`
+/// set that would leak into a nested build.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for v in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("command failed ({status}): {cmd:?}");
+    }
+    Ok(())
+}
+
+/// Bootstrap, build the eBPF object, then the loader. Returns the loader path.
+fn build_all(root: &Path, release: bool) -> Result<PathBuf> {
+    let tc = toolchain::bootstrap(root)?;
+    toolchain::build_ebpf(root, &tc)?;
+    step(&format!(
+        "building leaktrace ({})",
+        if release { "release" } else { "debug" }
+    ));
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["build", "-p", "leaktrace", "-p", "leaktrace-tests"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(root
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("leaktrace"))
+}
