@@ -1,1 +1,200 @@
+//! Harness for the integration tests: run the real `leaktrace` binary (which
+//! loads the real programs into the running kernel) next to helper
+//! processes, and clean everything up even when a test fails.
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
 
+pub use serde_json::Value;
+
+/// Panics (does not skip) when not root: CI runs as root and these tests
+/// are the point of the suite.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the integration tests load eBPF programs and need root; run `sudo cargo xtask test`");
+}
+
+pub fn leaktrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LEAKTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/leaktrace");
+    assert!(p.exists(), "{} not built: run the tests through `cargo xtask test`", p.display());
+    p
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let stdout = child.stdout.take().map(BufReader::new);
+        Self { child, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads stdout lines until one equals `want`; returns the lines before.
+    pub fn wait_line(&mut self, want: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let out = self.stdout.as_mut().expect("stdout piped");
+        loop {
+            assert!(Instant::now() < deadline, "timed out waiting for '{want}' (saw {seen:?})");
+            let mut line = String::new();
+            let n = out.read_line(&mut line).expect("reading helper stdout");
+            assert!(n > 0, "helper closed stdout before '{want}' (saw {seen:?})");
+            let line = line.trim().to_string();
+            if line == want {
+                return seen;
+            }
+            seen.push(line);
+        }
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `leaktrace watch --json` running in the background, its lines collected.
+pub struct Watch {
+    proc: Mutex<Child>,
+    lines: Arc<Mutex<Vec<Value>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Starts `leaktrace watch --json <extra>` and waits for its first sample
+    /// (programs attached and the maps readable).
+    pub fn start(extra: &[&str]) -> Self {
+        let mut proc = Command::new(leaktrace_bin())
+            .args(["watch", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning leaktrace");
+        let out = BufReader::new(proc.stdout.take().unwrap());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in out.lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => l2.lock().unwrap().push(v),
+                    Err(e) => panic!("leaktrace printed a line that is not JSON ({e}): {line}"),
+                }
+            }
+        });
+        let w = Self { proc: Mutex::new(proc), lines, reader: Some(reader) };
+        w.wait_for(Duration::from_secs(30), "the first sample", |l| l.iter().any(|v| v["type"] == "sample"));
+        w
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn samples(&self) -> Vec<Value> {
+        self.lines().into_iter().filter(|v| v["type"] == "sample").collect()
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.lines.lock().unwrap().iter().filter(|v| v["type"] == "sample").count()
+    }
+
+    /// Waits until `n` more samples have arrived.
+    pub fn wait_samples(&self, n: usize) {
+        let target = self.sample_count() + n;
+        self.wait_for(Duration::from_secs(10 + 3 * n as u64), "samples", |l| {
+            l.iter().filter(|v| v["type"] == "sample").count() >= target
+        });
+    }
+
+    pub fn wait_for(&self, timeout: Duration, what: &str, f: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f(&self.lines.lock().unwrap()) {
+                return;
+            }
+            if let Ok(Some(st)) = self.proc.lock().unwrap().try_wait() {
+                panic!("leaktrace exited ({st}) while waiting for {what}");
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The process row for `pid` in the newest sample that has it.
+    pub fn latest_row(&self, pid: u32) -> Option<Value> {
+        self.samples().iter().rev().find_map(|s| row(s, pid))
+    }
+
+    /// Stops leaktrace with SIGINT and returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let proc = self.proc.get_mut().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(proc.id() as i32, libc::SIGINT) };
+        let st = proc.wait().expect("wait leaktrace");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        st
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let Ok(proc) = self.proc.get_mut() else { return };
+        // SAFETY: signalling our own child; SIGINT first so it detaches cleanly.
+        unsafe { libc::kill(proc.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = proc.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = proc.kill();
+        let _ = proc.wait();
+    }
+}
+
+pub fn row(sample: &Value, pid: u32) -> Option<Value> {
+    sample["processes"].as_array()?.iter().find(|p| p["pid"] == pid).cloned()
+}
+
+/// A field of /proc/<pid>/status in bytes (kB lines).
+pub fn status_bytes(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("{key} missing in /proc/{pid}/status"))
+}
+
+pub fn within(actual: f64, expected: f64, frac: f64) -> bool {
+    (actual - expected).abs() <= frac * expected.abs()
+}
+
+pub const MIB: f64 = 1024.0 * 1024.0;

@@ -1,1 +1,170 @@
-fn main() {}
+//! Test and benchmark workloads with known memory behaviour.
+//!
+//!   lt-helper grow  <mib_per_sec> <grow_secs> <hold_secs>
+//!   lt-helper step  <mib> <delay_secs> <hold_secs>
+//!   lt-helper churn <mib> <period_ms> <secs>
+//!   lt-helper forkpool <children> <mib_each> <hold_secs>
+//!   lt-helper faults <secs> <mib_per_iter>   (benchmark: prints pages/s)
+//!
+//! Each prints `ready` on stdout when its memory is in place (forkpool:
+//! when every child has touched its memory) and then holds.
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+const MIB: usize = 1 << 20;
+
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Anonymous private mapping; never freed unless `unmap` is called.
+fn map(bytes: usize) -> *mut u8 {
+    // SAFETY: anonymous mapping with no address hint; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "mmap {bytes} failed");
+    p as *mut u8
+}
+
+fn unmap(p: *mut u8, bytes: usize) {
+    // SAFETY: p/bytes come from a successful `map` call.
+    unsafe { libc::munmap(p as *mut libc::c_void, bytes) };
+}
+
+/// Writes one byte per page so that every page becomes resident.
+fn touch(p: *mut u8, bytes: usize) {
+    let ps = page();
+    let mut off = 0;
+    while off < bytes {
+        // SAFETY: off < bytes, inside the mapping.
+        unsafe { std::ptr::write_volatile(p.add(off), 1) };
+        off += ps;
+    }
+}
+
+fn ready() {
+    let mut o = std::io::stdout();
+    let _ = writeln!(o, "ready");
+    let _ = o.flush();
+}
+
+fn sleep_s(s: f64) {
+    std::thread::sleep(Duration::from_secs_f64(s));
+}
+
+fn arg(args: &[String], i: usize) -> f64 {
+    args.get(i).and_then(|a| a.parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: see the top of tests/src/bin/lt-helper.rs");
+        std::process::exit(2)
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("grow") => {
+            // Touch `rate` MiB per second in 1 MiB chunks on a fixed schedule,
+            // so the true rate is exact regardless of scheduling jitter.
+            let (rate, secs, hold) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+            let total = (rate * secs) as usize;
+            let base = map(total.max(1) * MIB);
+            let t0 = Instant::now();
+            for i in 0..total {
+                let due = Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                // SAFETY: chunk i lies inside the mapping of `total` MiB.
+                touch(unsafe { base.add(i * MIB) }, MIB);
+            }
+            ready();
+            sleep_s(hold);
+        }
+        Some("step") => {
+            let (mib, delay, hold) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+            sleep_s(delay);
+            let bytes = mib as usize * MIB;
+            touch(map(bytes), bytes);
+            ready();
+            sleep_s(hold);
+        }
+        Some("churn") => {
+            let (mib, period_ms, secs) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
+            let bytes = mib as usize * MIB;
+            let half = period_ms / 2000.0;
+            let t0 = Instant::now();
+            ready();
+            while t0.elapsed().as_secs_f64() < secs {
+                let p = map(bytes);
+                touch(p, bytes);
+                sleep_s(half);
+                unmap(p, bytes);
+                sleep_s(half);
+            }
+        }
+        Some("forkpool") => {
+            let (n, mib, hold) = (arg(&args, 2) as usize, arg(&args, 3), arg(&args, 4));
+            let mut fds = [0i32; 2];
+            // SAFETY: fds is a valid 2-element array.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            let mut kids = Vec::new();
+            for _ in 0..n {
+                // SAFETY: the child only touches memory, writes a byte, sleeps, exits.
+                let pid = unsafe { libc::fork() };
+                assert!(pid >= 0, "fork failed");
+                if pid == 0 {
+                    let bytes = mib as usize * MIB;
+                    touch(map(bytes), bytes);
+                    // SAFETY: writing one byte from a valid buffer to the pipe.
+                    unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) };
+                    sleep_s(hold);
+                    // SAFETY: leave without running the parent's atexit state.
+                    unsafe { libc::_exit(0) };
+                }
+                kids.push(pid);
+            }
+            let mut buf = [0u8; 1];
+            for _ in 0..n {
+                // SAFETY: reading one byte into a valid buffer.
+                unsafe { libc::read(fds[0], buf.as_mut_ptr() as *mut libc::c_void, 1) };
+            }
+            let mut o = std::io::stdout();
+            let _ = writeln!(o, "children {}", kids.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "));
+            ready();
+            for k in kids {
+                let mut st = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(k, &mut st, 0) };
+            }
+        }
+        Some("faults") => {
+            // mmap, touch every page, munmap, in a loop: the page-fault path.
+            let (secs, mib) = (arg(&args, 2), arg(&args, 3));
+            let bytes = mib as usize * MIB;
+            let t0 = Instant::now();
+            let mut pages = 0u64;
+            while t0.elapsed().as_secs_f64() < secs {
+                let p = map(bytes);
+                touch(p, bytes);
+                unmap(p, bytes);
+                pages += (bytes / page()) as u64;
+            }
+            println!("{:.0}", pages as f64 / t0.elapsed().as_secs_f64());
+        }
+        _ => {
+            eprintln!("usage: lt-helper grow|step|churn|forkpool|faults ... (see source)");
+            std::process::exit(2);
+        }
+    }
+}

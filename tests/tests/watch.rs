@@ -1,0 +1,180 @@
+//! `leaktrace watch` against the real kernel and real processes.
+//! Run through `cargo xtask test` (serially, as root).
+use std::{process::Command, time::Duration};
+
+use leaktrace_tests::*;
+
+const HELPER: &str = env!("CARGO_BIN_EXE_lt-helper");
+
+fn helper(args: &[&str]) -> Proc {
+    Proc::spawn(Command::new(HELPER).args(args))
+}
+
+#[test]
+fn hooks_attach_and_status_line_names_them() {
+    require_root();
+    let w = Watch::start(&["--interval", "0.5"]);
+    let lines = w.lines();
+    let status = lines.iter().find(|v| v["type"] == "status").expect("status line first");
+    let hooks = status["hooks"].as_array().unwrap();
+    let rss = hooks.iter().find(|h| h["job"] == "rss").expect("rss hook");
+    let live = rss["live"].as_str().expect("rss hook must be live");
+    assert!(live.contains("kmem:rss_stat"), "{live}");
+    eprintln!("hooks: {}", serde_json::to_string(hooks).unwrap());
+    let st = w.stop();
+    assert!(st.success(), "SIGINT must stop leaktrace cleanly, got {st}");
+}
+
+/// Test 1: 32 MiB/s of touched anonymous memory is `growing` at ±25% of the
+/// true rate; anon RSS is within ±10% of /proc/<pid>/status.
+#[test]
+fn growing_process_rate_and_anon_rss() {
+    require_root();
+    let w = Watch::start(&["--interval", "1"]);
+    let mut h = helper(&["grow", "32", "12", "60"]);
+    let pid = h.pid();
+    // Mid-growth: wait ~9 s of growth, then look at the newest row.
+    std::thread::sleep(Duration::from_secs(9));
+    w.wait_samples(1);
+    let r = w.latest_row(pid).expect("helper in the output");
+    eprintln!("mid-growth row: {r}");
+    assert_eq!(r["trend"], "growing", "{r}");
+    let rate = r["growth_bytes_per_sec"].as_f64().unwrap();
+    assert!(within(rate, 32.0 * MIB, 0.25), "rate {:.1} MiB/s, want 32 ±25%", rate / MIB);
+
+    // Hold phase: RSS is static, compare with the kernel's own view.
+    h.wait_line("ready", Duration::from_secs(20));
+    w.wait_samples(2);
+    let r = w.latest_row(pid).expect("helper in the output");
+    let anon = r["rss_anon_bytes"].as_f64().unwrap();
+    let truth = status_bytes(pid, "RssAnon") as f64;
+    eprintln!("hold row anon={anon} /proc RssAnon={truth}");
+    assert!(within(anon, truth, 0.10), "anon {anon} vs /proc {truth}");
+    assert!(anon > 300.0 * MIB, "384 MiB were touched, leaktrace says {anon}");
+    for key in ["rss_bytes", "rss_file_bytes", "rss_shmem_bytes", "swap_bytes", "growth_bytes_per_sec_long", "faults_per_sec", "ppid", "comm", "cmdline", "cgroup"] {
+        assert!(!r[key].is_null(), "field {key} missing in {r}");
+    }
+}
+
+/// Test 2a: one allocation of 200 MiB, then held, is a `step`.
+#[test]
+fn one_allocation_then_hold_is_step() {
+    require_root();
+    let w = Watch::start(&["--interval", "1"]);
+    let mut h = helper(&["step", "200", "2", "60"]);
+    let pid = h.pid();
+    h.wait_line("ready", Duration::from_secs(20));
+    // Let the plateau last a few samples.
+    w.wait_samples(6);
+    let r = w.latest_row(pid).expect("helper in the output");
+    eprintln!("step row: {r}");
+    assert_eq!(r["trend"], "step", "{r}");
+    let seen_growing = w.samples().iter().filter_map(|s| row(s, pid)).filter(|r| r["trend"] == "growing").count();
+    assert_eq!(seen_growing, 0, "a single allocation must never be called growing");
+}
+
+/// Test 2b: allocate/free in a loop is `spike` or `stable`, never `growing`.
+#[test]
+fn alloc_free_loop_is_never_growing() {
+    require_root();
+    let w = Watch::start(&["--interval", "1"]);
+    let mut h = helper(&["churn", "100", "700", "14"]);
+    let pid = h.pid();
+    h.wait();
+    let rows: Vec<Value> = w.samples().iter().filter_map(|s| row(s, pid)).collect();
+    assert!(rows.len() >= 10, "expected ~14 samples of the helper, got {}", rows.len());
+    let trends: Vec<&str> = rows.iter().map(|r| r["trend"].as_str().unwrap()).collect();
+    eprintln!("churn trends: {trends:?}");
+    assert!(trends.iter().all(|t| *t != "growing"), "{trends:?}");
+    assert!(trends.iter().any(|t| *t == "spike"), "a 100 MiB alloc/free loop should show as spike: {trends:?}");
+    // The helper really did allocate: its peak RSS was seen.
+    let peak = rows.iter().map(|r| r["rss_anon_bytes"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(peak > 80.0 * MIB, "peak anon {peak}");
+}
+
+/// Test 3: a parent that forks 8 children touching 64 MiB each is one group
+/// of 9 members (parent + 8 children), with summed RSS within ±10%.
+#[test]
+fn fork_pool_is_one_group() {
+    require_root();
+    let w = Watch::start(&["--interval", "1"]);
+    let mut h = helper(&["forkpool", "8", "64", "60"]);
+    let parent = h.pid();
+    let before = h.wait_line("ready", Duration::from_secs(30));
+    let kids: Vec<u32> = before
+        .iter()
+        .find_map(|l| l.strip_prefix("children "))
+        .expect("children line")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 8);
+    w.wait_samples(2);
+    let truth: u64 = std::iter::once(parent)
+        .chain(kids.iter().copied())
+        .map(|p| status_bytes(p, "VmRSS"))
+        .sum();
+    let s = w.samples().pop().unwrap();
+    let g = s["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["pids"].as_array().unwrap().iter().any(|p| p == parent))
+        .unwrap_or_else(|| panic!("no group contains the pool parent {parent}: {}", s["groups"]))
+        .clone();
+    eprintln!("group: {g}");
+    assert_eq!(g["members"], 9, "{g}");
+    assert_eq!(g["leader_pid"], parent, "{g}");
+    for k in &kids {
+        assert!(g["pids"].as_array().unwrap().iter().any(|p| p == k), "child {k} missing from {g}");
+        assert!(row(&s, *k).is_some(), "child {k} must still be listed as a process");
+    }
+    let rss = g["rss_bytes"].as_f64().unwrap();
+    assert!(within(rss, truth as f64, 0.10), "group rss {rss} vs /proc sum {truth}");
+    assert!(rss > 8.0 * 64.0 * MIB * 0.9);
+}
+
+/// Test 4: exited processes disappear from the output and the kernel map.
+#[test]
+fn exited_processes_leave_output_and_kernel_map() {
+    require_root();
+    let w = Watch::start(&["--interval", "0.5", "--debug-map-pids"]);
+    let mut h = helper(&["grow", "16", "2", "1"]);
+    let pid = h.pid();
+    let in_map = |s: &Value| s["kernel"]["map_pids"].as_array().unwrap().iter().any(|p| p == pid);
+    w.wait_for(Duration::from_secs(10), "the helper in output and kernel map", |l| {
+        l.iter().filter(|v| v["type"] == "sample").any(|s| row(s, pid).is_some() && in_map(s))
+    });
+    let st = h.wait();
+    assert!(st.success());
+    // From here the pid is reaped.
+    w.wait_samples(3);
+    let s = w.samples().pop().unwrap();
+    assert!(row(&s, pid).is_none(), "exited pid {pid} still listed");
+    assert!(!in_map(&s), "exited pid {pid} still in the kernel map: {}", s["kernel"]);
+    assert!(s["kernel"]["exit_removed"].as_u64().unwrap() >= 1, "{}", s["kernel"]);
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    let out = Command::new(leaktrace_bin()).args(["watch", "--interval", "abc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'abc' for '--interval"), "{err}");
+    let out = Command::new(leaktrace_bin()).args(["watch", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Usage: leaktrace watch"), "{err}");
+}
+
+#[test]
+fn non_root_gets_one_clear_sentence() {
+    require_root();
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(leaktrace_bin()).args(["watch", "--json"]).uid(65534).gid(65534).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("must run as root"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one sentence, no backtrace: {err}");
+    assert!(out.stdout.is_empty());
+}
