@@ -21,9 +21,6 @@ fn main() -> anyhow::Result<()> {
     let tc = root.join("target/ebpf/toolchain.txt");
     println!("cargo:rerun-if-changed={}", tc.display());
     let toolchain = fs::read_to_string(&tc).unwrap_or_else(|_| "unknown nightly".into());
-    println!(
-        "cargo:rustc-env=LEAKTRACE_EBPF_TOOLCHAIN={}",
-        toolchain.trim()
-    );
+    println!("cargo:rustc-env=LEAKTRACE_EBPF_TOOLCHAIN={}", toolchain.trim());
     Ok(())
 }

@@ -46,6 +46,21 @@ pub struct ProcStats {
 }
 const _: () = assert!(core::mem::size_of::<ProcStats>() == 96);
 
+/// One per CPU (`CPU_SLOT` per-CPU array): the counters of the process that
+/// last ran on this CPU. Events for that process update the slot without a
+/// hash lookup; when another process shows up, the slot is flushed into
+/// `PROC_STATS` first. The loader merges the slots with the map, so nothing
+/// in a slot is lost between samples.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSlot {
+    pub tgid: u32,
+    /// 1 when `stats` holds data for `tgid`.
+    pub valid: u32,
+    pub stats: ProcStats,
+}
+const _: () = assert!(core::mem::size_of::<CpuSlot>() == 104);
+
 /// Indices of the global per-CPU counters (`COUNTERS` per-CPU array).
 /// These make data loss visible instead of silent.
 pub mod counter {
@@ -94,3 +109,7 @@ pub mod globals {
 // SAFETY: ProcStats is repr(C), Copy, has no padding (checked by the size
 // assertion above) and every bit pattern is a valid value.
 unsafe impl aya::Pod for ProcStats {}
+
+#[cfg(feature = "user")]
+// SAFETY: as for ProcStats: repr(C), Copy, no padding, any bit pattern valid.
+unsafe impl aya::Pod for CpuSlot {}

@@ -154,11 +154,7 @@ impl Btf {
                         members.push(Member {
                             name: cstr(strings, m_name),
                             type_id: m_type,
-                            bit_offset: if kind_flag {
-                                m_off & 0x00ff_ffff
-                            } else {
-                                m_off
-                            },
+                            bit_offset: if kind_flag { m_off & 0x00ff_ffff } else { m_off },
                         });
                     }
                     let name = cstr(strings, name_off);
@@ -250,9 +246,7 @@ impl Btf {
 
     pub fn size_of(&self, id: u32) -> Option<u32> {
         match self.ty(self.resolve(id)) {
-            Type::Struct { size, .. } | Type::Union { size, .. } | Type::Int { size } => {
-                Some(*size)
-            }
+            Type::Struct { size, .. } | Type::Union { size, .. } | Type::Int { size } => Some(*size),
             Type::Ptr => Some(8),
             Type::Enum { .. } => Some(4),
             Type::Array { elem, nelems } => Some(self.size_of(*elem)? * nelems),
@@ -265,9 +259,9 @@ impl Btf {
         self.structs_by_name
             .get(name)
             .and_then(|ids| {
-                ids.iter().copied().find(
-                    |&id| matches!(self.ty(id), Type::Struct { members, .. } if !members.is_empty()),
-                )
+                ids.iter()
+                    .copied()
+                    .find(|&id| matches!(self.ty(id), Type::Struct { members, .. } if !members.is_empty()))
             })
             .ok_or_else(|| BtfError::NoStruct(name.to_string()))
     }
@@ -298,9 +292,7 @@ impl Btf {
             }
         }
         for m in members.iter().filter(|m| m.name.is_empty()) {
-            if let Some(found) =
-                self.find_member(m.type_id, member, base_bits + m.bit_offset, depth + 1)
-            {
+            if let Some(found) = self.find_member(m.type_id, member, base_bits + m.bit_offset, depth + 1) {
                 return Some(found);
             }
         }
@@ -421,13 +413,7 @@ mod tests {
         d.extend_from_slice(&0xeb9fu16.to_le_bytes());
         d.push(1);
         d.push(0);
-        for v in [
-            24u32,
-            0,
-            t.len() as u32,
-            t.len() as u32,
-            strings.len() as u32,
-        ] {
+        for v in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
             d.extend_from_slice(&v.to_le_bytes());
         }
         d.extend_from_slice(&t);

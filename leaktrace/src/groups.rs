@@ -37,9 +37,7 @@ pub fn group(procs: &[Member<'_>]) -> Vec<Group> {
         let mut cur = m;
         for _ in 0..64 {
             match by_pid.get(&cur.ppid) {
-                Some(parent)
-                    if parent.exe == cur.exe && !cur.exe.is_empty() && parent.pid != cur.pid =>
-                {
+                Some(parent) if parent.exe == cur.exe && !cur.exe.is_empty() && parent.pid != cur.pid => {
                     cur = parent
                 }
                 _ => break,
@@ -62,11 +60,7 @@ pub fn group(procs: &[Member<'_>]) -> Vec<Group> {
             // The leader is the member whose parent is outside the group
             // (the pool parent) if there is exactly one such; else lowest pid.
             let tops: Vec<&&Member> = v.iter().filter(|m| m.ppid == ppid).collect();
-            let leader_pid = if tops.len() == 1 {
-                tops[0].pid
-            } else {
-                v[0].pid
-            };
+            let leader_pid = if tops.len() == 1 { tops[0].pid } else { v[0].pid };
             Group {
                 leader_pid,
                 exe,

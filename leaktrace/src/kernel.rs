@@ -5,7 +5,8 @@ use aya::{
     maps::{MapData, PerCpuArray, PerCpuHashMap},
     Ebpf,
 };
-use leaktrace_common::{counter, ProcStats, RSS_MEMBERS};
+use leaktrace_common::{counter, CpuSlot, ProcStats, RSS_MEMBERS};
+use std::collections::HashMap;
 
 /// One process's counters, merged across CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,6 +21,10 @@ pub struct Merged {
 /// For each counter, the value from the CPU that saw it last; event counts
 /// are summed.
 pub fn merge(per_cpu: &[ProcStats]) -> Merged {
+    merge_iter(per_cpu.iter())
+}
+
+fn merge_iter<'a>(per_cpu: impl Iterator<Item = &'a ProcStats>) -> Merged {
     let mut m = Merged::default();
     let mut newest = [0u64; RSS_MEMBERS];
     for s in per_cpu {
@@ -45,31 +50,51 @@ pub struct Counters {
     pub exit_removed: u64,
 }
 
+/// Merges the map's per-CPU values with the per-CPU slots (the slots hold
+/// what has not been flushed into the map yet). The slot of a CPU may
+/// belong to a process that has no map entry yet.
+pub fn merge_with_slots(map: Vec<(u32, Vec<ProcStats>)>, slots: &[CpuSlot]) -> Vec<(u32, Merged)> {
+    let mut by_tgid: HashMap<u32, Vec<ProcStats>> = map.into_iter().collect();
+    for s in slots.iter().filter(|s| s.valid == 1) {
+        by_tgid.entry(s.tgid).or_default().push(s.stats);
+    }
+    by_tgid.into_iter().map(|(t, v)| (t, merge(&v))).collect()
+}
+
 pub struct KernelMaps {
     stats: PerCpuHashMap<MapData, u32, ProcStats>,
+    slots: PerCpuArray<MapData, CpuSlot>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let stats = PerCpuHashMap::try_from(
-            ebpf.take_map("PROC_STATS")
-                .context("map PROC_STATS missing")?,
-        )?;
-        let counters =
-            PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
-        Ok(Self { stats, counters })
+        let stats = PerCpuHashMap::try_from(ebpf.take_map("PROC_STATS").context("map PROC_STATS missing")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
+        let slots = PerCpuArray::try_from(ebpf.take_map("CPU_SLOT").context("map CPU_SLOT missing")?)?;
+        Ok(Self {
+            stats,
+            slots,
+            counters,
+        })
     }
 
     /// All processes in the map. Entries that vanish while iterating (a
     /// process exiting) are skipped, not errors.
     pub fn snapshot(&self, out: &mut Vec<(u32, Merged)>) {
         out.clear();
-        for item in self.stats.iter() {
-            if let Ok((tgid, values)) = item {
-                out.push((tgid, merge(&values)));
-            }
-        }
+        let map: Vec<(u32, Vec<ProcStats>)> = self
+            .stats
+            .iter()
+            .filter_map(|item| item.ok())
+            .map(|(tgid, values)| (tgid, values.iter().copied().collect()))
+            .collect();
+        let slots: Vec<CpuSlot> = self
+            .slots
+            .get(&0, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        out.extend(merge_with_slots(map, &slots));
     }
 
     pub fn keys(&self) -> Vec<u32> {
@@ -81,12 +106,7 @@ impl KernelMaps {
     }
 
     pub fn counters(&self) -> Counters {
-        let get = |i: u32| -> u64 {
-            self.counters
-                .get(&i, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
+        let get = |i: u32| -> u64 { self.counters.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         Counters {
             rss_unattributed: get(counter::RSS_UNATTRIBUTED),
             rss_bad_member: get(counter::RSS_BAD_MEMBER),
@@ -120,5 +140,41 @@ mod tests {
         assert_eq!(m.faults, 7);
         // Order of CPUs does not matter.
         assert_eq!(merge(&[b, a]), m);
+    }
+
+    #[test]
+    fn slots_merge_into_map_values() {
+        let mut in_map = ProcStats::default();
+        in_map.rss_bytes[1] = 100;
+        in_map.rss_ts_ns[1] = 10;
+        in_map.faults = 5;
+        let mut newer = ProcStats::default();
+        newer.rss_bytes[1] = 150;
+        newer.rss_ts_ns[1] = 11;
+        newer.faults = 2;
+        let slots = [
+            CpuSlot {
+                tgid: 7,
+                valid: 1,
+                stats: newer,
+            },
+            CpuSlot {
+                tgid: 9,
+                valid: 1,
+                stats: newer,
+            },
+            CpuSlot {
+                tgid: 8,
+                valid: 0,
+                stats: newer,
+            },
+        ];
+        let mut out = merge_with_slots(vec![(7, vec![in_map, ProcStats::default()])], &slots);
+        out.sort_by_key(|(t, _)| *t);
+        assert_eq!(out.len(), 2, "invalid slot ignored: {out:?}");
+        assert_eq!(out[0].0, 7);
+        assert_eq!(out[0].1.rss[1], Some(150));
+        assert_eq!(out[0].1.faults, 7);
+        assert_eq!(out[1].0, 9, "a slot alone is a process too");
     }
 }

@@ -59,6 +59,12 @@ pub static PROBES: &[ProbeSpec] = &[
         required: true,
         candidates: &[
             Hook {
+                program: "rss_stat_btf_direct",
+                kind: HookKind::TpBtf,
+                group: "kmem",
+                event: "rss_stat",
+            },
+            Hook {
                 program: "rss_stat_btf",
                 kind: HookKind::TpBtf,
                 group: "kmem",
@@ -115,6 +121,41 @@ pub static PROBES: &[ProbeSpec] = &[
     },
 ];
 
+/// Only for `cargo xtask bench overhead`: empty programs on the same two hot
+/// hooks, to measure the fixed cost of any BPF program there.
+pub static FLOOR_PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        job: "rss",
+        what: "empty program on kmem:rss_stat (benchmark floor)",
+        required: true,
+        candidates: &[Hook {
+            program: "floor_rss_stat",
+            kind: HookKind::TpBtf,
+            group: "kmem",
+            event: "rss_stat",
+        }],
+    },
+    ProbeSpec {
+        job: "faults",
+        what: "empty program on exceptions:page_fault_user (benchmark floor)",
+        required: true,
+        candidates: &[Hook {
+            program: "floor_page_fault_user",
+            kind: HookKind::TpBtf,
+            group: "exceptions",
+            event: "page_fault_user",
+        }],
+    },
+];
+
+/// Which hooks to prefer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookChoice {
+    Best,
+    ForceClassic,
+    BenchFloor,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Skipped {
     pub program: &'static str,
@@ -155,7 +196,7 @@ fn describe(e: &(dyn std::error::Error + 'static), verbose: u8) -> String {
         src = c.source();
     }
     if verbose < 2 {
-        if let Some(i) = s.find("\nVerifier output") {
+        if let Some(i) = s.find("Verifier output") {
             s.truncate(i);
             s.push_str(" (verifier log with -vv)");
         }
@@ -163,12 +204,12 @@ fn describe(e: &(dyn std::error::Error + 'static), verbose: u8) -> String {
     s
 }
 
-pub fn load(verbose: u8) -> Result<Loaded> {
+pub fn load(verbose: u8, choice: HookChoice) -> Result<Loaded> {
+    let force_classic = choice == HookChoice::ForceClassic;
     let mut notes = Vec::new();
     bump_memlock(&mut notes);
 
-    let (tracefs_root, mounted) =
-        tracefs::ensure_mounted().context("tracefs is needed for tracepoints")?;
+    let (tracefs_root, mounted) = tracefs::ensure_mounted().context("tracefs is needed for tracepoints")?;
     if mounted {
         notes.push(format!("mounted tracefs at {}", tracefs_root.display()));
     }
@@ -265,7 +306,12 @@ pub fn load(verbose: u8) -> Result<Loaded> {
         .context("loading the eBPF object into the kernel")?;
 
     let mut probes = Vec::new();
-    for spec in PROBES {
+    let table = if choice == HookChoice::BenchFloor {
+        FLOOR_PROBES
+    } else {
+        PROBES
+    };
+    for spec in table {
         let mut res = ProbeResult {
             job: spec.job,
             required: spec.required,
@@ -276,7 +322,10 @@ pub fn load(verbose: u8) -> Result<Loaded> {
         for hook in spec.candidates {
             let target = format!("{} {}:{}", hook.kind.as_str(), hook.group, hook.event);
             let attempt = (|| -> Result<(), String> {
-                if hook.program == "rss_stat_btf" && l.is_none() {
+                if force_classic && hook.kind == HookKind::TpBtf {
+                    return Err("skipped: --force-classic".into());
+                }
+                if hook.program.starts_with("rss_stat_btf") && l.is_none() {
                     return Err("struct offsets not available from kernel BTF".into());
                 }
                 let prog = ebpf
@@ -285,18 +334,15 @@ pub fn load(verbose: u8) -> Result<Loaded> {
                 match hook.kind {
                     HookKind::TpBtf => {
                         let btf = aya_btf.as_ref().ok_or("no kernel BTF")?;
-                        let p: &mut BtfTracePoint =
-                            prog.try_into().map_err(|e| describe(&e, verbose))?;
+                        let p: &mut BtfTracePoint = prog.try_into().map_err(|e| describe(&e, verbose))?;
                         p.load(hook.event, btf)
                             .map_err(|e| format!("load: {}", describe(&e, verbose)))?;
                         p.attach()
                             .map_err(|e| format!("attach: {}", describe(&e, verbose)))?;
                     }
                     HookKind::Tracepoint => {
-                        let p: &mut TracePoint =
-                            prog.try_into().map_err(|e| describe(&e, verbose))?;
-                        p.load()
-                            .map_err(|e| format!("load: {}", describe(&e, verbose)))?;
+                        let p: &mut TracePoint = prog.try_into().map_err(|e| describe(&e, verbose))?;
+                        p.load().map_err(|e| format!("load: {}", describe(&e, verbose)))?;
                         p.attach(hook.group, hook.event)
                             .map_err(|e| format!("attach: {}", describe(&e, verbose)))?;
                     }

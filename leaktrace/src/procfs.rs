@@ -207,15 +207,9 @@ mod tests {
         let s = "12:pids:/user.slice\n4:memory:/leaktrace-test\n1:name=systemd:/init.scope\n0::/init.scope\n";
         assert_eq!(parse_cgroup(s), Some(("/leaktrace-test".into(), 1)));
         let v2 = "0::/system.slice/nginx.service\n";
-        assert_eq!(
-            parse_cgroup(v2),
-            Some(("/system.slice/nginx.service".into(), 2))
-        );
+        assert_eq!(parse_cgroup(v2), Some(("/system.slice/nginx.service".into(), 2)));
         assert_eq!(parse_cgroup("3:cpu,cpuacct:/x\n"), None);
-        assert_eq!(
-            parse_cgroup("5:cpu,memory:/a:b\n"),
-            Some(("/a:b".into(), 1))
-        );
+        assert_eq!(parse_cgroup("5:cpu,memory:/a:b\n"), Some(("/a:b".into(), 1)));
     }
 
     #[test]

@@ -28,15 +28,7 @@ pub fn ensure_mounted() -> Result<(PathBuf, bool)> {
     let src = c"tracefs";
     let dst = c"/sys/kernel/tracing";
     // SAFETY: all pointers are valid NUL-terminated strings; data is NULL.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         bail!(
@@ -127,34 +119,10 @@ format:
     #[test]
     fn parses_fields() {
         assert_eq!(field(RSS_STAT, "mm_id"), Some(Field { offset: 8, size: 4 }));
-        assert_eq!(
-            field(RSS_STAT, "size"),
-            Some(Field {
-                offset: 24,
-                size: 8
-            })
-        );
-        assert_eq!(
-            field(RSS_STAT, "member"),
-            Some(Field {
-                offset: 16,
-                size: 4
-            })
-        );
+        assert_eq!(field(RSS_STAT, "size"), Some(Field { offset: 24, size: 8 }));
+        assert_eq!(field(RSS_STAT, "member"), Some(Field { offset: 16, size: 4 }));
         assert_eq!(field(RSS_STAT, "nope"), None);
-        assert_eq!(
-            field(EXIT, "comm"),
-            Some(Field {
-                offset: 8,
-                size: 16
-            })
-        );
-        assert_eq!(
-            field(EXIT, "group_dead"),
-            Some(Field {
-                offset: 32,
-                size: 1
-            })
-        );
+        assert_eq!(field(EXIT, "comm"), Some(Field { offset: 8, size: 16 }));
+        assert_eq!(field(EXIT, "group_dead"), Some(Field { offset: 32, size: 1 }));
     }
 }

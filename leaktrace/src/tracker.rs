@@ -228,11 +228,7 @@ impl Tracker {
             }
             let rss = (tr.rss[member::FILE] + tr.rss[member::ANON] + tr.rss[member::SHMEM]) as f64;
             tr.history.push_back((t_now, rss));
-            while tr
-                .history
-                .front()
-                .is_some_and(|&(t, _)| t < t_now - horizon)
-            {
+            while tr.history.front().is_some_and(|&(t, _)| t < t_now - horizon) {
                 tr.history.pop_front();
             }
         }
@@ -255,14 +251,8 @@ impl Tracker {
                     rss_file_bytes: tr.rss[member::FILE],
                     rss_shmem_bytes: tr.rss[member::SHMEM],
                     swap_bytes: tr.rss[member::SWAP],
-                    growth_bytes_per_sec: trend::slope(trend::window(
-                        h,
-                        self.params.short_window_s,
-                    )),
-                    growth_bytes_per_sec_long: trend::slope(trend::window(
-                        h,
-                        self.params.long_window_s,
-                    )),
+                    growth_bytes_per_sec: trend::slope(trend::window(h, self.params.short_window_s)),
+                    growth_bytes_per_sec_long: trend::slope(trend::window(h, self.params.long_window_s)),
                     faults_per_sec: tr.faults_per_sec,
                     forks_per_sec: tr.forks_per_sec,
                     trend: trend::classify(h, &self.params),
@@ -324,9 +314,7 @@ impl Tracker {
 pub fn filter(sample: &mut Sample, pids: &[u32], top: Option<usize>) {
     if !pids.is_empty() {
         sample.processes.retain(|p| pids.contains(&p.pid));
-        sample
-            .groups
-            .retain(|g| g.pids.iter().any(|p| pids.contains(p)));
+        sample.groups.retain(|g| g.pids.iter().any(|p| pids.contains(p)));
     }
     if let Some(n) = top {
         sample.processes.truncate(n);

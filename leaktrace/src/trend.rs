@@ -268,10 +268,7 @@ mod tests {
                 }
             });
             let t = c(&s);
-            assert!(
-                t == Trend::Spike || t == Trend::Stable,
-                "phase {phase}: {t:?}"
-            );
+            assert!(t == Trend::Spike || t == Trend::Stable, "phase {phase}: {t:?}");
         }
         // Rising peaks of a free loop: each iteration frees back to base.
         let s = series(30, |i| {

@@ -107,7 +107,10 @@ impl Tui {
                 )),
                 Line::from(format!("hooks  {hooks}")).style(Style::default().fg(Color::DarkGray)),
             ];
-            f.render_widget(Paragraph::new(header).block(Block::default().borders(Borders::BOTTOM)), head);
+            f.render_widget(
+                Paragraph::new(header).block(Block::default().borders(Borders::BOTTOM)),
+                head,
+            );
 
             let rows = s.processes.iter().map(|p| {
                 Row::new(vec![
@@ -145,12 +148,27 @@ impl Tui {
             let t = Table::new(rows, widths)
                 .header(
                     Row::new(vec![
-                        "PID", "COMM", "TREND", "GROWTH 10s", "GROWTH 60s", "RSS", "ANON", "FILE", "SHMEM", "SWAP",
-                        "FLT/s", "CGROUP", "CMDLINE",
+                        "PID",
+                        "COMM",
+                        "TREND",
+                        "GROWTH 10s",
+                        "GROWTH 60s",
+                        "RSS",
+                        "ANON",
+                        "FILE",
+                        "SHMEM",
+                        "SWAP",
+                        "FLT/s",
+                        "CGROUP",
+                        "CMDLINE",
                     ])
                     .style(Style::default().add_modifier(Modifier::BOLD)),
                 )
-                .block(Block::default().title(" processes, by growth ").borders(Borders::TOP));
+                .block(
+                    Block::default()
+                        .title(" processes, by growth ")
+                        .borders(Borders::TOP),
+                );
             f.render_widget(t, procs);
 
             let grows = s.groups.iter().map(|g| {
@@ -178,7 +196,11 @@ impl Tui {
                 Row::new(vec!["LEADER", "COMM", "MEMBERS", "RSS", "GROWTH 10s", "EXE"])
                     .style(Style::default().add_modifier(Modifier::BOLD)),
             )
-            .block(Block::default().title(" process groups (same parent and executable) ").borders(Borders::TOP));
+            .block(
+                Block::default()
+                    .title(" process groups (same parent and executable) ")
+                    .borders(Borders::TOP),
+            );
             f.render_widget(gt, groups);
         })?;
         Ok(())
@@ -203,8 +225,7 @@ pub fn spawn_input_thread(quit: tokio::sync::mpsc::UnboundedSender<()>) {
     std::thread::spawn(move || loop {
         match event::read() {
             Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => {
-                let ctrl_c =
-                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
                 if ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) {
                     let _ = quit.send(());
                     return;

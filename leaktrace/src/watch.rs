@@ -32,6 +32,13 @@ pub struct WatchArgs {
     /// Only show the N fastest-growing processes and the N largest groups.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// Use classic tracepoints even where tp_btf works (to test or compare
+    /// the fallback path).
+    #[arg(long)]
+    pub force_classic: bool,
+    /// Attach empty programs instead (benchmark floor; shows no data).
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
     /// Add the kernel map's keys to each JSON sample (for tests and debugging).
     #[arg(long, hide = true)]
     pub debug_map_pids: bool,
@@ -97,10 +104,7 @@ fn report_probes(probes: &[ProbeResult], caps: &[Capability], notes: &[String], 
     for p in probes {
         match &p.live {
             Some(l) => log::info!("hook {:<7} live: {l} ({})", p.job, p.program.unwrap_or("")),
-            None => log::warn!(
-                "hook {:<7} not available; leaktrace continues without it",
-                p.job
-            ),
+            None => log::warn!("hook {:<7} not available; leaktrace continues without it", p.job),
         }
         for s in &p.skipped {
             if p.live.is_some() {
@@ -115,11 +119,7 @@ fn report_probes(probes: &[ProbeResult], caps: &[Capability], notes: &[String], 
             log::info!(
                 "kernel {:<7} {}: {}",
                 c.name,
-                if c.available {
-                    "available"
-                } else {
-                    "unavailable"
-                },
+                if c.available { "available" } else { "unavailable" },
                 c.detail
             );
         }
@@ -135,7 +135,14 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
     } else {
         Mode::Text
     };
-    let mut loaded = loader::load(verbose)?;
+    let choice = if args.bench_floor {
+        loader::HookChoice::BenchFloor
+    } else if args.force_classic {
+        loader::HookChoice::ForceClassic
+    } else {
+        loader::HookChoice::Best
+    };
+    let mut loaded = loader::load(verbose, choice)?;
     report_probes(&loaded.probes, &loaded.capabilities, &loaded.notes, verbose);
 
     // Kernel-side log records (aya-log), forwarded to our logger.

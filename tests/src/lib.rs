@@ -17,7 +17,10 @@ pub use serde_json::Value;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "the integration tests load eBPF programs and need root; run `sudo cargo xtask test`");
+    assert_eq!(
+        euid, 0,
+        "the integration tests load eBPF programs and need root; run `sudo cargo xtask test`"
+    );
 }
 
 pub fn leaktrace_bin() -> PathBuf {
@@ -25,7 +28,11 @@ pub fn leaktrace_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/leaktrace");
-    assert!(p.exists(), "{} not built: run the tests through `cargo xtask test`", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run the tests through `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -37,7 +44,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         let stdout = child.stdout.take().map(BufReader::new);
         Self { child, stdout }
     }
@@ -52,7 +62,10 @@ impl Proc {
         let mut seen = Vec::new();
         let out = self.stdout.as_mut().expect("stdout piped");
         loop {
-            assert!(Instant::now() < deadline, "timed out waiting for '{want}' (saw {seen:?})");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for '{want}' (saw {seen:?})"
+            );
             let mut line = String::new();
             let n = out.read_line(&mut line).expect("reading helper stdout");
             assert!(n > 0, "helper closed stdout before '{want}' (saw {seen:?})");
@@ -105,8 +118,14 @@ impl Watch {
                 }
             }
         });
-        let w = Self { proc: Mutex::new(proc), lines, reader: Some(reader) };
-        w.wait_for(Duration::from_secs(30), "the first sample", |l| l.iter().any(|v| v["type"] == "sample"));
+        let w = Self {
+            proc: Mutex::new(proc),
+            lines,
+            reader: Some(reader),
+        };
+        w.wait_for(Duration::from_secs(30), "the first sample", |l| {
+            l.iter().any(|v| v["type"] == "sample")
+        });
         w
     }
 
@@ -115,11 +134,19 @@ impl Watch {
     }
 
     pub fn samples(&self) -> Vec<Value> {
-        self.lines().into_iter().filter(|v| v["type"] == "sample").collect()
+        self.lines()
+            .into_iter()
+            .filter(|v| v["type"] == "sample")
+            .collect()
     }
 
     pub fn sample_count(&self) -> usize {
-        self.lines.lock().unwrap().iter().filter(|v| v["type"] == "sample").count()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["type"] == "sample")
+            .count()
     }
 
     /// Waits until `n` more samples have arrived.
@@ -180,7 +207,11 @@ impl Drop for Watch {
 }
 
 pub fn row(sample: &Value, pid: u32) -> Option<Value> {
-    sample["processes"].as_array()?.iter().find(|p| p["pid"] == pid).cloned()
+    sample["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["pid"] == pid)
+        .cloned()
 }
 
 /// A field of /proc/<pid>/status in bytes (kB lines).

@@ -15,7 +15,10 @@ fn hooks_attach_and_status_line_names_them() {
     require_root();
     let w = Watch::start(&["--interval", "0.5"]);
     let lines = w.lines();
-    let status = lines.iter().find(|v| v["type"] == "status").expect("status line first");
+    let status = lines
+        .iter()
+        .find(|v| v["type"] == "status")
+        .expect("status line first");
     let hooks = status["hooks"].as_array().unwrap();
     let rss = hooks.iter().find(|h| h["job"] == "rss").expect("rss hook");
     let live = rss["live"].as_str().expect("rss hook must be live");
@@ -40,7 +43,11 @@ fn growing_process_rate_and_anon_rss() {
     eprintln!("mid-growth row: {r}");
     assert_eq!(r["trend"], "growing", "{r}");
     let rate = r["growth_bytes_per_sec"].as_f64().unwrap();
-    assert!(within(rate, 32.0 * MIB, 0.25), "rate {:.1} MiB/s, want 32 ±25%", rate / MIB);
+    assert!(
+        within(rate, 32.0 * MIB, 0.25),
+        "rate {:.1} MiB/s, want 32 ±25%",
+        rate / MIB
+    );
 
     // Hold phase: RSS is static, compare with the kernel's own view.
     h.wait_line("ready", Duration::from_secs(20));
@@ -51,7 +58,18 @@ fn growing_process_rate_and_anon_rss() {
     eprintln!("hold row anon={anon} /proc RssAnon={truth}");
     assert!(within(anon, truth, 0.10), "anon {anon} vs /proc {truth}");
     assert!(anon > 300.0 * MIB, "384 MiB were touched, leaktrace says {anon}");
-    for key in ["rss_bytes", "rss_file_bytes", "rss_shmem_bytes", "swap_bytes", "growth_bytes_per_sec_long", "faults_per_sec", "ppid", "comm", "cmdline", "cgroup"] {
+    for key in [
+        "rss_bytes",
+        "rss_file_bytes",
+        "rss_shmem_bytes",
+        "swap_bytes",
+        "growth_bytes_per_sec_long",
+        "faults_per_sec",
+        "ppid",
+        "comm",
+        "cmdline",
+        "cgroup",
+    ] {
         assert!(!r[key].is_null(), "field {key} missing in {r}");
     }
 }
@@ -69,8 +87,16 @@ fn one_allocation_then_hold_is_step() {
     let r = w.latest_row(pid).expect("helper in the output");
     eprintln!("step row: {r}");
     assert_eq!(r["trend"], "step", "{r}");
-    let seen_growing = w.samples().iter().filter_map(|s| row(s, pid)).filter(|r| r["trend"] == "growing").count();
-    assert_eq!(seen_growing, 0, "a single allocation must never be called growing");
+    let seen_growing = w
+        .samples()
+        .iter()
+        .filter_map(|s| row(s, pid))
+        .filter(|r| r["trend"] == "growing")
+        .count();
+    assert_eq!(
+        seen_growing, 0,
+        "a single allocation must never be called growing"
+    );
 }
 
 /// Test 2b: allocate/free in a loop is `spike` or `stable`, never `growing`.
@@ -82,13 +108,23 @@ fn alloc_free_loop_is_never_growing() {
     let pid = h.pid();
     h.wait();
     let rows: Vec<Value> = w.samples().iter().filter_map(|s| row(s, pid)).collect();
-    assert!(rows.len() >= 10, "expected ~14 samples of the helper, got {}", rows.len());
+    assert!(
+        rows.len() >= 10,
+        "expected ~14 samples of the helper, got {}",
+        rows.len()
+    );
     let trends: Vec<&str> = rows.iter().map(|r| r["trend"].as_str().unwrap()).collect();
     eprintln!("churn trends: {trends:?}");
     assert!(trends.iter().all(|t| *t != "growing"), "{trends:?}");
-    assert!(trends.iter().any(|t| *t == "spike"), "a 100 MiB alloc/free loop should show as spike: {trends:?}");
+    assert!(
+        trends.iter().any(|t| *t == "spike"),
+        "a 100 MiB alloc/free loop should show as spike: {trends:?}"
+    );
     // The helper really did allocate: its peak RSS was seen.
-    let peak = rows.iter().map(|r| r["rss_anon_bytes"].as_f64().unwrap()).fold(0.0, f64::max);
+    let peak = rows
+        .iter()
+        .map(|r| r["rss_anon_bytes"].as_f64().unwrap())
+        .fold(0.0, f64::max);
     assert!(peak > 80.0 * MIB, "peak anon {peak}");
 }
 
@@ -126,11 +162,20 @@ fn fork_pool_is_one_group() {
     assert_eq!(g["members"], 9, "{g}");
     assert_eq!(g["leader_pid"], parent, "{g}");
     for k in &kids {
-        assert!(g["pids"].as_array().unwrap().iter().any(|p| p == k), "child {k} missing from {g}");
-        assert!(row(&s, *k).is_some(), "child {k} must still be listed as a process");
+        assert!(
+            g["pids"].as_array().unwrap().iter().any(|p| p == k),
+            "child {k} missing from {g}"
+        );
+        assert!(
+            row(&s, *k).is_some(),
+            "child {k} must still be listed as a process"
+        );
     }
     let rss = g["rss_bytes"].as_f64().unwrap();
-    assert!(within(rss, truth as f64, 0.10), "group rss {rss} vs /proc sum {truth}");
+    assert!(
+        within(rss, truth as f64, 0.10),
+        "group rss {rss} vs /proc sum {truth}"
+    );
     assert!(rss > 8.0 * 64.0 * MIB * 0.9);
 }
 
@@ -141,27 +186,53 @@ fn exited_processes_leave_output_and_kernel_map() {
     let w = Watch::start(&["--interval", "0.5", "--debug-map-pids"]);
     let mut h = helper(&["grow", "16", "2", "1"]);
     let pid = h.pid();
-    let in_map = |s: &Value| s["kernel"]["map_pids"].as_array().unwrap().iter().any(|p| p == pid);
-    w.wait_for(Duration::from_secs(10), "the helper in output and kernel map", |l| {
-        l.iter().filter(|v| v["type"] == "sample").any(|s| row(s, pid).is_some() && in_map(s))
-    });
+    let in_map = |s: &Value| {
+        s["kernel"]["map_pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == pid)
+    };
+    w.wait_for(
+        Duration::from_secs(10),
+        "the helper in output and kernel map",
+        |l| {
+            l.iter()
+                .filter(|v| v["type"] == "sample")
+                .any(|s| row(s, pid).is_some() && in_map(s))
+        },
+    );
     let st = h.wait();
     assert!(st.success());
     // From here the pid is reaped.
     w.wait_samples(3);
     let s = w.samples().pop().unwrap();
     assert!(row(&s, pid).is_none(), "exited pid {pid} still listed");
-    assert!(!in_map(&s), "exited pid {pid} still in the kernel map: {}", s["kernel"]);
-    assert!(s["kernel"]["exit_removed"].as_u64().unwrap() >= 1, "{}", s["kernel"]);
+    assert!(
+        !in_map(&s),
+        "exited pid {pid} still in the kernel map: {}",
+        s["kernel"]
+    );
+    assert!(
+        s["kernel"]["exit_removed"].as_u64().unwrap() >= 1,
+        "{}",
+        s["kernel"]
+    );
 }
 
 #[test]
 fn bad_flag_is_a_usage_error() {
-    let out = Command::new(leaktrace_bin()).args(["watch", "--interval", "abc"]).output().unwrap();
+    let out = Command::new(leaktrace_bin())
+        .args(["watch", "--interval", "abc"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'abc' for '--interval"), "{err}");
-    let out = Command::new(leaktrace_bin()).args(["watch", "--bogus"]).output().unwrap();
+    let out = Command::new(leaktrace_bin())
+        .args(["watch", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Usage: leaktrace watch"), "{err}");
@@ -171,10 +242,66 @@ fn bad_flag_is_a_usage_error() {
 fn non_root_gets_one_clear_sentence() {
     require_root();
     use std::os::unix::process::CommandExt;
-    let out = Command::new(leaktrace_bin()).args(["watch", "--json"]).uid(65534).gid(65534).output().unwrap();
+    let out = Command::new(leaktrace_bin())
+        .args(["watch", "--json"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(err.contains("must run as root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one sentence, no backtrace: {err}");
     assert!(out.stdout.is_empty());
+}
+
+/// The classic-tracepoint fallback (for kernels without tp_btf) gives the
+/// same answer on a growing process.
+#[test]
+fn classic_fallback_tracks_growth() {
+    require_root();
+    let w = Watch::start(&["--interval", "1", "--force-classic"]);
+    let status = w.lines().into_iter().find(|v| v["type"] == "status").unwrap();
+    let rss = status["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["job"] == "rss")
+        .unwrap()
+        .clone();
+    assert_eq!(rss["live"], "tracepoint kmem:rss_stat", "{rss}");
+    let mut h = helper(&["grow", "32", "8", "60"]);
+    let pid = h.pid();
+    std::thread::sleep(Duration::from_secs(6));
+    w.wait_samples(1);
+    let r = w.latest_row(pid).expect("helper in the output");
+    assert_eq!(r["trend"], "growing", "{r}");
+    let rate = r["growth_bytes_per_sec"].as_f64().unwrap();
+    assert!(within(rate, 32.0 * MIB, 0.25), "rate {:.1} MiB/s", rate / MIB);
+    h.wait_line("ready", Duration::from_secs(20));
+    w.wait_samples(2);
+    let r = w.latest_row(pid).unwrap();
+    let anon = r["rss_anon_bytes"].as_f64().unwrap();
+    let truth = status_bytes(pid, "RssAnon") as f64;
+    assert!(within(anon, truth, 0.10), "anon {anon} vs /proc {truth}");
+}
+
+/// `-v` names every hook and whether it is live.
+#[test]
+fn verbose_lists_hooks() {
+    require_root();
+    let out = Command::new(leaktrace_bin())
+        .args(["-v", "watch", "--json", "--duration", "0.5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for job in ["rss", "faults", "exit", "fork"] {
+        assert!(
+            err.contains(&format!("hook {job}")),
+            "no line for hook {job}: {err}"
+        );
+    }
+    assert!(err.contains("live: tp_btf kmem:rss_stat"), "{err}");
+    assert!(err.contains("kernel kprobe"), "{err}");
 }

@@ -14,10 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "cargo xtask",
-    about = "Build, run, test and benchmark leaktrace"
-)]
+#[command(name = "cargo xtask", about = "Build, run, test and benchmark leaktrace")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -28,10 +28,7 @@ pub struct Toolchain {
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -51,14 +48,8 @@ pub fn bootstrap(root: &Path) -> Result<Toolchain> {
         Ok(v) => v,
         Err(_) => {
             step("installing the nightly toolchain (rustup)");
-            run(Command::new("rustup").args([
-                "toolchain",
-                "install",
-                NIGHTLY,
-                "--profile",
-                "minimal",
-            ]))
-            .context("no nightly toolchain and `rustup toolchain install nightly` failed")?;
+            run(Command::new("rustup").args(["toolchain", "install", NIGHTLY, "--profile", "minimal"]))
+                .context("no nightly toolchain and `rustup toolchain install nightly` failed")?;
             rustc_nightly(&["-vV"])?
         }
     };
@@ -87,8 +78,7 @@ pub fn bootstrap(root: &Path) -> Result<Toolchain> {
     let bin_dir = tc_dir.join("bin");
     let linker = bin_dir.join("bpf-linker");
     let stamp = tc_dir.join("bpf-linker.stamp");
-    let want_stamp =
-        format!("bpf-linker {BPF_LINKER_VERSION} llvm {llvm_version} ({nightly_version})\n");
+    let want_stamp = format!("bpf-linker {BPF_LINKER_VERSION} llvm {llvm_version} ({nightly_version})\n");
     let lib_dir = tc_dir.join("llvm/lib");
     let libllvm = find_libllvm(&sysroot.join("lib"), &llvm_major)?;
     // Both the generic name (for the build) and the exact soname (for the
@@ -103,8 +93,7 @@ pub fn bootstrap(root: &Path) -> Result<Toolchain> {
         std::os::unix::fs::symlink(&libllvm, &link)
             .with_context(|| format!("symlinking {}", link.display()))?;
     }
-    let up_to_date =
-        linker.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(&want_stamp);
+    let up_to_date = linker.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(&want_stamp);
     if up_to_date {
         step(&format!(
             "bpf-linker {BPF_LINKER_VERSION} for LLVM {llvm_version} already built"
@@ -135,10 +124,7 @@ pub fn bootstrap(root: &Path) -> Result<Toolchain> {
             .arg(&tc_dir))
         .context("building bpf-linker")?;
         fs::write(&stamp, &want_stamp)?;
-        step(&format!(
-            "bpf-linker built in {:.0} s",
-            t.elapsed().as_secs_f64()
-        ));
+        step(&format!("bpf-linker built in {:.0} s", t.elapsed().as_secs_f64()));
     }
     Ok(Toolchain {
         nightly_version,
@@ -164,10 +150,7 @@ fn find_libllvm(dir: &Path, major: &str) -> Result<PathBuf> {
 
 /// Builds the eBPF object into target/ebpf and records the nightly used.
 pub fn build_ebpf(root: &Path, tc: &Toolchain) -> Result<PathBuf> {
-    step(&format!(
-        "building the eBPF object with {}",
-        tc.nightly_version
-    ));
+    step(&format!("building the eBPF object with {}", tc.nightly_version));
     let target_dir = root.join("target/ebpf");
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![tc.bin_dir.clone()];

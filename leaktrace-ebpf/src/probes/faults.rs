@@ -5,11 +5,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 
-use super::{current_tgid, stats_entry};
+use super::{current_tgid, slot_stats};
 
 #[inline(always)]
 fn count_fault() {
-    if let Some(e) = stats_entry(current_tgid()) {
+    if let Some(e) = slot_stats(current_tgid()) {
         // SAFETY: this CPU's value in PROC_STATS, valid while the program runs.
         unsafe { (*e).faults += 1 };
     }

@@ -3,7 +3,7 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use leaktrace_common::counter;
 
-use super::{bump, current_tgid, global, stats_entry, PROC_STATS};
+use super::{bump, current_tgid, drop_slot, global, slot_stats, PROC_STATS};
 
 #[no_mangle]
 static TP_EXIT_GROUP_DEAD_OFF: u64 = u64::MAX;
@@ -27,8 +27,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // sweep removes whatever this misses.
         pid == tgid
     };
-    if group_dead && PROC_STATS.remove(&tgid).is_ok() {
-        bump(counter::EXIT_REMOVED);
+    if group_dead {
+        drop_slot(tgid);
+        if PROC_STATS.remove(&tgid).is_ok() {
+            bump(counter::EXIT_REMOVED);
+        }
     }
     0
 }
@@ -38,7 +41,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     // SAFETY: offset read from this kernel's tracefs format.
     let flags = unsafe { ctx.read_at::<u64>(global(&TP_NEWTASK_FLAGS_OFF) as usize) }.unwrap_or(0);
     if flags & CLONE_THREAD == 0 {
-        if let Some(e) = stats_entry(current_tgid()) {
+        if let Some(e) = slot_stats(current_tgid()) {
             // SAFETY: this CPU's value in PROC_STATS, valid while the program runs.
             unsafe { (*e).forks += 1 };
         }

@@ -9,14 +9,19 @@ use aya_ebpf::{
     macros::map,
     maps::{LruPerCpuHashMap, PerCpuArray},
 };
-use leaktrace_common::{counter, ProcStats, MAX_PROCS};
+use leaktrace_common::{counter, CpuSlot, ProcStats, MAX_PROCS, RSS_MEMBERS};
 
 /// Per-process aggregate, keyed by tgid. Per-CPU so that the page-fault path
 /// never bounces a cache line between CPUs; LRU so that it stays bounded even
 /// if an exit is missed.
 #[map]
-pub static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> =
-    LruPerCpuHashMap::with_max_entries(MAX_PROCS, 0);
+pub static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with_max_entries(MAX_PROCS, 0);
+
+/// The per-CPU front of PROC_STATS, see `leaktrace_common::CpuSlot`. A
+/// per-CPU array lookup is inlined by the verifier, unlike a hash lookup, so
+/// the page-fault path costs a compare and an increment.
+#[map]
+pub static CPU_SLOT: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
 
 /// Global loss/health counters, see `leaktrace_common::counter`.
 #[map]
@@ -57,4 +62,62 @@ pub fn stats_entry(tgid: u32) -> Option<*mut ProcStats> {
 #[inline(always)]
 pub fn current_tgid() -> u32 {
     (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Moves a slot's counters into PROC_STATS (this CPU's value for its tgid).
+#[inline(always)]
+fn flush(s: *mut CpuSlot) {
+    // SAFETY: `s` is this CPU's CPU_SLOT value; `e` this CPU's PROC_STATS
+    // value. Both stay valid while the program runs and nothing else on
+    // this CPU writes them meanwhile.
+    unsafe {
+        let Some(e) = stats_entry((*s).tgid) else {
+            return;
+        };
+        let st = &(*s).stats;
+        for i in 0..RSS_MEMBERS {
+            if st.rss_ts_ns[i] > (*e).rss_ts_ns[i] {
+                (*e).rss_bytes[i] = st.rss_bytes[i];
+                (*e).rss_ts_ns[i] = st.rss_ts_ns[i];
+            }
+        }
+        (*e).faults += st.faults;
+        (*e).rss_events += st.rss_events;
+        (*e).forks += st.forks;
+    }
+}
+
+/// The counters to update for `tgid` on this CPU: the CPU slot, flushed
+/// first if it belonged to another process.
+#[inline(always)]
+pub fn slot_stats(tgid: u32) -> Option<*mut ProcStats> {
+    let s = CPU_SLOT.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot, valid while the program runs.
+    unsafe {
+        if (*s).valid == 1 && (*s).tgid == tgid {
+            return Some(&mut (*s).stats as *mut ProcStats);
+        }
+        if (*s).valid == 1 {
+            flush(s);
+        }
+        (*s).tgid = tgid;
+        (*s).valid = 1;
+        (*s).stats = ProcStats::default();
+        Some(&mut (*s).stats as *mut ProcStats)
+    }
+}
+
+/// Forgets this CPU's slot if it belongs to `tgid` (the process exited).
+/// Slots on other CPUs are flushed into the map later and removed by the
+/// loader's sweep.
+#[inline(always)]
+pub fn drop_slot(tgid: u32) {
+    if let Some(s) = CPU_SLOT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, valid while the program runs.
+        unsafe {
+            if (*s).valid == 1 && (*s).tgid == tgid {
+                (*s).valid = 0;
+            }
+        }
+    }
 }

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use leaktrace_common::{counter, MAX_PROCS, RSS_MEMBERS};
 
-use super::{bump, current_tgid, global, stats_entry};
+use super::{bump, current_tgid, global, slot_stats};
 
 #[no_mangle]
 static MM_OWNER_OFF: u64 = 0;
@@ -48,17 +48,80 @@ static MM_OWNERS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(MAX_PROCS,
 
 #[inline(always)]
 fn record(tgid: u32, member: usize, bytes: i64) {
-    let Some(e) = stats_entry(tgid) else {
+    let Some(e) = slot_stats(tgid) else {
         return;
     };
-    let m = member & (RSS_MEMBERS - 1);
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: `e` points at this CPU's value in PROC_STATS, valid for the
-    // duration of the program; `m` is masked into bounds.
+    // duration of the program. Constant indices only: a computed index,
+    // even masked, can reach the verifier without its bounds (the compiler
+    // drops the mask once it has proven the range on another register).
     unsafe {
-        (*e).rss_bytes[m] = bytes;
-        (*e).rss_ts_ns[m] = bpf_ktime_get_ns();
+        match member {
+            0 => {
+                (*e).rss_bytes[0] = bytes;
+                (*e).rss_ts_ns[0] = now;
+            }
+            1 => {
+                (*e).rss_bytes[1] = bytes;
+                (*e).rss_ts_ns[1] = now;
+            }
+            2 => {
+                (*e).rss_bytes[2] = bytes;
+                (*e).rss_ts_ns[2] = now;
+            }
+            _ => {
+                (*e).rss_bytes[3] = bytes;
+                (*e).rss_ts_ns[3] = now;
+            }
+        }
         (*e).rss_events += 1;
     }
+}
+
+/// Same as `rss_stat_btf`, but with direct loads through the BTF-typed
+/// `mm_struct *` instead of bpf_probe_read_kernel calls. The offsets are
+/// read-only globals, which the verifier treats as constants, so it checks
+/// every load against the kernel's own struct layout (a wrong offset is a
+/// load-time rejection, not a wrong number) and emits plain loads. This is
+/// the cheapest variant; kernels whose verifier refuses it fall back to
+/// `rss_stat_btf`.
+#[btf_tracepoint(function = "rss_stat")]
+pub fn rss_stat_btf_direct(ctx: BtfTracePointContext) -> i32 {
+    let mm: *const u8 = ctx.arg(0);
+    let member: u64 = ctx.arg(1);
+    let member = member as i32;
+    let base = global(&MM_RSS_OFF) + global(&RSS_COUNT_OFF);
+    let stride = global(&RSS_STRIDE);
+    // SAFETY: see above; the verifier validates each load against BTF and
+    // turns a faulting load into a zero read.
+    let (owner, pages) = unsafe {
+        let owner =
+            core::ptr::read_volatile(mm.wrapping_add(global(&MM_OWNER_OFF) as usize) as *const *const u8);
+        // One constant offset per branch: BTF-typed loads need constants.
+        let pages = match member {
+            0 => core::ptr::read_volatile(mm.wrapping_add(base as usize) as *const i64),
+            1 => core::ptr::read_volatile(mm.wrapping_add((base + stride) as usize) as *const i64),
+            2 => core::ptr::read_volatile(mm.wrapping_add((base + 2 * stride) as usize) as *const i64),
+            3 => core::ptr::read_volatile(mm.wrapping_add((base + 3 * stride) as usize) as *const i64),
+            _ => {
+                bump(counter::RSS_BAD_MEMBER);
+                return 0;
+            }
+        };
+        (owner, pages)
+    };
+    if owner.is_null() {
+        bump(counter::RSS_UNATTRIBUTED);
+        return 0;
+    }
+    // SAFETY: as above; `owner` is a BTF-typed task_struct pointer.
+    let tgid = unsafe {
+        core::ptr::read_volatile(owner.wrapping_add(global(&TASK_TGID_OFF) as usize) as *const i32)
+    };
+    record(tgid as u32, member as usize, pages << global(&PAGE_SHIFT));
+    0
 }
 
 #[btf_tracepoint(function = "rss_stat")]
@@ -92,9 +155,8 @@ fn try_rss_stat_btf(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     // SAFETY: as above.
-    let tgid: i32 = unsafe {
-        bpf_probe_read_kernel(owner.wrapping_add(global(&TASK_TGID_OFF) as usize) as *const i32)?
-    };
+    let tgid: i32 =
+        unsafe { bpf_probe_read_kernel(owner.wrapping_add(global(&TASK_TGID_OFF) as usize) as *const i32)? };
     let off = global(&MM_RSS_OFF) + (member as u64) * global(&RSS_STRIDE) + global(&RSS_COUNT_OFF);
     // SAFETY: as above.
     let pages: i64 = unsafe { bpf_probe_read_kernel(mm.wrapping_add(off as usize) as *const i64)? };

@@ -140,7 +140,11 @@ fn main() {
                 unsafe { libc::read(fds[0], buf.as_mut_ptr() as *mut libc::c_void, 1) };
             }
             let mut o = std::io::stdout();
-            let _ = writeln!(o, "children {}", kids.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" "));
+            let _ = writeln!(
+                o,
+                "children {}",
+                kids.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" ")
+            );
             ready();
             for k in kids {
                 let mut st = 0;
