@@ -56,12 +56,10 @@ pub struct Member {
 #[derive(Debug, Clone)]
 pub enum Type {
     Struct {
-        name: String,
         size: u32,
         members: Vec<Member>,
     },
     Union {
-        name: String,
         size: u32,
         members: Vec<Member>,
     },
@@ -160,19 +158,14 @@ impl Btf {
                     let name = cstr(strings, name_off);
                     if kind == KIND_STRUCT {
                         if !name.is_empty() {
-                            structs_by_name
-                                .entry(name.clone())
-                                .or_default()
-                                .push(types.len() as u32);
+                            structs_by_name.entry(name).or_default().push(types.len() as u32);
                         }
                         Type::Struct {
-                            name,
                             size: size_or_type,
                             members,
                         }
                     } else {
                         Type::Union {
-                            name,
                             size: size_or_type,
                             members,
                         }

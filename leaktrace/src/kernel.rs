@@ -20,11 +20,8 @@ pub struct Merged {
 
 /// For each counter, the value from the CPU that saw it last; event counts
 /// are summed.
+#[allow(clippy::needless_range_loop)] // parallel arrays indexed by counter
 pub fn merge(per_cpu: &[ProcStats]) -> Merged {
-    merge_iter(per_cpu.iter())
-}
-
-fn merge_iter<'a>(per_cpu: impl Iterator<Item = &'a ProcStats>) -> Merged {
     let mut m = Merged::default();
     let mut newest = [0u64; RSS_MEMBERS];
     for s in per_cpu {

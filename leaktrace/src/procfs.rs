@@ -6,7 +6,6 @@ use std::{fs, path::PathBuf};
 /// process (keyed by pid and start time, so a reused pid is a new process).
 #[derive(Debug, Clone, Default)]
 pub struct ProcInfo {
-    pub pid: u32,
     pub ppid: u32,
     pub comm: String,
     pub cmdline: String,
@@ -140,7 +139,6 @@ pub fn read_info(pid: u32) -> Option<ProcInfo> {
         .and_then(|t| parse_cgroup(&t))
         .unwrap_or_default();
     Some(ProcInfo {
-        pid,
         ppid: stat.ppid,
         comm: stat.comm,
         cmdline,

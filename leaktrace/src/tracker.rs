@@ -179,7 +179,7 @@ impl Tracker {
                 t.info.ppid = stat.ppid;
                 t.info.comm = stat.comm;
                 // A process may be moved into another cgroup after it started.
-                if self.ticks % 5 == 0 {
+                if self.ticks.is_multiple_of(5) {
                     if let Some(i) = src.info(pid) {
                         t.info.cgroup = i.cgroup;
                         t.info.cgroup_version = i.cgroup_version;
@@ -206,10 +206,10 @@ impl Tracker {
                 tr.baseline.swap,
                 tr.baseline.shmem,
             ];
-            for i in 0..4 {
-                tr.rss[i] = match k.and_then(|m| m.rss[i]) {
+            for (i, (slot, base)) in tr.rss.iter_mut().zip(base).enumerate() {
+                *slot = match k.and_then(|m| m.rss[i]) {
                     Some(v) => v.max(0) as u64,
-                    None => base[i],
+                    None => base,
                 };
             }
             tr.from_kernel = k.is_some_and(|m| m.rss.iter().any(Option::is_some));
@@ -341,7 +341,6 @@ mod tests {
                 start_time: start,
             };
             let info = ProcInfo {
-                pid,
                 ppid,
                 comm: "x".into(),
                 exe: exe.into(),

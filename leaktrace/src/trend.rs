@@ -17,6 +17,7 @@
 //!    - at least 3 intervals rose, and at least 60% of intervals did not fall;
 //!    - the newest sample is near the top: ≥ max − 25% of the net rise
 //!      (a burst that has just been freed is not growth).
+//!
 //!    On the long window the growth must also still be going on: the
 //!    short-window slope is at least 25% of the long-window slope.
 //! 2. Otherwise, over the long window, let `rise` be the largest upward move

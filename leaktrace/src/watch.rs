@@ -148,7 +148,10 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
     // Kernel-side log records (aya-log), forwarded to our logger.
     match aya_log::EbpfLogger::init(&mut loaded.ebpf) {
         Ok(logger) => {
-            let mut fd = AsyncFd::with_interest(logger, tokio::io::Interest::READABLE)?;
+            // SAFETY: the logger owns its ring-buffer map fd and keeps it open
+            // for as long as the AsyncFd (which owns the logger) exists.
+            let mut fd = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+                .map_err(|_| anyhow!("registering the kernel log ring buffer with tokio failed"))?;
             tokio::spawn(async move {
                 loop {
                     let Ok(mut guard) = fd.readable_mut().await else {

@@ -117,7 +117,7 @@ fn alloc_free_loop_is_never_growing() {
     eprintln!("churn trends: {trends:?}");
     assert!(trends.iter().all(|t| *t != "growing"), "{trends:?}");
     assert!(
-        trends.iter().any(|t| *t == "spike"),
+        trends.contains(&"spike"),
         "a 100 MiB alloc/free loop should show as spike: {trends:?}"
     );
     // The helper really did allocate: its peak RSS was seen.
