@@ -2,9 +2,16 @@
 //! per CPU; this module samples the maps once per interval and merges CPUs.
 use anyhow::{Context, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     Ebpf,
 };
+
+/// The OOM ring buffer, read by the watch loop.
+pub fn take_oom_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
+    Ok(RingBuf::try_from(
+        ebpf.take_map("OOM_EVENTS").context("map OOM_EVENTS missing")?,
+    )?)
+}
 use leaktrace_common::{counter, CpuSlot, ProcStats, RSS_MEMBERS};
 use std::collections::HashMap;
 
@@ -45,6 +52,7 @@ pub struct Counters {
     pub read_failed: u64,
     pub insert_failed: u64,
     pub exit_removed: u64,
+    pub oom_lost: u64,
 }
 
 /// Merges the map's per-CPU values with the per-CPU slots (the slots hold
@@ -110,6 +118,7 @@ impl KernelMaps {
             read_failed: get(counter::READ_FAILED),
             insert_failed: get(counter::INSERT_FAILED),
             exit_removed: get(counter::EXIT_REMOVED),
+            oom_lost: get(counter::OOM_LOST),
         }
     }
 }

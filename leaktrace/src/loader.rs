@@ -119,6 +119,91 @@ pub static PROBES: &[ProbeSpec] = &[
             event: "task_newtask",
         }],
     },
+    ProbeSpec {
+        job: "oom-report",
+        what: "the kernel's OOM report lines, captured in the invoking task (printk:console)",
+        required: false,
+        candidates: &[
+            Hook {
+                program: "console_btf",
+                kind: HookKind::TpBtf,
+                group: "printk",
+                event: "console",
+            },
+            Hook {
+                program: "console_tp",
+                kind: HookKind::Tracepoint,
+                group: "printk",
+                event: "console",
+            },
+        ],
+    },
+    ProbeSpec {
+        job: "oom-victim",
+        what: "OOM victims with their RSS (oom:mark_victim); without it there are no OOM incidents",
+        required: false,
+        candidates: &[Hook {
+            program: "oom_mark_victim",
+            kind: HookKind::Tracepoint,
+            group: "oom",
+            event: "mark_victim",
+        }],
+    },
+    ProbeSpec {
+        job: "oom-kill-signal",
+        what: "the SIGKILL sent by the OOM killer (signal:signal_generate)",
+        required: false,
+        candidates: &[Hook {
+            program: "oom_signal_generate",
+            kind: HookKind::Tracepoint,
+            group: "signal",
+            event: "signal_generate",
+        }],
+    },
+    ProbeSpec {
+        job: "oom-reaper-wake",
+        what: "OOM reaper woken (oom:wake_reaper)",
+        required: false,
+        candidates: &[Hook {
+            program: "oom_wake_reaper",
+            kind: HookKind::Tracepoint,
+            group: "oom",
+            event: "wake_reaper",
+        }],
+    },
+    ProbeSpec {
+        job: "oom-reaper-start",
+        what: "OOM reaper starts on the victim (oom:start_task_reaping)",
+        required: false,
+        candidates: &[Hook {
+            program: "oom_start_task_reaping",
+            kind: HookKind::Tracepoint,
+            group: "oom",
+            event: "start_task_reaping",
+        }],
+    },
+    ProbeSpec {
+        job: "oom-reaper-finish",
+        what: "OOM reaper done (oom:finish_task_reaping)",
+        required: false,
+        candidates: &[Hook {
+            program: "oom_finish_task_reaping",
+            kind: HookKind::Tracepoint,
+            group: "oom",
+            event: "finish_task_reaping",
+        }],
+    },
+    ProbeSpec {
+        job: "oom-reaper-skip",
+        what: "OOM reaper skipped the victim (oom:skip_task_reaping)",
+        required: false,
+        candidates: &[Hook {
+            program: "oom_skip_task_reaping",
+            kind: HookKind::Tracepoint,
+            group: "oom",
+            event: "skip_task_reaping",
+        }],
+    },
 ];
 
 /// Only for `cargo xtask bench overhead`: empty programs on the same two hot
@@ -271,6 +356,32 @@ pub fn load(verbose: u8, choice: HookChoice) -> Result<Loaded> {
         .and_then(|t| tracefs::field(&t, "clone_flags"))
         .map(|f| f.offset)
         .unwrap_or(32);
+    let field_off = |group: &str, event: &str, name: &str| -> u64 {
+        tracefs::read_format(&tracefs_root, group, event)
+            .ok()
+            .and_then(|t| tracefs::field(&t, name))
+            .map(|f| f.offset)
+            .unwrap_or(u64::MAX)
+    };
+    let mv_offs: Vec<u64> = [
+        "pid",
+        "total_vm",
+        "anon_rss",
+        "file_rss",
+        "shmem_rss",
+        "uid",
+        "pgtables",
+        "oom_score_adj",
+    ]
+    .iter()
+    .map(|f| field_off("oom", "mark_victim", f))
+    .collect();
+    let console_msg = field_off("printk", "console", "msg");
+    let sig_offs: Vec<u64> = ["sig", "pid", "result"]
+        .iter()
+        .map(|f| field_off("signal", "signal_generate", f))
+        .collect();
+    let reap_pid = field_off("oom", "wake_reaper", "pid");
     let (owner, tgid, rss_off, stride, count_off) = l
         .map(|l| {
             (
@@ -301,6 +412,10 @@ pub fn load(verbose: u8, choice: HookChoice) -> Result<Loaded> {
     ] {
         loader.override_global(name, v, true);
     }
+    loader.override_global(g::TP_MV_OFFS, mv_offs.as_slice(), true);
+    loader.override_global(g::TP_SIG_OFFS, sig_offs.as_slice(), true);
+    loader.override_global(g::TP_CONSOLE_MSG_OFF, &console_msg, true);
+    loader.override_global(g::TP_REAP_PID_OFF, &reap_pid, true);
     let mut ebpf = loader
         .load(OBJECT)
         .context("loading the eBPF object into the kernel")?;

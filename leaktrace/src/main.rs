@@ -3,6 +3,7 @@ mod btf;
 mod groups;
 mod kernel;
 mod loader;
+mod oom;
 mod procfs;
 mod tracefs;
 mod tracker;

@@ -117,6 +117,8 @@ pub struct Tracker {
     procs: HashMap<u32, Tracked>,
     last_t: Option<f64>,
     ticks: u64,
+    /// unix ms at t = 0 of the monotonic clock the history uses.
+    wall0_ms: f64,
 }
 
 /// Values for one tick, from the kernel.
@@ -131,11 +133,13 @@ pub struct TickInput<'a> {
 impl Tracker {
     pub fn new(params: trend::Params) -> Self {
         Self {
-            history_s: params.long_window_s * 2.0,
+            // Five minutes: enough to show how an OOM victim grew.
+            history_s: 300.0,
             params,
             procs: HashMap::new(),
             last_t: None,
             ticks: 0,
+            wall0_ms: 0.0,
         }
     }
 
@@ -145,6 +149,7 @@ impl Tracker {
         let dt = self.last_t.map(|l| input.t - l).filter(|d| *d > 0.0);
         self.last_t = Some(input.t);
         self.ticks += 1;
+        self.wall0_ms = input.ts_ms as f64 - input.t * 1000.0;
         let mut stale = Vec::new();
         let kernel: HashMap<u32, &Merged> = input.kernel.iter().map(|(p, m)| (*p, m)).collect();
 
@@ -307,6 +312,89 @@ impl Tracker {
             },
         };
         (sample, stale)
+    }
+}
+
+impl Tracker {
+    fn to_ms(&self, t: f64) -> u64 {
+        (self.wall0_ms + t * 1000.0).max(0.0) as u64
+    }
+
+    /// What we know about `pid`, for an OOM incident.
+    pub fn snapshot(&self, pid: u32) -> Option<crate::oom::ProcSnapshot> {
+        let tr = self.procs.get(&pid)?;
+        Some(crate::oom::ProcSnapshot {
+            comm: tr.info.comm.clone(),
+            cmdline: tr.info.cmdline.clone(),
+            cgroup: tr.info.cgroup.clone(),
+            history: tr
+                .history
+                .iter()
+                .map(|&(t, rss)| (self.to_ms(t), rss as u64))
+                .collect(),
+        })
+    }
+
+    /// The process whose RSS rose most (newest minus the window's minimum)
+    /// over the last `window_s`, among processes in cgroup `scope` or below.
+    pub fn top_grower(&self, scope: Option<&str>, window_s: f64) -> Option<crate::oom::Grower> {
+        let in_scope = |cg: &str| match scope {
+            None | Some("/") => true,
+            Some(s) => cg == s || cg.strip_prefix(s).is_some_and(|r| r.starts_with('/')),
+        };
+        self.procs
+            .iter()
+            .filter(|(_, tr)| in_scope(&tr.info.cgroup))
+            .filter_map(|(pid, tr)| {
+                let (t_last, last) = *tr.history.back()?;
+                let min = tr
+                    .history
+                    .iter()
+                    .filter(|h| h.0 >= t_last - window_s)
+                    .map(|h| h.1)
+                    .fold(f64::INFINITY, f64::min);
+                let growth = (last - min).max(0.0);
+                Some(crate::oom::Grower {
+                    pid: *pid,
+                    comm: tr.info.comm.clone(),
+                    growth_bytes: growth as u64,
+                    from_bytes: min as u64,
+                    to_bytes: last as u64,
+                    window_s,
+                })
+            })
+            .max_by_key(|g| g.growth_bytes)
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns (the clock of bpf_ktime_get_ns).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The tracker as seen by the OOM assembler.
+pub struct OomView<'a>(pub &'a Tracker);
+
+impl crate::oom::OomContext for OomView<'_> {
+    fn snapshot(&self, pid: u32) -> Option<crate::oom::ProcSnapshot> {
+        self.0.snapshot(pid)
+    }
+    fn top_grower(&self, scope: Option<&str>, window_s: f64) -> Option<crate::oom::Grower> {
+        self.0.top_grower(scope, window_s)
+    }
+    fn mono_to_unix_ms(&self, ns: u64) -> u64 {
+        let now_mono = monotonic_ns() as i128;
+        let now_unix = crate::watch::now_ms() as i128;
+        (now_unix - (now_mono - ns as i128) / 1_000_000).max(0) as u64
+    }
+    fn page_size(&self) -> u64 {
+        crate::procfs::page_size()
     }
 }
 

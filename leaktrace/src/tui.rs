@@ -88,15 +88,38 @@ impl Tui {
         })
     }
 
-    pub fn draw(&mut self, s: &Sample) -> Result<()> {
+    pub fn draw(&mut self, s: &Sample, recent: &crate::oom::Recent) -> Result<()> {
         let hooks = self.hooks.clone();
         self.terminal.draw(|f| {
-            let [head, procs, groups] = Layout::vertical([
+            let n_oom = recent.items.len().min(4) as u16;
+            let [head, ooms, procs, groups] = Layout::vertical([
                 Constraint::Length(3),
+                Constraint::Length(if n_oom > 0 { n_oom + 1 } else { 0 }),
                 Constraint::Percentage(70),
                 Constraint::Percentage(30),
             ])
             .areas(f.area());
+            if n_oom > 0 {
+                let lines: Vec<Line> = recent
+                    .items
+                    .iter()
+                    .rev()
+                    .take(4)
+                    .map(|i| {
+                        let style = if i.victim_was_top_grower {
+                            Style::default().fg(Color::Red)
+                        } else {
+                            Style::default().fg(Color::Magenta).add_modifier(Modifier::BOLD)
+                        };
+                        Line::from(format!("OOM KILL  {}", i.summary)).style(style)
+                    })
+                    .collect();
+                f.render_widget(
+                    Paragraph::new(lines)
+                        .block(Block::default().title(" OOM incidents ").borders(Borders::TOP)),
+                    ooms,
+                );
+            }
             let k = &s.kernel;
             let header = vec![
                 Line::from(format!(

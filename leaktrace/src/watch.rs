@@ -9,9 +9,10 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    kernel::{KernelMaps, Merged},
+    kernel::{self, KernelMaps, Merged},
     loader::{self, Capability, ProbeResult},
-    tracker::{self, Procfs, Sample, TickInput, Tracker},
+    oom,
+    tracker::{self, OomView, Procfs, Sample, TickInput, Tracker},
     trend, tui,
 };
 
@@ -32,6 +33,10 @@ pub struct WatchArgs {
     /// Only show the N fastest-growing processes and the N largest groups.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// oom_score_adj for leaktrace itself, so that it survives the OOMs it
+    /// records (-1000: never chosen by the OOM killer).
+    #[arg(long, default_value_t = -1000, value_parser = clap::value_parser!(i32).range(-1000..=1000), value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: i32,
     /// Use classic tracepoints even where tp_btf works (to test or compare
     /// the fallback path).
     #[arg(long)]
@@ -74,6 +79,15 @@ struct StatusLine<'a> {
     hooks: &'a [ProbeResult],
     capabilities: &'a [Capability],
     notes: &'a [String],
+    oom_score_adj: &'a OomScoreAdj,
+}
+
+/// What leaktrace asked for its own oom_score_adj and what it got.
+#[derive(Serialize)]
+struct OomScoreAdj {
+    requested: i32,
+    effective: Option<i32>,
+    error: Option<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -142,6 +156,7 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
     } else {
         loader::HookChoice::Best
     };
+    let adj = set_oom_score_adj(args.oom_score_adj);
     let mut loaded = loader::load(verbose, choice)?;
     report_probes(&loaded.probes, &loaded.capabilities, &loaded.notes, verbose);
 
@@ -165,6 +180,11 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
         Err(e) => log::debug!("kernel log forwarding off: {e}"),
     }
     let mut maps = KernelMaps::take(&mut loaded.ebpf)?;
+    let oom_ring = kernel::take_oom_events(&mut loaded.ebpf)?;
+    // SAFETY: the RingBuf owns its map fd and keeps it open for as long as
+    // the AsyncFd that owns it.
+    let mut oom_fd = unsafe { AsyncFd::register_with_interest(oom_ring, tokio::io::Interest::READABLE) }
+        .map_err(|_| anyhow!("registering the OOM ring buffer with tokio failed"))?;
 
     let stdout = std::io::stdout();
     if let Mode::Json = mode {
@@ -176,6 +196,7 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
             hooks: &loaded.probes,
             capabilities: &loaded.capabilities,
             notes: &loaded.notes,
+            oom_score_adj: &adj,
         };
         let mut out = stdout.lock();
         serde_json::to_writer(&mut out, &line)?;
@@ -195,51 +216,88 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
 
     let params = trend::Params::default();
     let mut tracker = Tracker::new(params);
+    let mut assembler = oom::Assembler::new();
+    let mut recent = oom::Recent::new(8);
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(args.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut snapshot: Vec<(u32, Merged)> = Vec::with_capacity(4096);
+    let mut last_sample: Option<Sample> = None;
 
+    enum Wake {
+        Tick,
+        Oom,
+        Quit,
+    }
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-            _ = quit_rx.recv() => break,
-        }
-        maps.snapshot(&mut snapshot);
-        let input = TickInput {
-            t: start.elapsed().as_secs_f64(),
-            ts_ms: now_ms(),
-            kernel: &snapshot,
-            counters: maps.counters(),
+        let wake = tokio::select! {
+            _ = ticker.tick() => Wake::Tick,
+            r = oom_fd.readable_mut() => {
+                let mut guard = r.context("waiting on the OOM ring buffer")?;
+                let lost = maps.counters().oom_lost;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if let Some(rec) = oom::Record::decode(&item) {
+                        assembler.handle(rec, &OomView(&tracker), lost);
+                    }
+                }
+                guard.clear_ready();
+                Wake::Oom
+            }
+            _ = tokio::signal::ctrl_c() => Wake::Quit,
+            _ = sigterm.recv() => Wake::Quit,
+            _ = quit_rx.recv() => Wake::Quit,
         };
-        let (mut sample, stale) = tracker.tick(&Procfs, &input);
-        for pid in stale {
-            maps.remove(pid);
+        if let Wake::Quit = wake {
+            break;
         }
-        if args.debug_map_pids {
-            let mut keys = maps.keys();
-            keys.sort_unstable();
-            sample.kernel.map_pids = Some(keys);
+        if let Wake::Tick = wake {
+            maps.snapshot(&mut snapshot);
+            let input = TickInput {
+                t: start.elapsed().as_secs_f64(),
+                ts_ms: now_ms(),
+                kernel: &snapshot,
+                counters: maps.counters(),
+            };
+            let (mut sample, stale) = tracker.tick(&Procfs, &input);
+            for pid in stale {
+                maps.remove(pid);
+            }
+            if args.debug_map_pids {
+                let mut keys = maps.keys();
+                keys.sort_unstable();
+                sample.kernel.map_pids = Some(keys);
+            }
+            tracker::filter(&mut sample, &args.pids, args.top);
+            last_sample = Some(sample);
         }
-        tracker::filter(&mut sample, &args.pids, args.top);
-        match mode {
-            Mode::Json => {
-                if !write_json(&stdout, &sample)? {
-                    break;
-                }
+        // Incidents first: an OOM kill is what the user most needs to see.
+        let lost = maps.counters().oom_lost;
+        for incident in assembler.poll(tracker::monotonic_ns(), &OomView(&tracker), lost) {
+            let ok = match mode {
+                Mode::Json => write_json(&stdout, &incident)?,
+                Mode::Text => write_line(&stdout, &format!("OOM KILL: {}", incident.summary))?,
+                Mode::Tui => true,
+            };
+            recent.push(incident);
+            if !ok {
+                return Ok(());
             }
-            Mode::Text => {
-                if !write_text(&stdout, &sample)? {
-                    break;
+        }
+        if let (Wake::Tick, Some(sample)) = (&wake, last_sample.as_ref()) {
+            let ok = match mode {
+                Mode::Json => write_json(&stdout, sample)?,
+                Mode::Text => write_text(&stdout, sample)?,
+                Mode::Tui => {
+                    if let Some(ui) = ui.as_mut() {
+                        ui.draw(sample, &recent)?;
+                    }
+                    true
                 }
-            }
-            Mode::Tui => {
-                if let Some(ui) = ui.as_mut() {
-                    ui.draw(&sample)?;
-                }
+            };
+            if !ok {
+                break;
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -251,8 +309,17 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
     Ok(())
 }
 
+fn write_line(stdout: &std::io::Stdout, line: &str) -> Result<bool> {
+    let mut out = stdout.lock();
+    match writeln!(out, "{line}").and_then(|_| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
 /// Returns false when stdout has been closed (e.g. `| head`): stop quietly.
-fn write_json(stdout: &std::io::Stdout, sample: &Sample) -> Result<bool> {
+fn write_json<T: Serialize>(stdout: &std::io::Stdout, sample: &T) -> Result<bool> {
     let mut out = stdout.lock();
     let r = serde_json::to_writer(&mut out, sample)
         .map_err(std::io::Error::from)
@@ -273,5 +340,28 @@ fn write_text(stdout: &std::io::Stdout, sample: &Sample) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e).context("writing to stdout"),
+    }
+}
+
+/// Protects leaktrace from the OOM killer (it must survive the OOM it is
+/// recording). Lowering it needs CAP_SYS_RESOURCE; failure is a warning,
+/// tracing still works, and the status line says what is in effect.
+fn set_oom_score_adj(v: i32) -> OomScoreAdj {
+    let error = std::fs::write("/proc/self/oom_score_adj", v.to_string())
+        .err()
+        .map(|e| {
+            log::warn!(
+                "could not set leaktrace's oom_score_adj to {v} ({e}; lowering it needs CAP_SYS_RESOURCE): \
+             leaktrace itself could be chosen by the OOM killer"
+            );
+            e.to_string()
+        });
+    let effective = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    OomScoreAdj {
+        requested: v,
+        effective,
+        error,
     }
 }

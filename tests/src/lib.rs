@@ -229,3 +229,124 @@ pub fn within(actual: f64, expected: f64, frac: f64) -> bool {
 }
 
 pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// A memory cgroup for one test (v1 memory hierarchy or cgroup v2, whichever
+/// has the memory controller). Drop kills what is left inside and removes it,
+/// even when the test failed.
+pub struct MemCg {
+    pub dir: PathBuf,
+    /// The path as /proc/<pid>/cgroup and the kernel's OOM report show it.
+    pub path: String,
+    pub version: u8,
+}
+
+fn cgroup2_with_memory() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, mnt, fstype) = (f.next()?, f.next()?, f.next()?);
+        let p = PathBuf::from(mnt);
+        let ctrls = std::fs::read_to_string(p.join("cgroup.controllers")).ok()?;
+        (fstype == "cgroup2" && ctrls.split_whitespace().any(|c| c == "memory")).then_some(p)
+    })
+}
+
+impl MemCg {
+    pub fn new(tag: &str, limit_bytes: u64) -> Self {
+        let name = format!("leaktrace-test-{}-{tag}", std::process::id());
+        let v1 = PathBuf::from("/sys/fs/cgroup/memory");
+        let (dir, version) = if v1.join("memory.limit_in_bytes").exists() {
+            (v1.join(&name), 1)
+        } else if let Some(root) = cgroup2_with_memory() {
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+            (root.join(&name), 2)
+        } else {
+            panic!("no memory cgroup controller (neither v1 nor v2): cannot run memcg OOM tests");
+        };
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let cg = Self {
+            dir,
+            path: format!("/{name}"),
+            version,
+        };
+        let (file, swap_file) = if version == 1 {
+            ("memory.limit_in_bytes", None)
+        } else {
+            ("memory.max", Some("memory.swap.max"))
+        };
+        std::fs::write(cg.dir.join(file), limit_bytes.to_string()).expect("set memcg limit");
+        if let Some(sf) = swap_file {
+            let _ = std::fs::write(cg.dir.join(sf), "0");
+        }
+        cg
+    }
+
+    /// A command that moves itself into this cgroup, then execs `argv`.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut c = Command::new("/bin/sh");
+        let procs = self.dir.join("cgroup.procs");
+        c.arg("-c")
+            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
+            .arg("sh")
+            .args(argv);
+        c
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for MemCg {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = self.pids();
+            for p in &pids {
+                // SAFETY: killing leftover test processes in our own cgroup.
+                unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+            }
+            if (pids.is_empty() && std::fs::remove_dir(&self.dir).is_ok()) || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.dir.exists() {
+            eprintln!("warning: could not remove test cgroup {}", self.dir.display());
+        }
+    }
+}
+
+/// Waits for an `oom_kill` line whose victim is `pid`.
+pub fn wait_incident(w: &Watch, pid: u32, timeout: Duration) -> Value {
+    w.wait_for(timeout, &format!("an oom_kill incident for pid {pid}"), |l| {
+        l.iter()
+            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+    });
+    w.lines()
+        .into_iter()
+        .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap()
+}
+
+/// CapEff of this process has CAP_SYS_RESOURCE.
+pub fn has_cap_sys_resource() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0)
+}
+
+impl Watch {
+    pub fn pid(&self) -> u32 {
+        self.proc.lock().unwrap().id()
+    }
+}

@@ -28,6 +28,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         pid == tgid
     };
     if group_dead {
+        super::oom::victim_exited(tgid);
         drop_slot(tgid);
         if PROC_STATS.remove(&tgid).is_ok() {
             bump(counter::EXIT_REMOVED);

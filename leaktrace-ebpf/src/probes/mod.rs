@@ -3,6 +3,7 @@
 pub mod capability;
 pub mod faults;
 pub mod lifecycle;
+pub mod oom;
 pub mod rss;
 
 use aya_ebpf::{

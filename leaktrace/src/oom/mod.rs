@@ -1,0 +1,891 @@
+//! OOM incidents: the kernel events from the OOM ring buffer are assembled
+//! into one incident per kill. Pure logic: the kernel records come in as
+//! [`Record`]s and what leaktrace knows about processes comes through the
+//! [`OomContext`] trait, so the assembly is tested without a kernel.
+pub mod report;
+
+use std::collections::VecDeque;
+
+use leaktrace_common::{oom_kind, OomEvent};
+use serde::Serialize;
+
+use report::{Candidate, Report};
+
+/// Most report lines kept per incident (a global OOM on a busy host prints
+/// one line per task).
+pub const MAX_LINES: usize = 8192;
+/// Incidents being assembled at once.
+const MAX_PENDING: usize = 64;
+/// How long after the kill to wait for the victim's exit and the reaper.
+const SETTLE_NS: u64 = 10_000_000_000;
+/// After the victim exited, how long to wait for the reaper to finish.
+const AFTER_EXIT_NS: u64 = 1_000_000_000;
+/// A report with no victim (nothing killable) is closed after this.
+const NO_VICTIM_NS: u64 = 30_000_000_000;
+/// Growth below this is not "growing" for the right/wrong victim question.
+const MIN_GROWTH: f64 = 4.0 * 1024.0 * 1024.0;
+/// The window before the OOM in which growth is compared.
+pub const GROWTH_WINDOW_S: f64 = 60.0;
+
+/// A decoded `OomEvent`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub target: u32,
+    pub ts_ns: u64,
+    pub vals: [u64; 8],
+    pub comm: String,
+    pub text: String,
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+impl Record {
+    /// Decodes one ring-buffer record; None if it is too short.
+    pub fn decode(buf: &[u8]) -> Option<Self> {
+        if buf.len() < std::mem::size_of::<OomEvent>() {
+            return None;
+        }
+        // SAFETY: the buffer holds at least one OomEvent (checked above);
+        // read_unaligned copes with any alignment, and OomEvent is plain data.
+        let e: OomEvent = unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const OomEvent) };
+        let len = (e.len as usize).min(e.text.len());
+        let text = String::from_utf8_lossy(&e.text[..len])
+            .trim_end_matches(['\n', '\0'])
+            .to_string();
+        Some(Self {
+            kind: e.kind,
+            pid: e.pid,
+            tgid: e.tgid,
+            target: e.target,
+            ts_ns: e.ts_ns,
+            vals: e.vals,
+            comm: cstr(&e.comm),
+            text,
+        })
+    }
+}
+
+/// What leaktrace knew about a process just before the OOM.
+#[derive(Debug, Clone, Default)]
+pub struct ProcSnapshot {
+    pub comm: String,
+    pub cmdline: String,
+    pub cgroup: String,
+    /// (unix ms, rss bytes), oldest first.
+    pub history: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grower {
+    pub pid: u32,
+    pub comm: String,
+    /// RSS increase over the window: newest minus the window's minimum.
+    pub growth_bytes: u64,
+    pub from_bytes: u64,
+    pub to_bytes: u64,
+    pub window_s: f64,
+}
+
+pub trait OomContext {
+    fn snapshot(&self, pid: u32) -> Option<ProcSnapshot>;
+    /// The process that grew most in the last `window_s` seconds, among
+    /// those whose cgroup is `scope` or below it (None: all processes).
+    fn top_grower(&self, scope: Option<&str>, window_s: f64) -> Option<Grower>;
+    /// CLOCK_MONOTONIC ns (the kernel's timestamps) to unix ms.
+    fn mono_to_unix_ms(&self, ns: u64) -> u64;
+    fn page_size(&self) -> u64;
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Invoker {
+    pub pid: u32,
+    pub comm: String,
+    pub gfp_mask: Option<String>,
+    pub order: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Victim {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: String,
+    pub cgroup: String,
+    pub rss_anon_bytes: u64,
+    pub rss_file_bytes: u64,
+    pub rss_shmem_bytes: u64,
+    pub total_vm_bytes: u64,
+    pub pgtables_bytes: u64,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Line {
+    pub ts_ns: u64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateOut {
+    pub pid: u32,
+    pub uid: Option<u32>,
+    pub tgid: Option<u32>,
+    pub name: String,
+    pub rss_bytes: Option<u64>,
+    pub rss_anon_bytes: Option<u64>,
+    pub rss_file_bytes: Option<u64>,
+    pub rss_shmem_bytes: Option<u64>,
+    pub total_vm_bytes: Option<u64>,
+    pub pgtables_bytes: Option<u64>,
+    pub swapents: Option<u64>,
+    pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timings {
+    pub to_kill: Option<f64>,
+    pub to_exit: Option<f64>,
+    pub to_reaped: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VictimGrowth {
+    pub from_bytes: u64,
+    pub to_bytes: u64,
+    pub secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ms: u64,
+    pub invoker: Invoker,
+    pub victim: Option<Victim>,
+    pub constraint: String,
+    pub memcg: Option<String>,
+    pub memcg_usage_bytes: Option<u64>,
+    pub memcg_limit_bytes: Option<u64>,
+    pub report_lines: Vec<Line>,
+    /// Both the "invoked oom-killer" and the "Killed process" lines were
+    /// captured (the kernel rate-limits reports: 10 per 5 s).
+    pub report_complete: bool,
+    pub report_lines_dropped: usize,
+    /// Task dump rows (vm.oom_dump_tasks=1), largest RSS first, at most 10.
+    pub candidates: Vec<CandidateOut>,
+    pub candidates_total: usize,
+    pub victim_history: Vec<(u64, u64)>,
+    pub victim_growth: Option<VictimGrowth>,
+    pub top_grower: Option<Grower>,
+    pub victim_was_top_grower: bool,
+    pub lost_events: u64,
+    pub timings_ms: Timings,
+    /// RSS the kill released: the victim's RSS at the kill minus what the
+    /// reaper left (all of it once the victim exited).
+    pub freed_bytes: Option<u64>,
+    pub reaper: &'static str,
+    pub summary: String,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    invoker_tid: u32,
+    invoker_comm: String,
+    start_ns: Option<u64>,
+    lines: Vec<Line>,
+    lines_dropped: usize,
+    /// The last line was a fragment that the next one continues.
+    last_open: bool,
+    report_done: bool,
+    mark: Option<(u64, Record)>,
+    snapshot: Option<ProcSnapshot>,
+    grower: Option<Grower>,
+    sigkill: Option<u64>,
+    exit_ns: Option<u64>,
+    reap_finish_ns: Option<u64>,
+    reap_skipped: bool,
+    reaped: Option<report::Reaped>,
+    lost_before: u64,
+    created_ns: u64,
+}
+
+impl Pending {
+    fn victim_pid(&self) -> Option<u32> {
+        self.mark.as_ref().map(|(_, r)| r.target)
+    }
+}
+
+#[derive(Default)]
+pub struct Assembler {
+    pending: Vec<Pending>,
+    pub dropped_pending: u64,
+}
+
+fn mib(b: f64) -> String {
+    crate::tui::bytes(b)
+}
+
+impl Assembler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn by_invoker(&mut self, tid: u32) -> Option<&mut Pending> {
+        self.pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.invoker_tid == tid && !p.report_done)
+    }
+
+    fn by_victim(&mut self, pid: u32) -> Option<&mut Pending> {
+        self.pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.victim_pid() == Some(pid))
+    }
+
+    fn open(&mut self, tid: u32, comm: &str, ts: u64, lost: u64) -> &mut Pending {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.remove(0);
+            self.dropped_pending += 1;
+        }
+        self.pending.push(Pending {
+            invoker_tid: tid,
+            invoker_comm: comm.to_string(),
+            lost_before: lost,
+            created_ns: ts,
+            ..Default::default()
+        });
+        self.pending.last_mut().unwrap()
+    }
+
+    /// Feeds one kernel record. `lost` is the kernel's running count of OOM
+    /// events that did not fit in the ring buffer.
+    pub fn handle(&mut self, r: Record, ctx: &dyn OomContext, lost: u64) {
+        match r.kind {
+            oom_kind::CONSOLE => self.console(r, ctx, lost),
+            oom_kind::MARK_VICTIM => {
+                let tid = r.pid;
+                let victim = r.target;
+                let p = match self.by_invoker(tid) {
+                    Some(p) if p.mark.is_none() => p,
+                    // A rate-limited report prints no header: the kill is
+                    // still an incident.
+                    _ => self.open(tid, &r.comm.clone(), r.ts_ns, lost),
+                };
+                let scope = if p.lines.is_empty() {
+                    None
+                } else {
+                    let rep = report::parse(p.lines.iter().map(|l| l.text.as_str()));
+                    rep.constraint
+                        .filter(|c| c.kind == "memcg")
+                        .and_then(|c| c.oom_memcg)
+                };
+                p.snapshot = ctx.snapshot(victim);
+                p.grower = ctx.top_grower(scope.as_deref(), GROWTH_WINDOW_S);
+                p.mark = Some((r.ts_ns, r));
+            }
+            oom_kind::SIGKILL => {
+                if let Some(p) = self.by_invoker(r.pid) {
+                    p.sigkill.get_or_insert(r.ts_ns);
+                }
+            }
+            oom_kind::VICTIM_EXIT => {
+                if let Some(p) = self.by_victim(r.target) {
+                    p.exit_ns.get_or_insert(r.ts_ns);
+                }
+            }
+            oom_kind::FINISH_REAPING => {
+                if let Some(p) = self.by_victim(r.target) {
+                    p.reap_finish_ns.get_or_insert(r.ts_ns);
+                }
+            }
+            oom_kind::SKIP_REAPING => {
+                if let Some(p) = self.by_victim(r.target) {
+                    p.reap_skipped = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn console(&mut self, r: Record, _ctx: &dyn OomContext, lost: u64) {
+        let starts = r.vals[0] == 1;
+        if let Some(reaped) = report::parse_reaped(&r.text) {
+            if let Some(p) = self.by_victim(reaped.pid) {
+                p.reaped = Some(reaped);
+            }
+            return;
+        }
+        let killed = report::parse_killed(&r.text);
+        let tid = r.pid;
+        let p = if starts {
+            let comm = report::parse_invoked(&r.text)
+                .map(|i| i.comm)
+                .unwrap_or_else(|| r.comm.clone());
+            let p = self.open(tid, &comm, r.ts_ns, lost);
+            p.start_ns = Some(r.ts_ns);
+            p
+        } else if let Some(p) = self
+            .pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.invoker_tid == tid && !p.report_done)
+        {
+            p
+        } else if let Some(k) = &killed {
+            // The "Killed process" line of a rate-limited report.
+            match self
+                .pending
+                .iter_mut()
+                .rev()
+                .find(|p| p.victim_pid() == Some(k.pid) && !p.report_done)
+            {
+                Some(p) => p,
+                None => return,
+            }
+        } else {
+            return;
+        };
+        // pr_cont fragments (e.g. the oom-kill:constraint= line is printed
+        // in pieces) are joined back into the line dmesg would show.
+        let continues = p.last_open || (r.vals[1] == 2 && r.text.starts_with(',') && !p.lines.is_empty());
+        let n = p.lines.len();
+        match p.lines.last_mut() {
+            Some(last) if continues && last.text.len() + r.text.len() <= 4096 => last.text.push_str(&r.text),
+            _ if n < MAX_LINES => p.lines.push(Line {
+                ts_ns: r.ts_ns,
+                text: r.text,
+            }),
+            _ => p.lines_dropped += 1,
+        }
+        p.last_open = r.vals[1] == 0;
+        if killed.is_some() {
+            p.report_done = true;
+        }
+    }
+
+    /// Incidents that are complete, or have waited long enough.
+    pub fn poll(&mut self, now_ns: u64, ctx: &dyn OomContext, lost: u64) -> Vec<Incident> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            let ready = match &p.mark {
+                Some((mark_ns, _)) => {
+                    let settled = match p.exit_ns {
+                        Some(exit) => {
+                            p.reap_finish_ns.is_some() || p.reap_skipped || now_ns >= exit + AFTER_EXIT_NS
+                        }
+                        None => false,
+                    };
+                    (p.report_done || p.start_ns.is_none()) && settled || now_ns >= mark_ns + SETTLE_NS
+                }
+                None => now_ns >= p.created_ns + NO_VICTIM_NS,
+            };
+            if ready {
+                let p = self.pending.remove(i);
+                out.push(finish(p, ctx, lost));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+}
+
+fn ms_between(a: Option<u64>, b: Option<u64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e6),
+        _ => None,
+    }
+}
+
+fn candidates_out(c: &[Candidate], page: u64) -> Vec<CandidateOut> {
+    let mut v: Vec<&Candidate> = c.iter().collect();
+    v.sort_by_key(|c| std::cmp::Reverse(c.rss.unwrap_or(0)));
+    v.into_iter()
+        .take(10)
+        .map(|c| CandidateOut {
+            pid: c.pid,
+            uid: c.uid,
+            tgid: c.tgid,
+            name: c.name.clone(),
+            rss_bytes: c.rss.map(|v| v * page),
+            rss_anon_bytes: c.rss_anon.map(|v| v * page),
+            rss_file_bytes: c.rss_file.map(|v| v * page),
+            rss_shmem_bytes: c.rss_shmem.map(|v| v * page),
+            total_vm_bytes: c.total_vm.map(|v| v * page),
+            pgtables_bytes: c.pgtables_bytes,
+            swapents: c.swapents,
+            oom_score_adj: c.oom_score_adj,
+        })
+        .collect()
+}
+
+fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
+    let rep: Report = report::parse(p.lines.iter().map(|l| l.text.as_str()));
+    let page = ctx.page_size();
+    let constraint = rep
+        .constraint
+        .as_ref()
+        .map(|c| c.kind.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let memcg = rep.constraint.as_ref().and_then(|c| {
+        if c.kind == "memcg" {
+            c.oom_memcg.clone()
+        } else {
+            None
+        }
+    });
+    let mark_ns = p.mark.as_ref().map(|(t, _)| *t);
+    let snap = p.snapshot.clone().unwrap_or_default();
+    let victim = p.mark.as_ref().map(|(_, r)| {
+        let kb = |i: usize| r.vals[i] * 1024;
+        let comm = if !snap.comm.is_empty() {
+            snap.comm.clone()
+        } else if let Some(k) = rep.killed.as_ref().filter(|k| k.pid == r.target) {
+            k.comm.clone()
+        } else {
+            rep.constraint
+                .as_ref()
+                .and_then(|c| c.task.clone())
+                .unwrap_or_default()
+        };
+        Victim {
+            pid: r.target,
+            comm,
+            cmdline: snap.cmdline.clone(),
+            cgroup: if snap.cgroup.is_empty() {
+                rep.constraint
+                    .as_ref()
+                    .and_then(|c| c.task_memcg.clone())
+                    .unwrap_or_default()
+            } else {
+                snap.cgroup.clone()
+            },
+            rss_anon_bytes: kb(1),
+            rss_file_bytes: kb(2),
+            rss_shmem_bytes: kb(3),
+            total_vm_bytes: kb(0),
+            uid: r.vals[4] as u32,
+            pgtables_bytes: kb(5),
+            oom_score_adj: r.vals[6] as i64 as i16 as i32,
+        }
+    });
+    let mut history = snap.history.clone();
+    if let (Some(v), Some(t)) = (&victim, mark_ns) {
+        history.push((
+            ctx.mono_to_unix_ms(t),
+            v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes,
+        ));
+    }
+    let victim_growth = match (history.first(), history.last()) {
+        (Some(a), Some(b)) if history.len() >= 2 => Some(VictimGrowth {
+            from_bytes: a.1,
+            to_bytes: b.1,
+            secs: (b.0.saturating_sub(a.0)) as f64 / 1000.0,
+        }),
+        _ => None,
+    };
+    // The victim's own growth over the comparison window, including its RSS
+    // at the kill, against the top grower's.
+    let victim_window_growth = victim.as_ref().map(|v| {
+        let end = history.last().map(|h| h.0).unwrap_or(0);
+        let start = end.saturating_sub((GROWTH_WINDOW_S * 1000.0) as u64);
+        let min = history
+            .iter()
+            .filter(|h| h.0 >= start)
+            .map(|h| h.1)
+            .min()
+            .unwrap_or(0);
+        let last = v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes;
+        last.saturating_sub(min)
+    });
+    let grower = p.grower.clone().filter(|g| g.growth_bytes as f64 >= MIN_GROWTH);
+    let victim_was_top_grower = match (&grower, &victim) {
+        (None, _) => true,
+        (Some(g), Some(v)) => g.pid == v.pid || victim_window_growth.unwrap_or(0) >= g.growth_bytes,
+        (Some(_), None) => false,
+    };
+    let start = p.start_ns.or(p.sigkill).or(mark_ns);
+    let timings = Timings {
+        to_kill: ms_between(start, mark_ns),
+        to_exit: ms_between(start, p.exit_ns),
+        to_reaped: ms_between(start, p.reap_finish_ns),
+    };
+    let freed_bytes = victim.as_ref().and_then(|v| {
+        let before = v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes;
+        if p.exit_ns.is_some() {
+            Some(before)
+        } else {
+            p.reaped.as_ref().map(|r| {
+                let after =
+                    (r.anon_rss_kb.unwrap_or(0) + r.file_rss_kb.unwrap_or(0) + r.shmem_rss_kb.unwrap_or(0))
+                        * 1024;
+                before.saturating_sub(after)
+            })
+        }
+    });
+    let reaper = if p.reap_finish_ns.is_some() {
+        "reaped"
+    } else if p.reap_skipped {
+        "skipped"
+    } else {
+        "not seen"
+    };
+    let summary = summarize(
+        &constraint,
+        memcg.as_deref(),
+        &victim,
+        &victim_growth,
+        &grower,
+        victim_was_top_grower,
+    );
+    let invoked = rep.invoked.clone();
+    Incident {
+        kind: "oom_kill",
+        ts_ms: ctx.mono_to_unix_ms(mark_ns.or(p.start_ns).unwrap_or(p.created_ns)),
+        invoker: Invoker {
+            pid: p.invoker_tid,
+            comm: invoked
+                .as_ref()
+                .map(|i| i.comm.clone())
+                .unwrap_or(p.invoker_comm.clone()),
+            gfp_mask: invoked.as_ref().map(|i| i.gfp_mask.clone()),
+            order: invoked.as_ref().and_then(|i| i.order),
+        },
+        victim,
+        constraint,
+        memcg,
+        memcg_usage_bytes: rep.memcg_usage_kb.map(|v| v * 1024),
+        memcg_limit_bytes: rep.memcg_limit_kb.map(|v| v * 1024),
+        report_complete: rep.invoked.is_some() && rep.killed.is_some(),
+        report_lines_dropped: p.lines_dropped,
+        report_lines: p.lines,
+        candidates: candidates_out(&rep.candidates, page),
+        candidates_total: rep.candidates.len(),
+        victim_history: history,
+        victim_growth,
+        top_grower: grower,
+        victim_was_top_grower,
+        lost_events: lost.saturating_sub(p.lost_before),
+        timings_ms: timings,
+        freed_bytes,
+        reaper,
+        summary,
+    }
+}
+
+fn summarize(
+    constraint: &str,
+    memcg: Option<&str>,
+    victim: &Option<Victim>,
+    growth: &Option<VictimGrowth>,
+    grower: &Option<Grower>,
+    right_victim: bool,
+) -> String {
+    let scope = match (constraint, memcg) {
+        ("memcg", Some(m)) => format!("memcg OOM in {m}"),
+        ("unknown", _) => "OOM".to_string(),
+        (c, _) => format!("{c} OOM"),
+    };
+    let Some(v) = victim else {
+        return format!("{scope}: the OOM killer found no victim");
+    };
+    let mut s = format!("{scope}: killed pid {} ({})", v.pid, v.comm);
+    if let Some(g) = growth.as_ref().filter(|g| g.secs > 0.0) {
+        s += &format!(
+            ", which grew from {} to {} in {:.0} s",
+            mib(g.from_bytes as f64),
+            mib(g.to_bytes as f64),
+            g.secs
+        );
+    }
+    if !right_victim {
+        if let Some(g) = grower {
+            s += &format!(
+                ". The victim was NOT the process that grew: pid {} ({}) grew {} in the {:.0} s before the OOM",
+                g.pid,
+                g.comm,
+                mib(g.growth_bytes as f64),
+                g.window_s
+            );
+        }
+    }
+    s
+}
+
+/// The last incidents, for the live view.
+pub struct Recent {
+    pub items: VecDeque<Incident>,
+    cap: usize,
+}
+
+impl Recent {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            items: VecDeque::with_capacity(cap),
+            cap,
+        }
+    }
+    pub fn push(&mut self, i: Incident) {
+        if self.items.len() == self.cap {
+            self.items.pop_front();
+        }
+        self.items.push_back(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the scopes asked for, to check them.
+    #[derive(Default)]
+    struct Ctx(std::cell::RefCell<Vec<Option<String>>>);
+    impl OomContext for Ctx {
+        fn snapshot(&self, pid: u32) -> Option<ProcSnapshot> {
+            (pid == 100).then(|| ProcSnapshot {
+                comm: "big".into(),
+                cmdline: "big --serve".into(),
+                cgroup: "/app".into(),
+                history: vec![(1_000, 500 << 20), (2_000, 500 << 20)],
+            })
+        }
+        fn top_grower(&self, scope: Option<&str>, window_s: f64) -> Option<Grower> {
+            self.0.borrow_mut().push(scope.map(str::to_string));
+            Some(Grower {
+                pid: 200,
+                comm: "grower".into(),
+                growth_bytes: 90 << 20,
+                from_bytes: 10 << 20,
+                to_bytes: 100 << 20,
+                window_s,
+            })
+        }
+        fn mono_to_unix_ms(&self, ns: u64) -> u64 {
+            ns / 1_000_000
+        }
+        fn page_size(&self) -> u64 {
+            4096
+        }
+    }
+
+    fn rec(kind: u32, pid: u32, target: u32, ts_ms: u64, text: &str) -> Record {
+        // vals[1] = 1: a whole line (ended with a newline).
+        let mut vals = [0; 8];
+        vals[1] = 1;
+        Record {
+            kind,
+            pid,
+            tgid: pid,
+            target,
+            ts_ns: ts_ms * 1_000_000,
+            vals,
+            comm: "grower".into(),
+            text: text.into(),
+        }
+    }
+
+    fn report_lines(a: &mut Assembler, ctx: &Ctx, tid: u32, victim: u32, t0: u64) {
+        let mut first = rec(
+            oom_kind::CONSOLE,
+            tid,
+            0,
+            t0,
+            "grower invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
+        );
+        first.vals[0] = 1;
+        a.handle(first, ctx, 0);
+        a.handle(
+            rec(
+                oom_kind::CONSOLE,
+                tid,
+                0,
+                t0 + 1,
+                "memory: usage 131072kB, limit 131072kB, failcnt 10",
+            ),
+            ctx,
+            0,
+        );
+        // The constraint line arrives in pr_cont fragments (vals[1] = 0).
+        let mut frag = rec(
+            oom_kind::CONSOLE,
+            tid,
+            0,
+            t0 + 2,
+            "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null)",
+        );
+        frag.vals[1] = 0;
+        a.handle(frag, ctx, 0);
+        let mut frag = rec(
+            oom_kind::CONSOLE,
+            tid,
+            0,
+            t0 + 2,
+            ",cpuset=/,mems_allowed=0,oom_memcg=/app",
+        );
+        frag.vals[1] = 0;
+        a.handle(frag, ctx, 0);
+        a.handle(
+            rec(
+                oom_kind::CONSOLE,
+                tid,
+                0,
+                t0 + 2,
+                ",task_memcg=/app,task=big,pid=100,uid=0",
+            ),
+            ctx,
+            0,
+        );
+        let mut mv = rec(oom_kind::MARK_VICTIM, tid, victim, t0 + 3, "");
+        mv.vals = [1000, 100 * 1024, 0, 0, 0, 8, 1000, 0];
+        a.handle(mv, ctx, 0);
+        a.handle(rec(oom_kind::CONSOLE, tid, 0, t0 + 4, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1000kB, anon-rss:102400kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:1000"), ctx, 0);
+    }
+
+    #[test]
+    fn innocent_victim_is_flagged_and_timings_are_relative_to_invocation() {
+        let mut a = Assembler::new();
+        let ctx = Ctx::default();
+        report_lines(&mut a, &ctx, 200, 100, 10_000);
+        assert_eq!(
+            ctx.0.borrow().as_slice(),
+            &[Some("/app".to_string())],
+            "growth compared inside the memcg"
+        );
+        assert!(
+            a.poll(10_004 * 1_000_000, &ctx, 0).is_empty(),
+            "waits for the exit"
+        );
+        a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 10_020, ""), &ctx, 0);
+        a.handle(rec(oom_kind::FINISH_REAPING, 0, 100, 10_030, ""), &ctx, 0);
+        let out = a.poll(10_031 * 1_000_000, &ctx, 2);
+        assert_eq!(out.len(), 1);
+        let i = &out[0];
+        assert_eq!(i.constraint, "memcg");
+        assert_eq!(i.memcg.as_deref(), Some("/app"));
+        assert_eq!(i.memcg_limit_bytes, Some(128 << 20));
+        let v = i.victim.as_ref().unwrap();
+        assert_eq!((v.pid, v.comm.as_str(), v.oom_score_adj), (100, "big", 1000));
+        assert_eq!(v.rss_anon_bytes, 100 << 20);
+        assert!(!i.victim_was_top_grower);
+        assert_eq!(i.top_grower.as_ref().unwrap().pid, 200);
+        assert!(
+            i.summary.contains("NOT the process that grew: pid 200 (grower)"),
+            "{}",
+            i.summary
+        );
+        assert_eq!(i.timings_ms.to_kill, Some(3.0));
+        assert_eq!(i.timings_ms.to_exit, Some(20.0));
+        assert_eq!(i.timings_ms.to_reaped, Some(30.0));
+        assert_eq!(i.report_lines.len(), 4);
+        assert!(i.report_complete);
+        assert_eq!(i.lost_events, 2);
+        assert_eq!(i.invoker.pid, 200);
+        assert_eq!(i.invoker.gfp_mask.as_deref(), Some("0xcc0(GFP_KERNEL)"));
+    }
+
+    #[test]
+    fn interleaved_reports_stay_apart() {
+        let mut a = Assembler::new();
+        let ctx = Ctx::default();
+        // Two invokers printing at the same time.
+        let mut s1 = rec(
+            oom_kind::CONSOLE,
+            1,
+            0,
+            100,
+            "a invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0",
+        );
+        s1.vals[0] = 1;
+        let mut s2 = rec(
+            oom_kind::CONSOLE,
+            2,
+            0,
+            101,
+            "b invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0",
+        );
+        s2.vals[0] = 1;
+        a.handle(s1, &ctx, 0);
+        a.handle(s2, &ctx, 0);
+        a.handle(
+            rec(
+                oom_kind::CONSOLE,
+                2,
+                0,
+                102,
+                "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/b,task_memcg=/b,task=b,pid=2,uid=0",
+            ),
+            &ctx,
+            0,
+        );
+        a.handle(
+            rec(
+                oom_kind::CONSOLE,
+                1,
+                0,
+                103,
+                "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/a,task_memcg=/a,task=a,pid=1,uid=0",
+            ),
+            &ctx,
+            0,
+        );
+        let out = a.poll(u64::MAX / 2, &ctx, 0);
+        assert_eq!(out.len(), 2);
+        for i in &out {
+            let want = if i.invoker.pid == 1 { "/a" } else { "/b" };
+            assert!(i
+                .report_lines
+                .iter()
+                .all(|l| !l.text.contains("oom_memcg") || l.text.contains(want)));
+            assert!(i.victim.is_none());
+        }
+    }
+
+    #[test]
+    fn rate_limited_report_still_makes_an_incident() {
+        let mut a = Assembler::new();
+        let ctx = Ctx::default();
+        let mut mv = rec(oom_kind::MARK_VICTIM, 7, 100, 50, "");
+        mv.vals[1] = 1024;
+        a.handle(mv, &ctx, 0);
+        a.handle(rec(oom_kind::CONSOLE, 7, 0, 51, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:0kB oom_score_adj:0"), &ctx, 0);
+        a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 60, ""), &ctx, 0);
+        let out = a.poll(2_000 * 1_000_000, &ctx, 0);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].report_complete);
+        assert_eq!(out[0].report_lines.len(), 1);
+        assert_eq!(out[0].victim.as_ref().unwrap().pid, 100);
+    }
+
+    #[test]
+    fn decode_roundtrip() {
+        let mut e: OomEvent = unsafe { std::mem::zeroed() };
+        e.kind = oom_kind::CONSOLE;
+        e.pid = 5;
+        e.comm[..4].copy_from_slice(b"test");
+        e.text[..6].copy_from_slice(b"hello\n");
+        e.len = 6;
+        // SAFETY: viewing a plain-data struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &e as *const OomEvent as *const u8,
+                std::mem::size_of::<OomEvent>(),
+            )
+        };
+        let r = Record::decode(bytes).unwrap();
+        assert_eq!(
+            (r.kind, r.pid, r.comm.as_str(), r.text.as_str()),
+            (oom_kind::CONSOLE, 5, "test", "hello")
+        );
+        assert!(Record::decode(&bytes[..10]).is_none());
+    }
+}
