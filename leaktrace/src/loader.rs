@@ -283,6 +283,8 @@ fn describe(e: &(dyn std::error::Error + 'static), verbose: u8) -> String {
     if verbose < 2 {
         if let Some(i) = s.find("Verifier output") {
             s.truncate(i);
+            let keep = s.trim_end_matches([' ', '.', ':']).len();
+            s.truncate(keep);
             s.push_str(" (verifier log with -vv)");
         }
     }
@@ -493,12 +495,42 @@ pub fn load(verbose: u8, choice: HookChoice) -> Result<Loaded> {
     }
 
     let capabilities = detect_capabilities(&mut ebpf, aya_btf.as_ref(), &tracefs_root, verbose);
+    if choice != HookChoice::BenchFloor {
+        probes.push(oom_context_row(&probes, &capabilities));
+    }
     Ok(Loaded {
         ebpf,
         probes,
         capabilities,
         notes,
     })
+}
+
+/// Where the OOM killer's own parameters (constraint, memcg, gfp mask,
+/// order) come from. fentry on oom_kill_process would give struct
+/// oom_control directly; leaktrace does not implement that path yet, and
+/// this kernel may not allow fentry at all, so they are parsed from the
+/// report lines that printk:console captured.
+fn oom_context_row(probes: &[ProbeResult], caps: &[Capability]) -> ProbeResult {
+    let report_live = probes.iter().any(|p| p.job == "oom-report" && p.live.is_some());
+    let fentry = caps.iter().find(|c| c.name == "fentry");
+    let reason = match fentry {
+        Some(c) if c.available => {
+            "fentry is allowed here, but leaktrace has no fentry oom_kill_process program yet".to_string()
+        }
+        Some(c) => format!("fentry not allowed on this kernel: {}", c.detail),
+        None => "fentry not checked".to_string(),
+    };
+    ProbeResult {
+        job: "oom-context",
+        required: false,
+        live: report_live.then(|| "report-line parsing (printk:console)".to_string()),
+        program: None,
+        skipped: vec![Skipped {
+            program: "fentry oom_kill_process",
+            reason,
+        }],
+    }
 }
 
 /// Checks the facilities later jobs prefer (fentry for struct data, kprobes),

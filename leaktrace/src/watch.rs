@@ -117,7 +117,10 @@ fn report_probes(probes: &[ProbeResult], caps: &[Capability], notes: &[String], 
     }
     for p in probes {
         match &p.live {
-            Some(l) => log::info!("hook {:<7} live: {l} ({})", p.job, p.program.unwrap_or("")),
+            Some(l) => match p.program {
+                Some(prog) => log::info!("hook {:<7} live: {l} ({prog})", p.job),
+                None => log::info!("hook {:<7} live: {l}", p.job),
+            },
             None => log::warn!("hook {:<7} not available; leaktrace continues without it", p.job),
         }
         for s in &p.skipped {

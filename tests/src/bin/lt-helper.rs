@@ -4,7 +4,8 @@
 //!   lt-helper step  <mib> <delay_secs> <hold_secs>
 //!   lt-helper churn <mib> <period_ms> <secs>
 //!   lt-helper forkpool <children> <mib_each> <hold_secs>
-//!   lt-helper faults <secs> <mib_per_iter>   (benchmark: prints pages/s)
+//!   lt-helper faults <secs> <mib_per_iter> [byte|page]   (benchmark: prints pages/s;
+//!            `page` writes every byte of each page instead of one byte)
 //!
 //! Each prints `ready` on stdout when its memory is in place (forkpool:
 //! when every child has touched its memory) and then holds.
@@ -155,12 +156,18 @@ fn main() {
         Some("faults") => {
             // mmap, touch every page, munmap, in a loop: the page-fault path.
             let (secs, mib) = (arg(&args, 2), arg(&args, 3));
+            let full = args.get(4).map(String::as_str) == Some("page");
             let bytes = mib as usize * MIB;
             let t0 = Instant::now();
             let mut pages = 0u64;
             while t0.elapsed().as_secs_f64() < secs {
                 let p = map(bytes);
-                touch(p, bytes);
+                if full {
+                    // SAFETY: p..p+bytes is the mapping just created.
+                    unsafe { std::ptr::write_bytes(p, 1, bytes) };
+                } else {
+                    touch(p, bytes);
+                }
                 unmap(p, bytes);
                 pages += (bytes / page()) as u64;
             }
