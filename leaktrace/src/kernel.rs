@@ -23,6 +23,7 @@ pub struct Merged {
     pub faults: u64,
     pub forks: u64,
     pub rss_events: u64,
+    pub reclaim_ns: u64,
 }
 
 /// For each counter, the value from the CPU that saw it last; event counts
@@ -41,6 +42,7 @@ pub fn merge(per_cpu: &[ProcStats]) -> Merged {
         m.faults += s.faults;
         m.forks += s.forks;
         m.rss_events += s.rss_events;
+        m.reclaim_ns += s.reclaim_ns;
     }
     m
 }

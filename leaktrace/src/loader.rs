@@ -120,6 +120,50 @@ pub static PROBES: &[ProbeSpec] = &[
         }],
     },
     ProbeSpec {
+        job: "reclaim-direct-begin",
+        what: "direct reclaim starts (allocation stalls)",
+        required: false,
+        candidates: &[Hook {
+            program: "direct_reclaim_begin",
+            kind: HookKind::Tracepoint,
+            group: "vmscan",
+            event: "mm_vmscan_direct_reclaim_begin",
+        }],
+    },
+    ProbeSpec {
+        job: "reclaim-direct-end",
+        what: "direct reclaim ends",
+        required: false,
+        candidates: &[Hook {
+            program: "direct_reclaim_end",
+            kind: HookKind::Tracepoint,
+            group: "vmscan",
+            event: "mm_vmscan_direct_reclaim_end",
+        }],
+    },
+    ProbeSpec {
+        job: "reclaim-memcg-begin",
+        what: "memcg reclaim starts (a cgroup at its limit)",
+        required: false,
+        candidates: &[Hook {
+            program: "memcg_reclaim_begin",
+            kind: HookKind::Tracepoint,
+            group: "vmscan",
+            event: "mm_vmscan_memcg_reclaim_begin",
+        }],
+    },
+    ProbeSpec {
+        job: "reclaim-memcg-end",
+        what: "memcg reclaim ends",
+        required: false,
+        candidates: &[Hook {
+            program: "memcg_reclaim_end",
+            kind: HookKind::Tracepoint,
+            group: "vmscan",
+            event: "mm_vmscan_memcg_reclaim_end",
+        }],
+    },
+    ProbeSpec {
         job: "oom-report",
         what: "the kernel's OOM report lines, captured in the invoking task (printk:console)",
         required: false,

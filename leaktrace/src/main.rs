@@ -1,6 +1,8 @@
 //! leaktrace: which process is eating memory, how fast, and is it a leak.
 mod btf;
+mod doctor;
 mod groups;
+mod host;
 mod kernel;
 mod loader;
 mod oom;
@@ -51,6 +53,23 @@ enum Cmd {
     ///   leaktrace watch --pid 1234 --pid 1240 --interval 2
     #[command(verbatim_doc_comment)]
     Watch(watch::WatchArgs),
+    /// Is this host safe for an OOM? A checklist, before anything happens.
+    ///
+    /// Checks which hooks this kernel allows and what leaktrace will use,
+    /// the cgroup setup and PSI, and the slow-console risk of seed 004: how
+    /// long printing one OOM report would hold oom_lock, from the enabled
+    /// consoles, their baud rate, console_loglevel, vm.oom_dump_tasks and
+    /// the number of tasks. Also panic_on_oom, oom_kill_allocating_task,
+    /// overcommit, swap, and large processes the OOM killer may never kill.
+    /// It changes nothing; remedies are printed as commands.
+    ///
+    /// Exit code: 0 when nothing is at risk, 2 when a warning was printed.
+    ///
+    /// Examples:
+    ///   leaktrace doctor
+    ///   leaktrace doctor --json | jq '.console_risk'
+    #[command(verbatim_doc_comment)]
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,10 +94,11 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.cmd {
-        Cmd::Watch(args) => watch::run(args, cli.verbose),
+        Cmd::Watch(args) => watch::run(args, cli.verbose).map(|()| 0),
+        Cmd::Doctor(args) => doctor::run(args, cli.verbose),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // One clear sentence (with its causes), no backtrace.
             eprintln!("leaktrace: {e:#}");

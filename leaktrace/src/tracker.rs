@@ -57,6 +57,9 @@ pub struct ProcessRow {
     pub growth_bytes_per_sec_long: f64,
     pub faults_per_sec: f64,
     pub forks_per_sec: f64,
+    /// Milliseconds per second its threads spent in direct or memcg
+    /// reclaim (allocation stalls), over the last interval.
+    pub reclaim_stall_ms_per_sec: f64,
     pub trend: Trend,
     /// "kernel" when the RSS counters come from the eBPF programs, "procfs"
     /// for a process that has not changed since leaktrace started.
@@ -108,6 +111,10 @@ struct Tracked {
     last_forks: Option<u64>,
     faults_per_sec: f64,
     forks_per_sec: f64,
+    last_reclaim_ns: Option<u64>,
+    reclaim_ms_per_sec: f64,
+    /// (t, cumulative reclaim ns), last few samples, for OOM incidents.
+    reclaim_hist: VecDeque<(f64, u64)>,
 }
 
 pub struct Tracker {
@@ -178,6 +185,9 @@ impl Tracker {
                         last_forks: None,
                         faults_per_sec: 0.0,
                         forks_per_sec: 0.0,
+                        last_reclaim_ns: None,
+                        reclaim_ms_per_sec: 0.0,
+                        reclaim_hist: VecDeque::new(),
                     },
                 );
             } else if let Some(t) = self.procs.get_mut(&pid) {
@@ -225,11 +235,20 @@ impl Tracker {
                 if let (Some(dt), Some(lf)) = (dt, tr.last_forks) {
                     tr.forks_per_sec = m.forks.saturating_sub(lf) as f64 / dt;
                 }
+                if let (Some(dt), Some(lr)) = (dt, tr.last_reclaim_ns) {
+                    tr.reclaim_ms_per_sec = m.reclaim_ns.saturating_sub(lr) as f64 / 1e6 / dt;
+                }
                 tr.last_faults = Some(m.faults);
                 tr.last_forks = Some(m.forks);
+                tr.last_reclaim_ns = Some(m.reclaim_ns);
+                tr.reclaim_hist.push_back((t_now, m.reclaim_ns));
+                if tr.reclaim_hist.len() > 16 {
+                    tr.reclaim_hist.pop_front();
+                }
             } else {
                 tr.faults_per_sec = 0.0;
                 tr.forks_per_sec = 0.0;
+                tr.reclaim_ms_per_sec = 0.0;
             }
             let rss = (tr.rss[member::FILE] + tr.rss[member::ANON] + tr.rss[member::SHMEM]) as f64;
             tr.history.push_back((t_now, rss));
@@ -260,6 +279,7 @@ impl Tracker {
                     growth_bytes_per_sec_long: trend::slope(trend::window(h, self.params.long_window_s)),
                     faults_per_sec: tr.faults_per_sec,
                     forks_per_sec: tr.forks_per_sec,
+                    reclaim_stall_ms_per_sec: tr.reclaim_ms_per_sec,
                     trend: trend::classify(h, &self.params),
                     source: if tr.from_kernel { "kernel" } else { "procfs" },
                 }
@@ -335,16 +355,44 @@ impl Tracker {
         })
     }
 
+    /// Processes in `scope` whose threads spent time in reclaim during the
+    /// last `window_s` seconds, with that time in ms (from the kernel's
+    /// per-process reclaim counters), largest first.
+    pub fn reclaimers(&self, scope: Option<&str>, window_s: f64) -> Vec<(u32, String, f64)> {
+        let Some(now) = self.last_t else { return Vec::new() };
+        let mut v: Vec<(u32, String, f64)> = self
+            .procs
+            .iter()
+            .filter(|(_, tr)| in_scope(scope, &tr.info.cgroup))
+            .filter_map(|(pid, tr)| {
+                let last = tr.reclaim_hist.back()?.1;
+                let base = tr
+                    .reclaim_hist
+                    .iter()
+                    .find(|h| h.0 >= now - window_s)
+                    .map(|h| h.1)?;
+                // The sample just before the window, if there is one.
+                let before = tr
+                    .reclaim_hist
+                    .iter()
+                    .rev()
+                    .find(|h| h.0 < now - window_s)
+                    .map(|h| h.1)
+                    .unwrap_or(base);
+                let ms = last.saturating_sub(before) as f64 / 1e6;
+                (ms > 0.0).then(|| (*pid, tr.info.comm.clone(), ms))
+            })
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
     /// The process whose RSS rose most (newest minus the window's minimum)
     /// over the last `window_s`, among processes in cgroup `scope` or below.
     pub fn top_grower(&self, scope: Option<&str>, window_s: f64) -> Option<crate::oom::Grower> {
-        let in_scope = |cg: &str| match scope {
-            None | Some("/") => true,
-            Some(s) => cg == s || cg.strip_prefix(s).is_some_and(|r| r.starts_with('/')),
-        };
         self.procs
             .iter()
-            .filter(|(_, tr)| in_scope(&tr.info.cgroup))
+            .filter(|(_, tr)| in_scope(scope, &tr.info.cgroup))
             .filter_map(|(pid, tr)| {
                 let (t_last, last) = *tr.history.back()?;
                 let min = tr
@@ -364,6 +412,14 @@ impl Tracker {
                 })
             })
             .max_by_key(|g| g.growth_bytes)
+    }
+}
+
+/// Is cgroup `cg` the cgroup `scope` or below it? (None or "/": everything.)
+fn in_scope(scope: Option<&str>, cg: &str) -> bool {
+    match scope {
+        None | Some("/") => true,
+        Some(s) => cg == s || cg.strip_prefix(s).is_some_and(|r| r.starts_with('/')),
     }
 }
 
@@ -388,6 +444,9 @@ impl crate::oom::OomContext for OomView<'_> {
     fn top_grower(&self, scope: Option<&str>, window_s: f64) -> Option<crate::oom::Grower> {
         self.0.top_grower(scope, window_s)
     }
+    fn reclaimers(&self, scope: Option<&str>, window_s: f64) -> Vec<(u32, String, f64)> {
+        self.0.reclaimers(scope, window_s)
+    }
     fn mono_to_unix_ms(&self, ns: u64) -> u64 {
         let now_mono = monotonic_ns() as i128;
         let now_unix = crate::watch::now_ms() as i128;
@@ -395,6 +454,12 @@ impl crate::oom::OomContext for OomView<'_> {
     }
     fn page_size(&self) -> u64 {
         crate::procfs::page_size()
+    }
+    fn psi(&self) -> Option<(u64, u64, u64)> {
+        crate::host::psi_totals().map(|(s, f)| (s, f, monotonic_ns()))
+    }
+    fn host(&self) -> Option<crate::host::Facts> {
+        Some(crate::host::read())
     }
 }
 

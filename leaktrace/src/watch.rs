@@ -279,8 +279,18 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
         let lost = maps.counters().oom_lost;
         for incident in assembler.poll(tracker::monotonic_ns(), &OomView(&tracker), lost) {
             let ok = match mode {
-                Mode::Json => write_json(&stdout, &incident)?,
-                Mode::Text => write_line(&stdout, &format!("OOM KILL: {}", incident.summary))?,
+                Mode::Json => {
+                    write_json(&stdout, &incident)?
+                        && incident
+                            .stall_line()
+                            .map(|l| write_json(&stdout, &l))
+                            .transpose()?
+                            .unwrap_or(true)
+                }
+                Mode::Text => {
+                    write_line(&stdout, &format!("OOM KILL: {}", incident.summary))?
+                        && write_line(&stdout, &format!("OOM STALL: {}", incident.stall.diagnosis))?
+                }
                 Mode::Tui => true,
             };
             recent.push(incident);

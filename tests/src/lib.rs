@@ -350,3 +350,29 @@ impl Watch {
         self.proc.lock().unwrap().id()
     }
 }
+
+/// Sets /proc/sys/kernel/printk for a test and restores the old value on
+/// drop, also when the test fails.
+pub struct PrintkGuard {
+    old: String,
+}
+
+impl PrintkGuard {
+    pub fn set(value: &str) -> Self {
+        let old = std::fs::read_to_string("/proc/sys/kernel/printk").expect("read printk");
+        std::fs::write("/proc/sys/kernel/printk", value).expect("set printk");
+        Self { old }
+    }
+}
+
+impl Drop for PrintkGuard {
+    fn drop(&mut self) {
+        // The file reads back as "4\t4\t1\t7"; writing it back is accepted.
+        if let Err(e) = std::fs::write("/proc/sys/kernel/printk", self.old.trim()) {
+            eprintln!(
+                "warning: could not restore /proc/sys/kernel/printk to {}: {e}",
+                self.old.trim()
+            );
+        }
+    }
+}

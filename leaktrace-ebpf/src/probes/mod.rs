@@ -4,6 +4,7 @@ pub mod capability;
 pub mod faults;
 pub mod lifecycle;
 pub mod oom;
+pub mod reclaim;
 pub mod rss;
 
 use aya_ebpf::{
@@ -85,6 +86,7 @@ fn flush(s: *mut CpuSlot) {
         (*e).faults += st.faults;
         (*e).rss_events += st.rss_events;
         (*e).forks += st.forks;
+        (*e).reclaim_ns += st.reclaim_ns;
     }
 }
 

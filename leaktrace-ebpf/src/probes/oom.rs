@@ -14,7 +14,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, RingBuf},
+    maps::{Array, HashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
@@ -28,6 +28,19 @@ pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 /// Threads currently printing an OOM report -> when the report started.
 #[map]
 static OOM_ACTIVE: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+
+/// [0]: when the last OOM report started; [1]: when the last one ended.
+/// Read by the reclaim hooks to decide whether a stall belongs to an OOM.
+#[map]
+pub static OOM_CLOCK: Array<u64> = Array::with_max_entries(2, 0);
+
+fn set_clock(i: u32, v: u64) {
+    if let Some(p) = OOM_CLOCK.get_ptr_mut(i) {
+        // SAFETY: element of an array map, valid while the program runs; a
+        // racing writer on another CPU only changes which recent time wins.
+        unsafe { *p = v };
+    }
+}
 
 /// OOM victims (tgid) -> when they were marked, to report their exit.
 #[map]
@@ -135,7 +148,7 @@ fn fill_header(e: &mut OomEvent, kind: u32, target: u32) {
 }
 
 /// Sends a header-only event (no text).
-fn emit(kind: u32, target: u32, vals: [u64; 8]) {
+pub fn emit(kind: u32, target: u32, vals: [u64; 8]) {
     match OOM_EVENTS.reserve::<OomEvent>(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();
@@ -193,6 +206,7 @@ fn console_line(text: *const u8, len: usize, knows_newline: bool) {
     let starts = !active && is_invoked(&peek);
     if starts {
         let _ = OOM_ACTIVE.insert(&tid, &now, 0);
+        set_clock(0, now);
         active = true;
     }
     let killed = any_killed(&peek);
@@ -203,6 +217,7 @@ fn console_line(text: *const u8, len: usize, knows_newline: bool) {
     if killed && active {
         // The last line of a report.
         let _ = OOM_ACTIVE.remove(&tid);
+        set_clock(1, now);
     }
     let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
         bump(counter::OOM_LOST);

@@ -100,6 +100,19 @@ pub trait OomContext {
     /// CLOCK_MONOTONIC ns (the kernel's timestamps) to unix ms.
     fn mono_to_unix_ms(&self, ns: u64) -> u64;
     fn page_size(&self) -> u64;
+    /// Processes in `scope` with time in reclaim over the last `window_s`
+    /// seconds: (pid, comm, ms), from the kernel's per-process counters.
+    fn reclaimers(&self, _scope: Option<&str>, _window_s: f64) -> Vec<(u32, String, f64)> {
+        Vec::new()
+    }
+    /// PSI memory totals (some, full) in µs, and CLOCK_MONOTONIC ns now.
+    fn psi(&self) -> Option<(u64, u64, u64)> {
+        None
+    }
+    /// Consoles, printk levels and OOM sysctls, for the diagnosis.
+    fn host(&self) -> Option<crate::host::Facts> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -162,6 +175,49 @@ pub struct VictimGrowth {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct StalledTask {
+    pub pid: u32,
+    pub comm: String,
+    pub stalled_ms: f64,
+    /// "reclaim during the report" (kernel events) or "reclaim around the
+    /// OOM" (per-process counters sampled by watch).
+    pub source: &'static str,
+}
+
+/// How long the OOM froze things, and why (seed 004).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stall {
+    /// From "invoked oom-killer" to the victim being marked.
+    pub report_ms: Option<f64>,
+    /// The part of report_ms spent writing to consoles.
+    pub console_ms: Option<f64>,
+    pub console_method: &'static str,
+    /// Printing the task dump (vm.oom_dump_tasks): from the "Tasks state"
+    /// header to the oom-kill: line.
+    pub dump_tasks_ms: Option<f64>,
+    /// Other tasks that stalled in reclaim around the OOM, largest first.
+    pub stalled_tasks: Vec<StalledTask>,
+    pub stalled_tasks_count: usize,
+    pub stalled_ms_total: f64,
+    pub psi_memory_some_us: Option<u64>,
+    pub psi_memory_full_us: Option<u64>,
+    /// The window the PSI deltas cover (from the report's start as seen by
+    /// leaktrace to the incident's completion).
+    pub psi_window_ms: Option<f64>,
+    pub console_loglevel: Option<u8>,
+    pub consoles: Vec<String>,
+    pub diagnosis: String,
+    pub recommendations: Vec<String>,
+    /// The freeze is worth its own `oom_stall` line.
+    pub notable: bool,
+}
+
+/// Gaps between report lines longer than this are counted as console time
+/// (formatting a line takes microseconds; a console write of ~100 bytes
+/// takes about a millisecond even at 1 Mbit/s).
+pub const CONSOLE_GAP_FLOOR_NS: u64 = 100_000;
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Incident {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -191,6 +247,30 @@ pub struct Incident {
     pub freed_bytes: Option<u64>,
     pub reaper: &'static str,
     pub summary: String,
+    pub stall: Stall,
+}
+
+/// The separate line for a notable freeze.
+#[derive(Debug, Clone, Serialize)]
+pub struct StallLine<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ms: u64,
+    pub victim_pid: Option<u32>,
+    pub invoker_pid: u32,
+    pub stall: &'a Stall,
+}
+
+impl Incident {
+    pub fn stall_line(&self) -> Option<StallLine<'_>> {
+        self.stall.notable.then(|| StallLine {
+            kind: "oom_stall",
+            ts_ms: self.ts_ms,
+            victim_pid: self.victim.as_ref().map(|v| v.pid),
+            invoker_pid: self.invoker.pid,
+            stall: &self.stall,
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -213,6 +293,11 @@ struct Pending {
     reaped: Option<report::Reaped>,
     lost_before: u64,
     created_ns: u64,
+    /// (tgid, comm, begin ns, end ns) of reclaim episodes near the report.
+    stalls: Vec<(u32, String, u64, u64)>,
+    psi_start: Option<(u64, u64, u64)>,
+    /// Consoles and printk levels as they were when the report started.
+    host: Option<crate::host::Facts>,
 }
 
 impl Pending {
@@ -306,6 +391,17 @@ impl Assembler {
                     p.reap_finish_ns.get_or_insert(r.ts_ns);
                 }
             }
+            oom_kind::RECLAIM_STALL => {
+                let (b, e) = (r.vals[0], r.vals[1]);
+                // Every report whose time is near the episode.
+                for p in self.pending.iter_mut() {
+                    let start = p.start_ns.unwrap_or(p.created_ns);
+                    let end = p.mark.as_ref().map(|m| m.0).unwrap_or(start) + 2_000_000_000;
+                    if e + 2_000_000_000 >= start && b <= end && p.stalls.len() < 4096 {
+                        p.stalls.push((r.tgid, r.comm.clone(), b, e));
+                    }
+                }
+            }
             oom_kind::SKIP_REAPING => {
                 if let Some(p) = self.by_victim(r.target) {
                     p.reap_skipped = true;
@@ -315,7 +411,7 @@ impl Assembler {
         }
     }
 
-    fn console(&mut self, r: Record, _ctx: &dyn OomContext, lost: u64) {
+    fn console(&mut self, r: Record, ctx: &dyn OomContext, lost: u64) {
         let starts = r.vals[0] == 1;
         if let Some(reaped) = report::parse_reaped(&r.text) {
             if let Some(p) = self.by_victim(reaped.pid) {
@@ -329,8 +425,11 @@ impl Assembler {
             let comm = report::parse_invoked(&r.text)
                 .map(|i| i.comm)
                 .unwrap_or_else(|| r.comm.clone());
+            let psi = ctx.psi();
             let p = self.open(tid, &comm, r.ts_ns, lost);
             p.start_ns = Some(r.ts_ns);
+            p.psi_start = psi;
+            p.host = ctx.host();
             p
         } else if let Some(p) = self
             .pending
@@ -548,6 +647,7 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         &grower,
         victim_was_top_grower,
     );
+    let stall = stall(&p, ctx, mark_ns, memcg.as_deref(), victim.as_ref().map(|v| v.pid));
     let invoked = rep.invoked.clone();
     Incident {
         kind: "oom_kill",
@@ -580,7 +680,173 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         freed_bytes,
         reaper,
         summary,
+        stall,
     }
+}
+
+fn stall(
+    p: &Pending,
+    ctx: &dyn OomContext,
+    mark_ns: Option<u64>,
+    memcg: Option<&str>,
+    victim: Option<u32>,
+) -> Stall {
+    let report_ms = ms_between(p.start_ns, mark_ns);
+    // Console time: the gaps between consecutive report lines (printed by
+    // the invoking task, which writes each line to the legacy consoles
+    // before it formats the next), less a floor for the formatting itself.
+    let end = mark_ns.unwrap_or(u64::MAX);
+    let ts: Vec<u64> = p.lines.iter().map(|l| l.ts_ns).filter(|t| *t <= end).collect();
+    let console_ns: u64 = ts
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]).saturating_sub(CONSOLE_GAP_FLOOR_NS))
+        .sum();
+    let console_ms = (p.start_ns.is_some() && ts.len() >= 2).then_some(console_ns as f64 / 1e6);
+    let find = |pred: &dyn Fn(&str) -> bool| p.lines.iter().find(|l| pred(&l.text)).map(|l| l.ts_ns);
+    let dump_tasks_ms = ms_between(
+        find(&|t: &str| t.starts_with("Tasks state")),
+        find(&|t: &str| t.starts_with("oom-kill:")),
+    );
+    // Stalled tasks: kernel reclaim episodes near the report, and the
+    // per-process reclaim counters around it. Not the invoker (its time is
+    // the report) and not the victim.
+    let mut tasks: Vec<StalledTask> = Vec::new();
+    let invoker_tgid = p.mark.as_ref().map(|m| m.1.tgid).unwrap_or(p.invoker_tid);
+    for (tgid, comm, b, e) in &p.stalls {
+        if *tgid == invoker_tgid || Some(*tgid) == victim {
+            continue;
+        }
+        let ms = e.saturating_sub(*b) as f64 / 1e6;
+        match tasks.iter_mut().find(|t| t.pid == *tgid) {
+            Some(t) => t.stalled_ms += ms,
+            None => tasks.push(StalledTask {
+                pid: *tgid,
+                comm: comm.clone(),
+                stalled_ms: ms,
+                source: "reclaim during the report",
+            }),
+        }
+    }
+    for (pid, comm, ms) in ctx.reclaimers(memcg, 3.0) {
+        if pid == invoker_tgid || Some(pid) == victim {
+            continue;
+        }
+        match tasks.iter_mut().find(|t| t.pid == pid) {
+            Some(t) => t.stalled_ms = t.stalled_ms.max(ms),
+            None => tasks.push(StalledTask {
+                pid,
+                comm,
+                stalled_ms: ms,
+                source: "reclaim around the OOM",
+            }),
+        }
+    }
+    tasks.sort_by(|a, b| b.stalled_ms.total_cmp(&a.stalled_ms));
+    let stalled_ms_total: f64 = tasks.iter().map(|t| t.stalled_ms).fold(0.0, |a, b| a + b);
+    let stalled_tasks_count = tasks.len();
+    tasks.truncate(20);
+    let psi_end = ctx.psi();
+    let (psi_some, psi_full, psi_window_ms) = match (p.psi_start, psi_end) {
+        (Some((s0, f0, t0)), Some((s1, f1, t1))) => (
+            Some(s1.saturating_sub(s0)),
+            Some(f1.saturating_sub(f0)),
+            Some(t1.saturating_sub(t0) as f64 / 1e6),
+        ),
+        _ => (None, None, None),
+    };
+    let host = p.host.clone().or_else(|| ctx.host());
+    let console_loglevel = host.as_ref().and_then(|h| h.printk).map(|p| p.console_loglevel);
+    let consoles: Vec<String> = host
+        .as_ref()
+        .map(|h| {
+            h.consoles
+                .iter()
+                .filter(|c| c.enabled)
+                .map(|c| match c.baud {
+                    Some(b) => format!("{} ({b} baud)", c.name),
+                    None => c.name.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let recommendations = host
+        .as_ref()
+        .map(crate::host::recommendations)
+        .unwrap_or_default();
+    let diagnosis = diagnose(
+        report_ms,
+        console_ms,
+        &consoles,
+        console_loglevel,
+        stalled_tasks_count,
+        stalled_ms_total,
+    );
+    Stall {
+        report_ms,
+        console_ms,
+        console_method:
+            "line-gap estimate: the gaps between report lines in the invoking task, less 100 µs per line",
+        dump_tasks_ms,
+        notable: report_ms.unwrap_or(0.0) >= 500.0 || stalled_ms_total >= 1000.0,
+        stalled_tasks: tasks,
+        stalled_tasks_count,
+        stalled_ms_total,
+        psi_memory_some_us: psi_some,
+        psi_memory_full_us: psi_full,
+        psi_window_ms,
+        console_loglevel,
+        consoles,
+        diagnosis,
+        recommendations,
+    }
+}
+
+fn fmt_ms(ms: f64) -> String {
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+/// One sentence in plain words.
+pub fn diagnose(
+    report_ms: Option<f64>,
+    console_ms: Option<f64>,
+    consoles: &[String],
+    console_loglevel: Option<u8>,
+    stalled: usize,
+    stalled_ms: f64,
+) -> String {
+    let Some(report) = report_ms else {
+        return "the OOM report was not captured (rate-limited by the kernel or printk:console unavailable)"
+            .into();
+    };
+    let mut s = format!("the OOM report took {}", fmt_ms(report));
+    if let Some(c) = console_ms.filter(|_| report > 0.0) {
+        let share = (c / report * 100.0).min(100.0);
+        let names = if consoles.is_empty() {
+            "the console".to_string()
+        } else {
+            format!("console {}", consoles.join(", "))
+        };
+        if share >= 50.0 {
+            s += &format!(", {share:.0}% of it writing to {names}");
+        } else {
+            s += &format!(", {share:.0}% of it console output");
+            if let Some(l) = console_loglevel.filter(|l| *l <= 4) {
+                s += &format!(" (console_loglevel {l} keeps the report off the console)");
+            }
+        }
+    }
+    if stalled > 0 {
+        s += &format!(
+            "; {stalled} other task{} waited {} in total",
+            if stalled == 1 { "" } else { "s" },
+            fmt_ms(stalled_ms)
+        );
+    }
+    s
 }
 
 fn summarize(

@@ -4,6 +4,8 @@
 //!   lt-helper step  <mib> <delay_secs> <hold_secs>
 //!   lt-helper churn <mib> <period_ms> <secs>
 //!   lt-helper forkpool <children> <mib_each> <hold_secs>
+//!   lt-helper pagecache <file> <mib> <secs>   (writes the file once, then reads it
+//!            in a loop: in a memcg smaller than the file this forces memcg reclaim)
 //!   lt-helper faults <secs> <mib_per_iter> [byte|page]   (benchmark: prints pages/s;
 //!            `page` writes every byte of each page instead of one byte)
 //!
@@ -152,6 +154,37 @@ fn main() {
                 // SAFETY: waiting for our own child.
                 unsafe { libc::waitpid(k, &mut st, 0) };
             }
+        }
+        Some("pagecache") => {
+            use std::io::{Read, Seek, SeekFrom, Write as _};
+            let path = args.get(2).cloned().unwrap_or_else(|| {
+                eprintln!("usage: lt-helper pagecache <file> <mib> <secs>");
+                std::process::exit(2)
+            });
+            let (mib, secs) = (arg(&args, 3), arg(&args, 4));
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .expect("open");
+            let chunk = vec![7u8; MIB];
+            for i in 0..mib as usize {
+                f.write_all(&chunk).expect("write");
+                if i % 8 == 7 {
+                    f.sync_data().expect("fsync");
+                }
+            }
+            f.sync_all().expect("fsync");
+            ready();
+            let mut buf = vec![0u8; MIB];
+            let t0 = Instant::now();
+            while t0.elapsed().as_secs_f64() < secs {
+                f.seek(SeekFrom::Start(0)).expect("seek");
+                while f.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            }
+            let _ = std::fs::remove_file(&path);
         }
         Some("faults") => {
             // mmap, touch every page, munmap, in a loop: the page-fault path.
