@@ -77,11 +77,22 @@ impl Tui {
             restore();
             prev(info);
         }));
-        let hooks = probes
+        let live = probes.iter().filter(|p| p.live.is_some()).count();
+        let rss = probes
             .iter()
-            .map(|p| format!("{}: {}", p.job, p.live.as_deref().unwrap_or("off")))
-            .collect::<Vec<_>>()
-            .join("  ");
+            .find(|p| p.job == "rss")
+            .and_then(|p| p.live.clone())
+            .unwrap_or_default();
+        let off: Vec<&str> = probes
+            .iter()
+            .filter(|p| p.live.is_none())
+            .map(|p| p.job)
+            .collect();
+        let mut hooks = format!("{live} of {} hooks live, RSS from {rss}", probes.len());
+        if !off.is_empty() {
+            hooks += &format!("; off: {}", off.join(", "));
+        }
+        hooks += " (leaktrace -v watch lists them)";
         Ok(Self {
             terminal: Terminal::new(CrosstermBackend::new(stdout))?,
             hooks,
@@ -123,7 +134,7 @@ impl Tui {
             let k = &s.kernel;
             let header = vec![
                 Line::from(format!(
-                    "leaktrace watch  {} processes ({} in kernel map)  unattributed rss events: {}  q: quit",
+                    "leaktrace watch  {} processes ({} in kernel map)  rss events of exiting mms: {}  q: quit",
                     s.processes.len(),
                     k.tracked_pids,
                     k.counters.rss_unattributed

@@ -100,7 +100,7 @@ fn real_main() -> Result<()> {
                 ])
                 .args(&args)
                 .env("LEAKTRACE_BIN", &bin);
-            run(&mut cmd)?;
+            run_tests(&mut cmd)?;
         }
         Cmd::Bench { which } => {
             let bin = build_all(&root, true)?;
@@ -141,6 +141,44 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("command failed ({status}): {cmd:?}");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one
+/// summary line over all test binaries ("tests: N passed, M failed"), so
+/// that the last line is not the result of an empty test binary.
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut stdout = std::io::stdout();
+    for line in out.lines() {
+        let line = line?;
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let part = part
+                    .trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ");
+                if let Some(n) = part.strip_suffix(" passed").and_then(|n| n.parse::<u64>().ok()) {
+                    passed += n;
+                } else if let Some(n) = part.strip_suffix(" failed").and_then(|n| n.parse::<u64>().ok()) {
+                    failed += n;
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("tests failed ({status})");
     }
     Ok(())
 }

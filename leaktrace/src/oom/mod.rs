@@ -694,14 +694,29 @@ fn stall(
     let report_ms = ms_between(p.start_ns, mark_ns);
     // Console time: the gaps between consecutive report lines (printed by
     // the invoking task, which writes each line to the legacy consoles
-    // before it formats the next), less a floor for the formatting itself.
+    // before it formats the next), less a floor for the formatting itself,
+    // counted only after lines that the console printed: those whose level
+    // is below console_loglevel. Counting every gap would turn preemption
+    // during a sub-millisecond report into "console time".
+    let host_then = p.host.clone();
+    let levels = host_then.as_ref().and_then(|h| h.printk);
     let end = mark_ns.unwrap_or(u64::MAX);
-    let ts: Vec<u64> = p.lines.iter().map(|l| l.ts_ns).filter(|t| *t <= end).collect();
-    let console_ns: u64 = ts
+    let upto: Vec<&Line> = p.lines.iter().filter(|l| l.ts_ns <= end).collect();
+    let line_levels = report_line_levels(
+        upto.iter().map(|l| l.text.as_str()),
+        levels.map(|l| l.default_message_loglevel).unwrap_or(4),
+    );
+    let console_ns: u64 = upto
         .windows(2)
-        .map(|w| w[1].saturating_sub(w[0]).saturating_sub(CONSOLE_GAP_FLOOR_NS))
+        .zip(&line_levels)
+        .filter(|(_, lvl)| levels.is_none_or(|l| **lvl < l.console_loglevel))
+        .map(|(w, _)| {
+            w[1].ts_ns
+                .saturating_sub(w[0].ts_ns)
+                .saturating_sub(CONSOLE_GAP_FLOOR_NS)
+        })
         .sum();
-    let console_ms = (p.start_ns.is_some() && ts.len() >= 2).then_some(console_ns as f64 / 1e6);
+    let console_ms = (p.start_ns.is_some() && upto.len() >= 2).then_some(console_ns as f64 / 1e6);
     let find = |pred: &dyn Fn(&str) -> bool| p.lines.iter().find(|l| pred(&l.text)).map(|l| l.ts_ns);
     let dump_tasks_ms = ms_between(
         find(&|t: &str| t.starts_with("Tasks state")),
@@ -754,7 +769,7 @@ fn stall(
         ),
         _ => (None, None, None),
     };
-    let host = p.host.clone().or_else(|| ctx.host());
+    let host = host_then.or_else(|| ctx.host());
     let console_loglevel = host.as_ref().and_then(|h| h.printk).map(|p| p.console_loglevel);
     let consoles: Vec<String> = host
         .as_ref()
@@ -784,8 +799,8 @@ fn stall(
     Stall {
         report_ms,
         console_ms,
-        console_method:
-            "line-gap estimate: the gaps between report lines in the invoking task, less 100 µs per line",
+        console_method: "line-gap estimate: gaps between report lines in the invoking task, after the lines \
+                         the console printed (level below console_loglevel), less 100 µs each",
         dump_tasks_ms,
         notable: report_ms.unwrap_or(0.0) >= 500.0 || stalled_ms_total >= 1000.0,
         stalled_tasks: tasks,
@@ -799,6 +814,35 @@ fn stall(
         diagnosis,
         recommendations,
     }
+}
+
+/// The printk level of each report line, from where it sits in the report
+/// (the kernel prints the header at KERN_WARNING, the stack at the default
+/// message level, memory state, task dump and the oom-kill: line at
+/// KERN_INFO, and "Killed process" at KERN_ERR).
+pub fn report_line_levels<'a>(lines: impl Iterator<Item = &'a str>, default_level: u8) -> Vec<u8> {
+    let mut in_stack = false;
+    lines
+        .map(|l| {
+            if l.contains(" invoked oom-killer:") {
+                in_stack = true;
+                4
+            } else if l.contains("Killed process ") {
+                3
+            } else if l.starts_with("oom-kill:")
+                || l.starts_with("Mem-Info")
+                || l.starts_with("memory: usage")
+                || l.starts_with("Tasks state")
+            {
+                in_stack = false;
+                6
+            } else if in_stack {
+                default_level
+            } else {
+                6
+            }
+        })
+        .collect()
 }
 
 fn fmt_ms(ms: f64) -> String {
@@ -1130,6 +1174,23 @@ mod tests {
         assert!(!out[0].report_complete);
         assert_eq!(out[0].report_lines.len(), 1);
         assert_eq!(out[0].victim.as_ref().unwrap().pid, 100);
+    }
+
+    #[test]
+    fn line_levels_follow_the_report_structure() {
+        let lines = [
+            "x invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0",
+            "CPU: 0 UID: 0 PID: 1 Comm: x",
+            " dump_stack_lvl+0x57/0x80",
+            "memory: usage 1kB, limit 1kB, failcnt 1",
+            "[  pid  ]   uid  tgid total_vm      rss name",
+            "oom-kill:constraint=CONSTRAINT_MEMCG",
+            "Memory cgroup out of memory: Killed process 1 (x)",
+        ];
+        assert_eq!(
+            report_line_levels(lines.into_iter(), 4),
+            vec![4, 4, 4, 6, 6, 6, 3]
+        );
     }
 
     #[test]
