@@ -59,8 +59,24 @@ pub struct CpuSlot {
     /// 1 when `stats` holds data for `tgid`.
     pub valid: u32,
     pub stats: ProcStats,
+    /// Sample the user stack of 1 in this many page faults of `tgid`
+    /// (0 = not a suspect). Refreshed from `SUSPECTS` when the slot changes
+    /// hands and every 64 faults.
+    pub sample_period: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<CpuSlot>() == 104);
+const _: () = assert!(core::mem::size_of::<CpuSlot>() == 112);
+
+/// Key of `FAULT_STACKS`: a process and one of its sampled user stacks
+/// (an id in the `FAULT_STACK_IDS` stack-trace map). The value is the
+/// number of sampled faults with that stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FaultStackKey {
+    pub tgid: u32,
+    pub stack_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<FaultStackKey>() == 8);
 
 /// Kinds of [`OomEvent`].
 pub mod oom_kind {
@@ -180,3 +196,7 @@ unsafe impl aya::Pod for ProcStats {}
 #[cfg(feature = "user")]
 // SAFETY: as for ProcStats: repr(C), Copy, no padding, any bit pattern valid.
 unsafe impl aya::Pod for CpuSlot {}
+
+#[cfg(feature = "user")]
+// SAFETY: two u32, repr(C), no padding.
+unsafe impl aya::Pod for FaultStackKey {}

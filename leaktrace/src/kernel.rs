@@ -165,16 +165,19 @@ mod tests {
                 tgid: 7,
                 valid: 1,
                 stats: newer,
+                ..Default::default()
             },
             CpuSlot {
                 tgid: 9,
                 valid: 1,
                 stats: newer,
+                ..Default::default()
             },
             CpuSlot {
                 tgid: 8,
                 valid: 0,
                 stats: newer,
+                ..Default::default()
             },
         ];
         let mut out = merge_with_slots(vec![(7, vec![in_map, ProcStats::default()])], &slots);

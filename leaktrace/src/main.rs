@@ -1,12 +1,15 @@
 //! leaktrace: which process is eating memory, how fast, and is it a leak.
 mod btf;
 mod doctor;
+mod evidence;
 mod groups;
 mod host;
 mod kernel;
 mod loader;
 mod oom;
 mod procfs;
+mod record;
+mod stacks;
 mod tracefs;
 mod tracker;
 mod trend;
@@ -70,6 +73,24 @@ enum Cmd {
     ///   leaktrace doctor --json | jq '.console_risk'
     #[command(verbatim_doc_comment)]
     Doctor(doctor::DoctorArgs),
+    /// Run in the background and keep the evidence: events.jsonl and bundles.
+    ///
+    /// Writes OOM incidents, evidence events and a periodic summary of the
+    /// top growers to DIR/events.jsonl (rotated by size), and an evidence
+    /// bundle under DIR/evidence/ when a process crosses a trigger: RSS at
+    /// --rss-pct of its memcg limit, projected to hit it within
+    /// --time-to-limit seconds, PSI memory full above --psi-full, or named
+    /// with --evidence-pid. A bundle holds meta.json, /proc copies,
+    /// timeline.json and stacks.txt (where the process touches memory, from
+    /// page-fault stacks sampled in the kernel). SIGTERM/SIGINT flush and
+    /// exit 0. A full disk is reported and tracing goes on.
+    ///
+    /// Examples:
+    ///   leaktrace record --dir /var/lib/leaktrace
+    ///   leaktrace record --dir /var/lib/leaktrace --exec-on-trigger 'gcore -o {dir}/core {pid}'
+    ///   leaktrace record --dir /var/lib/leaktrace --exec-on-trigger 'py-spy dump --pid {pid}'
+    #[command(verbatim_doc_comment)]
+    Record(watch::RecordArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +117,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Watch(args) => watch::run(args, cli.verbose).map(|()| 0),
         Cmd::Doctor(args) => doctor::run(args, cli.verbose),
+        Cmd::Record(args) => watch::record(args, cli.verbose).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -1,6 +1,8 @@
 //! `leaktrace watch`: load, sample every interval, show.
 use std::{
+    collections::HashMap,
     io::Write,
+    path::PathBuf,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -9,9 +11,12 @@ use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    evidence::{self, EvidenceEvent, TriggerArgs},
     kernel::{self, KernelMaps, Merged},
     loader::{self, Capability, ProbeResult},
     oom,
+    record::EventLog,
+    stacks::{self, StackMaps},
     tracker::{self, OomView, Procfs, Sample, TickInput, Tracker},
     trend, tui,
 };
@@ -47,6 +52,45 @@ pub struct WatchArgs {
     /// Add the kernel map's keys to each JSON sample (for tests and debugging).
     #[arg(long, hide = true)]
     pub debug_map_pids: bool,
+    /// Write evidence bundles under DIR/evidence when a trigger fires
+    /// (without it, watch still reports the triggers).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub triggers: TriggerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RecordArgs {
+    /// Where to write events.jsonl (rotated) and evidence/ bundles.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval, value_name = "SECS")]
+    pub interval: f64,
+    /// Stop after this many seconds (default: until SIGTERM/SIGINT).
+    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Seconds between compact summaries of the top growers in events.jsonl.
+    #[arg(long, default_value_t = 60.0, value_parser = parse_interval, value_name = "SECS")]
+    pub summary_interval: f64,
+    /// Rotate events.jsonl when it would grow past this many bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub max_file_bytes: u64,
+    /// Keep at most this many event files (events.jsonl and its rotations).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_files: usize,
+    /// Keep evidence bundles under this many bytes in total (oldest go first).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub max_evidence_bytes: u64,
+    /// oom_score_adj for leaktrace itself (-1000: never chosen by the OOM killer).
+    #[arg(long, default_value_t = -1000, value_parser = clap::value_parser!(i32).range(-1000..=1000), value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: i32,
+    /// Use classic tracepoints even where tp_btf works.
+    #[arg(long)]
+    pub force_classic: bool,
+    #[command(flatten)]
+    pub triggers: TriggerArgs,
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -101,6 +145,7 @@ enum Mode {
     Json,
     Tui,
     Text,
+    Record,
 }
 
 pub fn run(args: WatchArgs, verbose: u8) -> Result<()> {
@@ -108,7 +153,190 @@ pub fn run(args: WatchArgs, verbose: u8) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_async(args, verbose))
+    rt.block_on(run_async(args, None, verbose))
+}
+
+/// What `record` adds to the watch loop.
+pub struct RecordSink {
+    log: EventLog,
+    summary_every: f64,
+    max_evidence_bytes: u64,
+}
+
+pub fn record(args: RecordArgs, verbose: u8) -> Result<()> {
+    loader::check_privileges().map_err(|m| anyhow!(m))?;
+    let log = EventLog::open(&args.dir, args.max_file_bytes, args.max_files)
+        .with_context(|| format!("cannot record into {}", args.dir.display()))?;
+    let watch = WatchArgs {
+        json: false,
+        interval: args.interval,
+        duration: args.duration,
+        pids: Vec::new(),
+        top: None,
+        oom_score_adj: args.oom_score_adj,
+        force_classic: args.force_classic,
+        bench_floor: false,
+        debug_map_pids: false,
+        dir: Some(args.dir.clone()),
+        triggers: args.triggers,
+    };
+    let sink = RecordSink {
+        log,
+        summary_every: args.summary_interval,
+        max_evidence_bytes: args.max_evidence_bytes,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(watch, Some(sink), verbose))
+}
+
+/// The compact periodic line of `record`.
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts_ms: u64,
+    processes: Vec<SummaryRow<'a>>,
+    groups: &'a [tracker::GroupRow],
+    kernel: &'a tracker::KernelStatus,
+    dropped_lines: u64,
+}
+
+#[derive(Serialize)]
+struct SummaryRow<'a> {
+    pid: u32,
+    comm: &'a str,
+    cgroup: &'a str,
+    rss_bytes: u64,
+    growth_bytes_per_sec: f64,
+    growth_bytes_per_sec_long: f64,
+    trend: trend::Trend,
+}
+
+/// Triggers, suspects and bundles, run once per sample.
+struct Evidence {
+    args: TriggerArgs,
+    dir: Option<PathBuf>,
+    exec: Option<Vec<String>>,
+    limits: evidence::Limits,
+    rate: evidence::RateLimit,
+    /// pid -> its latest bundle.
+    bundles: HashMap<u32, String>,
+    ticks: u64,
+}
+
+fn psi_full_avg10() -> Option<f64> {
+    let t = std::fs::read_to_string("/proc/pressure/memory").ok()?;
+    let l = t.lines().find(|l| l.starts_with("full"))?;
+    l.split_whitespace()
+        .find_map(|f| f.strip_prefix("avg10=")?.parse().ok())
+}
+
+impl Evidence {
+    fn tick(
+        &mut self,
+        sample: &Sample,
+        tracker: &Tracker,
+        stacks: &mut Option<StackMaps>,
+        max_bytes: Option<u64>,
+    ) -> Vec<EvidenceEvent> {
+        self.ticks += 1;
+        let psi = psi_full_avg10();
+        let top = sample
+            .processes
+            .iter()
+            .filter(|p| p.growth_bytes_per_sec > 0.0)
+            .max_by(|a, b| a.growth_bytes_per_sec.total_cmp(&b.growth_bytes_per_sec))
+            .map(|p| p.pid);
+        let mut suspects: Vec<(f64, u32)> = Vec::new();
+        let mut out = Vec::new();
+        let now = Instant::now();
+        for row in &sample.processes {
+            let (limit, src) = self.limits.for_row(row);
+            if evidence::is_suspect(row, limit, &self.args) {
+                suspects.push((row.growth_bytes_per_sec, row.pid));
+            }
+            let Some(t) = evidence::check(row, limit, &src, &self.args, psi, top == Some(row.pid)) else {
+                continue;
+            };
+            if !self
+                .rate
+                .allow(row.pid, self.args.cooldown, self.args.max_bundles_per_hour, now)
+            {
+                continue;
+            }
+            let ts_ms = now_ms();
+            let mut ev = EvidenceEvent {
+                kind: "evidence",
+                ts_ms,
+                pid: row.pid,
+                comm: row.comm.clone(),
+                reason: t.reason,
+                detail: t.detail.clone(),
+                dir: None,
+                error: None,
+            };
+            if let Some(root) = &self.dir {
+                let stack_text = match stacks.as_ref() {
+                    Some(s) => stacks::render(
+                        row.pid,
+                        &row.comm,
+                        self.args.stack_period,
+                        crate::procfs::page_size(),
+                        &s.collect(row.pid),
+                        20,
+                    ),
+                    None => "# stack sampling unavailable (page_fault_user hook not live)\n".into(),
+                };
+                let timeline = tracker.snapshot(row.pid).map(|s| s.history).unwrap_or_default();
+                let input = evidence::BundleInput {
+                    root,
+                    ts_ms,
+                    row,
+                    trigger: &t,
+                    limit,
+                    limit_source: &src,
+                    args: &self.args,
+                    timeline,
+                    stacks: stack_text,
+                };
+                match evidence::write_bundle(&input) {
+                    Ok(d) => {
+                        let ds = d.to_string_lossy().into_owned();
+                        self.bundles.insert(row.pid, ds.clone());
+                        if let Some(argv) = &self.exec {
+                            let argv = evidence::substitute(argv, row.pid, &row.comm, &d);
+                            tokio::spawn(evidence::run_exec(argv, d.clone(), self.args.exec_timeout));
+                        }
+                        if let Some(m) = max_bytes {
+                            evidence::enforce_budget(root, m);
+                        }
+                        ev.dir = Some(ds);
+                    }
+                    Err(e) => {
+                        log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
+                        ev.error = Some(format!("{e:#}"));
+                    }
+                }
+            }
+            out.push(ev);
+        }
+        if let Some(s) = stacks.as_mut() {
+            suspects.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let want: HashMap<u32, u32> = suspects
+                .into_iter()
+                .take(64)
+                .map(|(_, pid)| (pid, self.args.stack_period.max(1)))
+                .collect();
+            s.set_suspects(&want);
+            if self.ticks.is_multiple_of(10) {
+                let alive: std::collections::HashSet<u32> = sample.processes.iter().map(|p| p.pid).collect();
+                s.forget_except(&|pid| alive.contains(&pid));
+            }
+        }
+        out
+    }
 }
 
 fn report_probes(probes: &[ProbeResult], caps: &[Capability], notes: &[String], verbose: u8) {
@@ -144,8 +372,19 @@ fn report_probes(probes: &[ProbeResult], caps: &[Capability], notes: &[String], 
     }
 }
 
-async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
-    let mode = if args.json {
+async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -> Result<()> {
+    let exec = args
+        .triggers
+        .exec_on_trigger
+        .as_deref()
+        .map(evidence::split_template)
+        .transpose()?;
+    if let Some(d) = &args.dir {
+        evidence::ensure_dir(d).with_context(|| format!("cannot write evidence into {}", d.display()))?;
+    }
+    let mode = if sink.is_some() {
+        Mode::Record
+    } else if args.json {
         Mode::Json
     } else if tui::is_terminal() {
         Mode::Tui
@@ -184,13 +423,32 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
     }
     let mut maps = KernelMaps::take(&mut loaded.ebpf)?;
     let oom_ring = kernel::take_oom_events(&mut loaded.ebpf)?;
+    let faults_live = loaded
+        .probes
+        .iter()
+        .any(|p| p.job == "faults" && p.live.is_some());
+    let mut stack_maps = if faults_live {
+        StackMaps::take(&mut loaded.ebpf).ok()
+    } else {
+        None
+    };
+    let mut evidence = Evidence {
+        args: args.triggers.clone(),
+        dir: args.dir.clone(),
+        exec,
+        limits: Default::default(),
+        rate: Default::default(),
+        bundles: HashMap::new(),
+        ticks: 0,
+    };
+    let mut last_summary: Option<Instant> = None;
     // SAFETY: the RingBuf owns its map fd and keeps it open for as long as
     // the AsyncFd that owns it.
     let mut oom_fd = unsafe { AsyncFd::register_with_interest(oom_ring, tokio::io::Interest::READABLE) }
         .map_err(|_| anyhow!("registering the OOM ring buffer with tokio failed"))?;
 
     let stdout = std::io::stdout();
-    if let Mode::Json = mode {
+    if let Mode::Json | Mode::Record = mode {
         let line = StatusLine {
             kind: "status",
             ts_ms: now_ms(),
@@ -201,10 +459,15 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
             notes: &loaded.notes,
             oom_score_adj: &adj,
         };
-        let mut out = stdout.lock();
-        serde_json::to_writer(&mut out, &line)?;
-        writeln!(out)?;
-        out.flush()?;
+        match sink.as_mut() {
+            Some(r) => r.log.write_line(&serde_json::to_string(&line)?),
+            None => {
+                let mut out = stdout.lock();
+                serde_json::to_writer(&mut out, &line)?;
+                writeln!(out)?;
+                out.flush()?;
+            }
+        }
     }
 
     let mut ui = match mode {
@@ -272,13 +535,83 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
                 keys.sort_unstable();
                 sample.kernel.map_pids = Some(keys);
             }
+            // Triggers look at every process, before --pid/--top filtering.
+            let max_bytes = sink.as_ref().map(|r| r.max_evidence_bytes);
+            for ev in evidence.tick(&sample, &tracker, &mut stack_maps, max_bytes) {
+                let ok = match mode {
+                    Mode::Json => write_json(&stdout, &ev)?,
+                    Mode::Text => write_line(
+                        &stdout,
+                        &format!(
+                            "EVIDENCE: pid {} ({}): {} ({}) -> {}",
+                            ev.pid,
+                            ev.comm,
+                            ev.reason,
+                            ev.detail,
+                            ev.dir.as_deref().unwrap_or("no --dir, not written")
+                        ),
+                    )?,
+                    Mode::Tui => true,
+                    Mode::Record => {
+                        if let Some(r) = sink.as_mut() {
+                            r.log.write_line(&serde_json::to_string(&ev)?);
+                        }
+                        true
+                    }
+                };
+                if !ok {
+                    return Ok(());
+                }
+            }
+            if let Some(r) = sink.as_mut() {
+                if last_summary.is_none_or(|t| t.elapsed().as_secs_f64() >= r.summary_every) {
+                    last_summary = Some(Instant::now());
+                    let line = SummaryLine {
+                        kind: "summary",
+                        ts_ms: sample.ts_ms,
+                        processes: sample
+                            .processes
+                            .iter()
+                            .take(10)
+                            .map(|p| SummaryRow {
+                                pid: p.pid,
+                                comm: &p.comm,
+                                cgroup: &p.cgroup,
+                                rss_bytes: p.rss_bytes,
+                                growth_bytes_per_sec: p.growth_bytes_per_sec,
+                                growth_bytes_per_sec_long: p.growth_bytes_per_sec_long,
+                                trend: p.trend,
+                            })
+                            .collect(),
+                        groups: &sample.groups[..sample.groups.len().min(5)],
+                        kernel: &sample.kernel,
+                        dropped_lines: r.log.dropped_lines,
+                    };
+                    let text = serde_json::to_string(&line)?;
+                    r.log.write_line(&text);
+                }
+            }
             tracker::filter(&mut sample, &args.pids, args.top);
             last_sample = Some(sample);
         }
         // Incidents first: an OOM kill is what the user most needs to see.
         let lost = maps.counters().oom_lost;
-        for incident in assembler.poll(tracker::monotonic_ns(), &OomView(&tracker), lost) {
+        for mut incident in assembler.poll(tracker::monotonic_ns(), &OomView(&tracker), lost) {
+            incident.evidence_dir = incident
+                .victim
+                .as_ref()
+                .and_then(|v| evidence.bundles.get(&v.pid))
+                .cloned();
             let ok = match mode {
+                Mode::Record => {
+                    if let Some(r) = sink.as_mut() {
+                        r.log.write_line(&serde_json::to_string(&incident)?);
+                        if let Some(l) = incident.stall_line() {
+                            r.log.write_line(&serde_json::to_string(&l)?);
+                        }
+                    }
+                    true
+                }
                 Mode::Json => {
                     write_json(&stdout, &incident)?
                         && incident
@@ -308,6 +641,7 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
                     }
                     true
                 }
+                Mode::Record => true,
             };
             if !ok {
                 break;
@@ -318,6 +652,9 @@ async fn run_async(args: WatchArgs, verbose: u8) -> Result<()> {
         }
     }
     drop(ui);
+    if let Some(r) = sink.as_mut() {
+        r.log.flush();
+    }
     // Programs are detached when `loaded.ebpf` is dropped.
     Ok(())
 }

@@ -376,3 +376,115 @@ impl Drop for PrintkGuard {
         }
     }
 }
+
+/// `leaktrace record --dir DIR ...` in the background. Drop sends SIGTERM
+/// (then SIGKILL) so programs are detached even when a test fails.
+pub struct Record {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Record {
+    pub fn start(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let child = Command::new(leaktrace_bin())
+            .arg("record")
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .spawn()
+            .expect("spawning leaktrace record");
+        let r = Self {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        r.wait_for(Duration::from_secs(30), "the status line", |l| {
+            l.iter().any(|v| v["type"] == "status")
+        });
+        r
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// All lines of events.jsonl and its rotations, oldest file first.
+    pub fn events(&self) -> Vec<Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("events.jsonl"))
+        });
+        files.sort_by_key(|p| std::cmp::Reverse(p.file_name().unwrap().to_string_lossy().len()));
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| serde_json::from_str(&l).ok())
+            .collect()
+    }
+
+    pub fn wait_for(&self, timeout: Duration, what: &str, f: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f(&self.events()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} in {}",
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait record")
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh directory under the test target dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/tmp")
+            .join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

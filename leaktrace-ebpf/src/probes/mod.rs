@@ -9,7 +9,7 @@ pub mod rss;
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruPerCpuHashMap, PerCpuArray},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use leaktrace_common::{counter, CpuSlot, ProcStats, MAX_PROCS, RSS_MEMBERS};
 
@@ -90,15 +90,26 @@ fn flush(s: *mut CpuSlot) {
     }
 }
 
-/// The counters to update for `tgid` on this CPU: the CPU slot, flushed
-/// first if it belonged to another process.
+/// Processes whose page faults are sampled with their user stack: tgid ->
+/// sampling period (1 in N faults). Set by the loader for suspects.
+#[map]
+pub static SUSPECTS: HashMap<u32, u32> = HashMap::with_max_entries(256, 0);
+
 #[inline(always)]
-pub fn slot_stats(tgid: u32) -> Option<*mut ProcStats> {
+pub fn suspect_period(tgid: u32) -> u32 {
+    // SAFETY: plain lookup, value copied out.
+    unsafe { SUSPECTS.get(&tgid) }.copied().unwrap_or(0)
+}
+
+/// This CPU's slot for `tgid`, flushed first if it belonged to another
+/// process.
+#[inline(always)]
+pub fn slot_for(tgid: u32) -> Option<*mut CpuSlot> {
     let s = CPU_SLOT.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot, valid while the program runs.
     unsafe {
         if (*s).valid == 1 && (*s).tgid == tgid {
-            return Some(&mut (*s).stats as *mut ProcStats);
+            return Some(s);
         }
         if (*s).valid == 1 {
             flush(s);
@@ -106,8 +117,16 @@ pub fn slot_stats(tgid: u32) -> Option<*mut ProcStats> {
         (*s).tgid = tgid;
         (*s).valid = 1;
         (*s).stats = ProcStats::default();
-        Some(&mut (*s).stats as *mut ProcStats)
+        (*s).sample_period = suspect_period(tgid);
+        Some(s)
     }
+}
+
+/// The counters to update for `tgid` on this CPU (see `slot_for`).
+#[inline(always)]
+pub fn slot_stats(tgid: u32) -> Option<*mut ProcStats> {
+    // SAFETY: the slot pointer is valid while the program runs.
+    slot_for(tgid).map(|s| unsafe { &mut (*s).stats as *mut ProcStats })
 }
 
 /// Forgets this CPU's slot if it belongs to `tgid` (the process exited).

@@ -248,6 +248,8 @@ pub struct Incident {
     pub reaper: &'static str,
     pub summary: String,
     pub stall: Stall,
+    /// The evidence bundle written for the victim before the kill, if any.
+    pub evidence_dir: Option<String>,
 }
 
 /// The separate line for a notable freeze.
@@ -681,6 +683,7 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         reaper,
         summary,
         stall,
+        evidence_dir: None,
     }
 }
 

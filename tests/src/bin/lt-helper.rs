@@ -4,6 +4,9 @@
 //!   lt-helper step  <mib> <delay_secs> <hold_secs>
 //!   lt-helper churn <mib> <period_ms> <secs>
 //!   lt-helper forkpool <children> <mib_each> <hold_secs>
+//!   lt-helper leak <mib_per_sec> <secs>   (grows through `leak_into_cache`, a
+//!            distinctively named function, for stack symbolization tests)
+//!   lt-helper argv-dump <file> [args...]   (writes its arguments as JSON)
 //!   lt-helper pagecache <file> <mib> <secs>   (writes the file once, then reads it
 //!            in a loop: in a memcg smaller than the file this forces memcg reclaim)
 //!   lt-helper faults <secs> <mib_per_iter> [byte|page]   (benchmark: prints pages/s;
@@ -54,6 +57,26 @@ fn touch(p: *mut u8, bytes: usize) {
         unsafe { std::ptr::write_volatile(p.add(off), 1) };
         off += ps;
     }
+}
+
+/// The leaking function the evidence tests look for in stacks.txt: it maps
+/// a chunk and touches every page itself, so the faulting instruction is in
+/// this function.
+#[inline(never)]
+#[no_mangle]
+pub fn leak_into_cache(cache: &mut Vec<(usize, usize)>, bytes: usize) {
+    let p = map(bytes);
+    let ps = page();
+    let mut off = 0;
+    while off < bytes {
+        // A plain store in this function's own frame (write_volatile is a
+        // call in debug builds). The pointer escapes into `cache`, so the
+        // store cannot be optimized away.
+        // SAFETY: off < bytes, inside the mapping just created.
+        unsafe { *p.wrapping_add(off) = 0x5a };
+        off += ps;
+    }
+    cache.push((p as usize, bytes));
 }
 
 fn ready() {
@@ -154,6 +177,26 @@ fn main() {
                 // SAFETY: waiting for our own child.
                 unsafe { libc::waitpid(k, &mut st, 0) };
             }
+        }
+        Some("leak") => {
+            let (rate, secs) = (arg(&args, 2), arg(&args, 3));
+            let mut cache = Vec::new();
+            let t0 = Instant::now();
+            let mut i = 0u64;
+            while t0.elapsed().as_secs_f64() < secs {
+                let due = Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                leak_into_cache(&mut cache, MIB);
+                i += 1;
+            }
+            ready();
+        }
+        Some("argv-dump") => {
+            let file = args.get(2).expect("file");
+            let rest: Vec<String> = args[3..].to_vec();
+            std::fs::write(file, serde_json::to_string(&rest).unwrap()).expect("write argv");
         }
         Some("pagecache") => {
             use std::io::{Read, Seek, SeekFrom, Write as _};
