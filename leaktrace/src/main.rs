@@ -6,9 +6,11 @@ mod groups;
 mod host;
 mod kernel;
 mod loader;
+mod metrics;
 mod oom;
 mod procfs;
 mod record;
+mod report;
 mod stacks;
 mod tracefs;
 mod tracker;
@@ -91,6 +93,20 @@ enum Cmd {
     ///   leaktrace record --dir /var/lib/leaktrace --exec-on-trigger 'py-spy dump --pid {pid}'
     #[command(verbatim_doc_comment)]
     Record(watch::RecordArgs),
+    /// Read a recording: incidents in time order, or one HTML page.
+    ///
+    /// Prints each OOM incident with its victim, invoker, whether the OOM
+    /// killer picked the process that was growing, the stall diagnosis and
+    /// the top stack of the evidence bundle written before the kill.
+    /// --html writes one self-contained page with an SVG chart of RSS over
+    /// time for the top processes, OOM moments marked, incidents below.
+    /// Needs no privileges.
+    ///
+    /// Examples:
+    ///   leaktrace report /var/lib/leaktrace
+    ///   leaktrace report /var/lib/leaktrace --html report.html
+    #[command(verbatim_doc_comment)]
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -118,6 +134,7 @@ fn main() -> ExitCode {
         Cmd::Watch(args) => watch::run(args, cli.verbose).map(|()| 0),
         Cmd::Doctor(args) => doctor::run(args, cli.verbose),
         Cmd::Record(args) => watch::record(args, cli.verbose).map(|()| 0),
+        Cmd::Report(args) => report::run(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

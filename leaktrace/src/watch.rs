@@ -89,6 +89,12 @@ pub struct RecordArgs {
     /// Use classic tracepoints even where tp_btf works.
     #[arg(long)]
     pub force_classic: bool,
+    /// Serve Prometheus/OpenMetrics text on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Per-process metrics only for this many top growers (bounded cardinality).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub metrics_top: usize,
     #[command(flatten)]
     pub triggers: TriggerArgs,
 }
@@ -161,6 +167,7 @@ pub struct RecordSink {
     log: EventLog,
     summary_every: f64,
     max_evidence_bytes: u64,
+    metrics: Option<(std::net::SocketAddr, usize)>,
 }
 
 pub fn record(args: RecordArgs, verbose: u8) -> Result<()> {
@@ -184,6 +191,7 @@ pub fn record(args: RecordArgs, verbose: u8) -> Result<()> {
         log,
         summary_every: args.summary_interval,
         max_evidence_bytes: args.max_evidence_bytes,
+        metrics: args.metrics.map(|a| (a, args.metrics_top)),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -442,6 +450,15 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
         ticks: 0,
     };
     let mut last_summary: Option<Instant> = None;
+    let metrics = match sink.as_ref().and_then(|r| r.metrics) {
+        Some((addr, top)) => {
+            let m = std::sync::Arc::new(std::sync::Mutex::new(crate::metrics::Metrics::new(top)));
+            crate::metrics::serve(addr, m.clone()).await?;
+            log::info!("metrics on http://{addr}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
     // SAFETY: the RingBuf owns its map fd and keeps it open for as long as
     // the AsyncFd that owns it.
     let mut oom_fd = unsafe { AsyncFd::register_with_interest(oom_ring, tokio::io::Interest::READABLE) }
@@ -537,7 +554,17 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
             }
             // Triggers look at every process, before --pid/--top filtering.
             let max_bytes = sink.as_ref().map(|r| r.max_evidence_bytes);
+            if let (Some(m), Some(r)) = (metrics.as_ref(), sink.as_ref()) {
+                if let Ok(m) = m.lock() {
+                    m.sample(&sample, r.log.dropped_lines);
+                }
+            }
             for ev in evidence.tick(&sample, &tracker, &mut stack_maps, max_bytes) {
+                if let (Some(m), Some(_)) = (metrics.as_ref(), ev.dir.as_ref()) {
+                    if let Ok(m) = m.lock() {
+                        m.bundle();
+                    }
+                }
                 let ok = match mode {
                     Mode::Json => write_json(&stdout, &ev)?,
                     Mode::Text => write_line(
@@ -602,6 +629,11 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
                 .as_ref()
                 .and_then(|v| evidence.bundles.get(&v.pid))
                 .cloned();
+            if let Some(m) = metrics.as_ref() {
+                if let Ok(m) = m.lock() {
+                    m.incident(&incident);
+                }
+            }
             let ok = match mode {
                 Mode::Record => {
                     if let Some(r) = sink.as_mut() {

@@ -488,3 +488,44 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Debian's chromium for the HTML report test, installed if missing.
+pub fn ensure_chromium() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/chromium");
+    if !p.exists() {
+        eprintln!("installing chromium (Debian package) for the HTML report test");
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+            let st = Command::new("apt-get")
+                .args(["install", "-y", "-qq", "chromium"])
+                .status();
+            assert!(st.is_ok_and(|s| s.success()), "apt-get install chromium failed");
+        }
+    }
+    assert!(p.exists(), "chromium not installed");
+    p
+}
+
+/// Headless chromium with the flags this machine needs (no network, no
+/// background services), on a fresh profile.
+pub fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
+    Command::new(ensure_chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("running chromium")
+}

@@ -177,3 +177,146 @@ fn event_log_rotates_under_its_cap() {
     }
     assert!(sizes.iter().sum::<u64>() <= 3 * 8192);
 }
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+fn oom_kills(text: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with("leaktrace_oom_kills_total{constraint=\"memcg\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Test 4: the metrics endpoint, scraped over loopback, has the expected
+/// names, and the OOM counter goes up after a memcg OOM.
+#[test]
+fn metrics_endpoint_counts_ooms() {
+    require_root();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = TempDir::new("record-metrics");
+    let rec = Record::start(
+        &out.0,
+        &["--interval", "0.5", "--metrics", &format!("127.0.0.1:{port}")],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let before = scrape(port);
+    assert!(before.starts_with("HTTP/1.1 200 OK"), "{before}");
+    for name in [
+        "leaktrace_process_rss_bytes",
+        "leaktrace_process_growth_bytes_per_second",
+        "leaktrace_evidence_bundles_total",
+        "leaktrace_dropped_events",
+        "leaktrace_oom_report_seconds_total",
+    ] {
+        assert!(before.contains(name), "{name} missing from:\n{before}");
+    }
+    let series = before
+        .lines()
+        .filter(|l| l.starts_with("leaktrace_process_rss_bytes{"))
+        .count();
+    assert!(
+        series > 0 && series <= 20,
+        "per-process series bounded by --metrics-top: {series}"
+    );
+    let n0 = oom_kills(&before);
+    let cg = MemCg::new("metrics", 64 * MB);
+    let mut h = Proc::spawn(&mut cg.command(&[HELPER, "grow", "64", "3", "3"]));
+    let pid = h.pid();
+    h.wait();
+    rec.wait_for(Duration::from_secs(20), "the incident", |l| {
+        l.iter()
+            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+    });
+    let after = scrape(port);
+    let n1 = oom_kills(&after);
+    eprintln!("memcg OOM kills before {n0}, after {n1}");
+    assert!(
+        n1 >= n0 + 1.0,
+        "OOM counter did not increase: {n0} -> {n1}\n{after}"
+    );
+    assert!(rec.stop().success());
+}
+
+/// Test 5: `leaktrace report` reads a real recording; its HTML page renders
+/// in headless chromium with the chart and the incident.
+#[test]
+fn report_text_and_html_in_chromium() {
+    require_root();
+    let out = TempDir::new("record-report");
+    let rec_dir = out.0.join("rec");
+    let rec = Record::start(&rec_dir, &["--interval", "0.5", "--summary-interval", "0.5"]);
+    let cg = MemCg::new("report", 128 * MB);
+    let mut h = Proc::spawn(&mut cg.command(&[HELPER, "leak", "40", "20"]));
+    let pid = h.pid();
+    h.wait();
+    rec.wait_for(Duration::from_secs(30), "the incident", |l| {
+        l.iter()
+            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+    });
+    assert!(rec.stop().success());
+
+    let html = out.0.join("report.html");
+    let o = Command::new(leaktrace_bin())
+        .arg("report")
+        .arg(&rec_dir)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!("{text}");
+    assert!(
+        text.contains(&format!("victim:  pid {pid} (lt-helper)")),
+        "{text}"
+    );
+    assert!(text.contains("right victim: yes"), "{text}");
+    assert!(
+        text.contains("leak_into_cache"),
+        "the report shows the bundle's top stack:\n{text}"
+    );
+
+    let url = format!("file://{}", html.display());
+    let dom = chromium(&["--dump-dom", &url], &out.0.join("profile"));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("id=\"rss-chart\""),
+        "chart missing from the rendered DOM"
+    );
+    assert!(dom.contains("class=\"series\""), "no RSS series drawn");
+    assert!(dom.contains("class=\"oom-marker\""), "OOM moment not marked");
+    assert!(
+        dom.contains(&format!("data-victim-pid=\"{pid}\"")),
+        "incident missing from the rendered DOM"
+    );
+    let shot = out.0.join("report.png");
+    let _ = chromium(
+        &[
+            "--window-size=1100,1000",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ],
+        &out.0.join("profile2"),
+    );
+    assert!(
+        std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false),
+        "no screenshot"
+    );
+    if let Ok(keep) = std::env::var("LEAKTRACE_KEEP_REPORT") {
+        let _ = std::fs::copy(&shot, &keep);
+        let _ = std::fs::copy(&html, format!("{keep}.html"));
+    }
+}
