@@ -32,13 +32,13 @@ pub struct TriggerArgs {
     #[arg(long = "evidence-pid", value_name = "PID")]
     pub evidence_pids: Vec<u32>,
     /// At most one bundle per process in this many seconds.
-    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 300.0, value_name = "SECS", value_parser = positive_secs)]
     pub cooldown: f64,
     /// At most this many bundles per hour in total.
     #[arg(long, default_value_t = 30, value_name = "N")]
     pub max_bundles_per_hour: u32,
     /// Sample the user stack of 1 in N page faults of a suspect.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub stack_period: u32,
     /// Run this command when a bundle is written, with no shell: {pid},
     /// {comm} and {dir} are each replaced inside one argument; quotes group
@@ -48,8 +48,18 @@ pub struct TriggerArgs {
     #[arg(long, value_name = "COMMAND")]
     pub exec_on_trigger: Option<String>,
     /// Kill the --exec-on-trigger command after this many seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = positive_secs)]
     pub exec_timeout: f64,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite() && v < 1e9) {
+        return Err("must be a positive number of seconds".into());
+    }
+    Ok(v)
 }
 
 /// Why a bundle was written.
@@ -291,6 +301,10 @@ impl Limits {
             Some((t, v)) if now.duration_since(*t) < Duration::from_secs(10) => *v,
             _ => {
                 let v = cgroup_limit(&row.cgroup, row.cgroup_version);
+                if self.cache.len() >= 4096 {
+                    // Cgroup churn must not grow this without bound.
+                    self.cache.clear();
+                }
                 self.cache.insert(key, (now, v));
                 v
             }
@@ -337,6 +351,10 @@ impl RateLimit {
         }
         self.recent
             .retain(|t| now.duration_since(*t) < Duration::from_secs(3600));
+        if self.last.len() > 4096 {
+            self.last
+                .retain(|_, t| now.duration_since(*t).as_secs_f64() < cooldown);
+        }
         if self.recent.len() as u32 >= per_hour {
             return false;
         }
@@ -401,6 +419,19 @@ pub fn write_bundle(b: &BundleInput) -> Result<PathBuf> {
         .mode(0o700)
         .create(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
+    let res = fill_bundle(b, &tmp).and_then(|()| {
+        let fin = ev.join(&name);
+        fs::rename(&tmp, &fin).with_context(|| format!("renaming {} into place", tmp.display()))?;
+        Ok(fin)
+    });
+    if res.is_err() {
+        // A full disk must not leave half bundles behind.
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    res
+}
+
+fn fill_bundle(b: &BundleInput, tmp: &Path) -> Result<()> {
     let meta = Meta {
         ts_ms: b.ts_ms,
         pid: b.row.pid,
@@ -424,7 +455,7 @@ pub fn write_bundle(b: &BundleInput) -> Result<PathBuf> {
         trend: b.row.trend,
         stack_period: b.args.stack_period,
     };
-    write_atomic(&tmp, "meta.json", &serde_json::to_vec_pretty(&meta)?)?;
+    write_atomic(tmp, "meta.json", &serde_json::to_vec_pretty(&meta)?)?;
     for f in [
         "status",
         "smaps_rollup",
@@ -435,7 +466,7 @@ pub fn write_bundle(b: &BundleInput) -> Result<PathBuf> {
     ] {
         let data = fs::read(format!("/proc/{}/{f}", b.row.pid))
             .unwrap_or_else(|e| format!("unreadable: {e}\n").into_bytes());
-        write_atomic(&tmp, f, &data)?;
+        write_atomic(tmp, f, &data)?;
     }
     #[derive(Serialize)]
     struct Timeline<'a> {
@@ -443,17 +474,15 @@ pub fn write_bundle(b: &BundleInput) -> Result<PathBuf> {
         points: &'a [(u64, u64)],
     }
     write_atomic(
-        &tmp,
+        tmp,
         "timeline.json",
         &serde_json::to_vec(&Timeline {
             pid: b.row.pid,
             points: &b.timeline,
         })?,
     )?;
-    write_atomic(&tmp, "stacks.txt", b.stacks.as_bytes())?;
-    let fin = ev.join(&name);
-    fs::rename(&tmp, &fin).with_context(|| format!("renaming {} into place", tmp.display()))?;
-    Ok(fin)
+    write_atomic(tmp, "stacks.txt", b.stacks.as_bytes())?;
+    Ok(())
 }
 
 /// Keeps the bundles under `max_bytes` in total, deleting the oldest.
@@ -486,11 +515,14 @@ pub fn enforce_budget(root: &Path, max_bytes: u64) {
 /// timeout, and stores its output in the bundle.
 pub async fn run_exec(argv: Vec<String>, dir: PathBuf, timeout: f64) {
     let t0 = Instant::now();
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let res = tokio::time::timeout(Duration::from_secs_f64(timeout), cmd.output()).await;
+    let open = |name: &str| -> std::io::Result<fs::File> {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dir.join(name))
+    };
     #[derive(Serialize)]
     struct ExecMeta<'a> {
         argv: &'a [String],
@@ -499,24 +531,41 @@ pub async fn run_exec(argv: Vec<String>, dir: PathBuf, timeout: f64) {
         error: Option<String>,
         duration_ms: f64,
     }
-    let (out, err, meta) = match res {
-        Ok(Ok(o)) => (o.stdout, o.stderr, (o.status.code(), false, None)),
-        Ok(Err(e)) => (Vec::new(), Vec::new(), (None, false, Some(e.to_string()))),
-        Err(_) => (
-            Vec::new(),
-            Vec::new(),
-            (None, true, Some(format!("killed after {timeout} s"))),
-        ),
-    };
+    let (mut exit_code, mut timed_out, mut error) = (None, false, None);
+    // Output goes straight to files in the bundle: nothing is buffered in
+    // leaktrace, whatever the command prints.
+    match (open("exec.stdout"), open("exec.stderr")) {
+        (Ok(out), Ok(err)) => {
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::from(out))
+                .stderr(std::process::Stdio::from(err))
+                .kill_on_drop(true);
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    match tokio::time::timeout(Duration::from_secs_f64(timeout), child.wait()).await {
+                        Ok(Ok(st)) => exit_code = st.code(),
+                        Ok(Err(e)) => error = Some(e.to_string()),
+                        Err(_) => {
+                            let _ = child.kill().await;
+                            timed_out = true;
+                            error = Some(format!("killed after {timeout} s"));
+                        }
+                    }
+                }
+                Err(e) => error = Some(format!("cannot run {}: {e}", argv[0])),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => error = Some(format!("cannot create output files: {e}")),
+    }
     let m = ExecMeta {
         argv: &argv,
-        exit_code: meta.0,
-        timed_out: meta.1,
-        error: meta.2,
+        exit_code,
+        timed_out,
+        error,
         duration_ms: t0.elapsed().as_secs_f64() * 1000.0,
     };
-    let _ = write_atomic(&dir, "exec.stdout", &out);
-    let _ = write_atomic(&dir, "exec.stderr", &err);
     if let Ok(j) = serde_json::to_vec_pretty(&m) {
         let _ = write_atomic(&dir, "exec.json", &j);
     }

@@ -126,6 +126,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<std::sync::Mutex<Metrics>>) ->
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let metrics = metrics.clone();

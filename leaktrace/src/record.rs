@@ -84,10 +84,19 @@ impl EventLog {
             if self.size > 0 && self.size + line.len() as u64 + 1 > self.max_file_bytes {
                 self.rotate()?;
             }
-            let f = self.file.as_mut().expect("opened above");
-            f.write_all(line.as_bytes())?;
-            f.write_all(b"\n")?;
-            self.size += line.len() as u64 + 1;
+            let Some(f) = self.file.as_mut() else {
+                return Err(std::io::Error::other("event log not open"));
+            };
+            // One write per line; on failure cut the file back so that a
+            // partial line never glues onto the next one.
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            if let Err(e) = f.write_all(&buf) {
+                let _ = f.set_len(self.size);
+                return Err(e);
+            }
+            self.size += buf.len() as u64;
             Ok(())
         })();
         match res {

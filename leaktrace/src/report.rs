@@ -155,8 +155,10 @@ pub fn render_text(dir: &Path, events: &[Value]) -> String {
         }
         let right = v["victim_was_top_grower"].as_bool().unwrap_or(true);
         let g = &v["top_grower"];
-        if right {
+        if right && g.is_object() {
             let _ = writeln!(s, "   right victim: yes (it was the process that grew the most)");
+        } else if right {
+            let _ = writeln!(s, "   right victim: no process grew notably before the OOM");
         } else {
             let _ = writeln!(
                 s,
@@ -168,15 +170,19 @@ pub fn render_text(dir: &Path, events: &[Value]) -> String {
             );
         }
         let _ = writeln!(s, "   stall: {}", v["stall"]["diagnosis"].as_str().unwrap_or("?"));
-        match (i.evidence, v["evidence_dir"].as_str()) {
-            (Some(e), Some(d)) => {
-                let _ = writeln!(
-                    s,
-                    "   evidence: {d}\n     written {} ({}: {})",
-                    when(e["ts_ms"].as_u64().unwrap_or(0)),
-                    e["reason"].as_str().unwrap_or("?"),
-                    e["detail"].as_str().unwrap_or("")
-                );
+        match v["evidence_dir"].as_str() {
+            Some(d) => {
+                let _ = writeln!(s, "   evidence: {d}");
+                // The evidence event may have rotated out of the log.
+                if let Some(e) = i.evidence {
+                    let _ = writeln!(
+                        s,
+                        "     written {} ({}: {})",
+                        when(e["ts_ms"].as_u64().unwrap_or(0)),
+                        e["reason"].as_str().unwrap_or("?"),
+                        e["detail"].as_str().unwrap_or("")
+                    );
+                }
                 if let Some(st) = top_stack(d) {
                     let _ = writeln!(s, "     top stack ({}):", st[0].trim_start_matches("== "));
                     for l in &st[1..] {
@@ -184,7 +190,7 @@ pub fn render_text(dir: &Path, events: &[Value]) -> String {
                     }
                 }
             }
-            _ => {
+            None => {
                 let _ = writeln!(s, "   evidence: none written before the kill");
             }
         }

@@ -75,6 +75,23 @@ impl StackMaps {
         for k in dead {
             let _ = self.stacks.remove(&k);
         }
+        // Stack ids nothing refers to any more: free them, or the stack map
+        // fills up and new stacks stop being recorded.
+        let used: std::collections::HashSet<u32> = self
+            .stacks
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| k.stack_id)
+            .collect();
+        let unused: Vec<u32> = self
+            .ids
+            .stack_ids()
+            .filter_map(|k| k.ok())
+            .filter(|id| !used.contains(id))
+            .collect();
+        for id in unused {
+            let _ = self.ids.remove(&id);
+        }
     }
 }
 

@@ -229,8 +229,9 @@ struct Evidence {
     exec: Option<Vec<String>>,
     limits: evidence::Limits,
     rate: evidence::RateLimit,
-    /// pid -> its latest bundle.
-    bundles: HashMap<u32, String>,
+    /// pid -> its latest bundle and when it was written. An incident links
+    /// a bundle only if it is recent, so a reused pid never gets an old one.
+    bundles: HashMap<u32, (String, Instant)>,
     ticks: u64,
 }
 
@@ -312,7 +313,11 @@ impl Evidence {
                 match evidence::write_bundle(&input) {
                     Ok(d) => {
                         let ds = d.to_string_lossy().into_owned();
-                        self.bundles.insert(row.pid, ds.clone());
+                        self.bundles.insert(row.pid, (ds.clone(), Instant::now()));
+                        if self.bundles.len() > 4096 {
+                            self.bundles
+                                .retain(|_, (_, t)| t.elapsed() < Duration::from_secs(1800));
+                        }
                         if let Some(argv) = &self.exec {
                             let argv = evidence::substitute(argv, row.pid, &row.comm, &d);
                             tokio::spawn(evidence::run_exec(argv, d.clone(), self.args.exec_timeout));
@@ -496,6 +501,7 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
         tui::spawn_input_thread(quit_tx.clone());
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
 
     let params = trend::Params::default();
     let mut tracker = Tracker::new(params);
@@ -528,7 +534,7 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
                 guard.clear_ready();
                 Wake::Oom
             }
-            _ = tokio::signal::ctrl_c() => Wake::Quit,
+            _ = sigint.recv() => Wake::Quit,
             _ = sigterm.recv() => Wake::Quit,
             _ = quit_rx.recv() => Wake::Quit,
         };
@@ -628,7 +634,8 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
                 .victim
                 .as_ref()
                 .and_then(|v| evidence.bundles.get(&v.pid))
-                .cloned();
+                .filter(|(_, t)| t.elapsed() < Duration::from_secs(1800))
+                .map(|(d, _)| d.clone());
             if let Some(m) = metrics.as_ref() {
                 if let Ok(m) = m.lock() {
                     m.incident(&incident);

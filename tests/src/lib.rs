@@ -92,6 +92,8 @@ impl Drop for Proc {
 /// `leaktrace watch --json` running in the background, its lines collected.
 pub struct Watch {
     proc: Mutex<Child>,
+    /// Set once the child has been waited for: never signal a reaped pid.
+    stopped: bool,
     lines: Arc<Mutex<Vec<Value>>>,
     reader: Option<JoinHandle<()>>,
 }
@@ -120,6 +122,7 @@ impl Watch {
         });
         let w = Self {
             proc: Mutex::new(proc),
+            stopped: false,
             lines,
             reader: Some(reader),
         };
@@ -182,6 +185,7 @@ impl Watch {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(proc.id() as i32, libc::SIGINT) };
         let st = proc.wait().expect("wait leaktrace");
+        self.stopped = true;
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
@@ -191,6 +195,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
         let Ok(proc) = self.proc.get_mut() else { return };
         // SAFETY: signalling our own child; SIGINT first so it detaches cleanly.
         unsafe { libc::kill(proc.id() as i32, libc::SIGINT) };
@@ -382,6 +389,7 @@ impl Drop for PrintkGuard {
 pub struct Record {
     child: Child,
     pub dir: PathBuf,
+    stopped: bool,
 }
 
 impl Record {
@@ -396,6 +404,7 @@ impl Record {
         let r = Self {
             child,
             dir: dir.to_path_buf(),
+            stopped: false,
         };
         r.wait_for(Duration::from_secs(30), "the status line", |l| {
             l.iter().any(|v| v["type"] == "status")
@@ -441,6 +450,10 @@ impl Record {
                 "timed out waiting for {what} in {}",
                 self.dir.display()
             );
+            let alive = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .map(|s| !s.contains(") Z "))
+                .unwrap_or(false);
+            assert!(alive, "leaktrace record exited while waiting for {what}");
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -449,12 +462,17 @@ impl Record {
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait record")
+        let st = self.child.wait().expect("wait record");
+        self.stopped = true;
+        st
     }
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(5);

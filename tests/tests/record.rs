@@ -209,7 +209,14 @@ fn metrics_endpoint_counts_ooms() {
     let out = TempDir::new("record-metrics");
     let rec = Record::start(
         &out.0,
-        &["--interval", "0.5", "--metrics", &format!("127.0.0.1:{port}")],
+        &[
+            "--interval",
+            "0.5",
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-top",
+            "2",
+        ],
     );
     std::thread::sleep(Duration::from_secs(2));
     let before = scrape(port);
@@ -228,8 +235,12 @@ fn metrics_endpoint_counts_ooms() {
         .filter(|l| l.starts_with("leaktrace_process_rss_bytes{"))
         .count();
     assert!(
-        series > 0 && series <= 20,
-        "per-process series bounded by --metrics-top: {series}"
+        series > 0 && series <= 2,
+        "per-process series bounded by --metrics-top 2: {series}"
+    );
+    assert!(
+        before.contains("leaktrace_dropped_events{kind=\"oom_ring_buffer\"}"),
+        "{before}"
     );
     let n0 = oom_kills(&before);
     let cg = MemCg::new("metrics", 64 * MB);
@@ -283,7 +294,10 @@ fn report_text_and_html_in_chromium() {
         text.contains(&format!("victim:  pid {pid} (lt-helper)")),
         "{text}"
     );
-    assert!(text.contains("right victim: yes"), "{text}");
+    assert!(
+        text.contains("right victim: yes (it was the process that grew the most)"),
+        "{text}"
+    );
     assert!(
         text.contains("leak_into_cache"),
         "the report shows the bundle's top stack:\n{text}"

@@ -1198,6 +1198,7 @@ mod tests {
 
     #[test]
     fn decode_roundtrip() {
+        // SAFETY: OomEvent is plain integers and byte arrays; all-zero is valid.
         let mut e: OomEvent = unsafe { std::mem::zeroed() };
         e.kind = oom_kind::CONSOLE;
         e.pid = 5;
