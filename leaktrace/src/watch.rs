@@ -222,6 +222,9 @@ struct SummaryRow<'a> {
     trend: trend::Trend,
 }
 
+/// How long a trigger waits for a new suspect's stacks to be sampled.
+const STACK_WAIT: Duration = Duration::from_secs(1);
+
 /// Triggers, suspects and bundles, run once per sample.
 struct Evidence {
     args: TriggerArgs,
@@ -229,6 +232,9 @@ struct Evidence {
     exec: Option<Vec<String>>,
     limits: evidence::Limits,
     rate: evidence::RateLimit,
+    /// When each current suspect became one. A trigger for a suspect
+    /// younger than STACK_WAIT waits for stack samples, unless it is urgent.
+    sampled_since: HashMap<u32, Instant>,
     /// pid -> its latest bundle and when it was written. An incident links
     /// a bundle only if it is recent, so a reused pid never gets an old one.
     bundles: HashMap<u32, (String, Instant)>,
@@ -269,6 +275,15 @@ impl Evidence {
             let Some(t) = evidence::check(row, limit, &src, &self.args, psi, top == Some(row.pid)) else {
                 continue;
             };
+            // Give a fresh suspect's stacks a moment to be sampled, unless
+            // it is at its threshold already (it may be killed any moment)
+            // or was named.
+            let since = *self.sampled_since.entry(row.pid).or_insert(now);
+            let urgent = t.reason == "rss-pct" || t.reason == "pid";
+            if stacks.is_some() && !urgent && now.duration_since(since) < STACK_WAIT {
+                suspects.push((f64::MAX, row.pid));
+                continue;
+            }
             if !self
                 .rate
                 .allow(row.pid, self.args.cooldown, self.args.max_bundles_per_hour, now)
@@ -334,6 +349,12 @@ impl Evidence {
                 }
             }
             out.push(ev);
+        }
+        // Remember since when each suspect has been sampled.
+        let current: std::collections::HashSet<u32> = suspects.iter().map(|s| s.1).collect();
+        self.sampled_since.retain(|pid, _| current.contains(pid));
+        for pid in &current {
+            self.sampled_since.entry(*pid).or_insert(now);
         }
         if let Some(s) = stacks.as_mut() {
             suspects.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -452,6 +473,7 @@ async fn run_async(args: WatchArgs, mut sink: Option<RecordSink>, verbose: u8) -
         limits: Default::default(),
         rate: Default::default(),
         bundles: HashMap::new(),
+        sampled_since: HashMap::new(),
         ticks: 0,
     };
     let mut last_summary: Option<Instant> = None;
