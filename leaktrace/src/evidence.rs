@@ -315,21 +315,9 @@ impl Limits {
         match lim {
             Some(l) => (l, format!("the memcg limit of {}", row.cgroup)),
             None => {
-                let mt = *self.mem_total.get_or_insert_with(|| {
-                    fs::read_to_string("/proc/meminfo")
-                        .ok()
-                        .and_then(|s| {
-                            s.lines().find_map(|l| {
-                                l.strip_prefix("MemTotal:")?
-                                    .split_whitespace()
-                                    .next()?
-                                    .parse::<u64>()
-                                    .ok()
-                            })
-                        })
-                        .unwrap_or(0)
-                        * 1024
-                });
+                let mt = *self
+                    .mem_total
+                    .get_or_insert_with(|| crate::host::meminfo_kb("MemTotal").unwrap_or(0) * 1024);
                 (mt, "MemTotal".into())
             }
         }

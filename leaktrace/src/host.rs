@@ -178,7 +178,7 @@ pub fn sysctl(path: &str) -> Option<i64> {
         .ok()
 }
 
-fn meminfo_kb(key: &str) -> Option<u64> {
+pub fn meminfo_kb(key: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     s.lines().find_map(|l| {
         l.strip_prefix(key)?
@@ -248,6 +248,17 @@ pub fn parse_psi_totals(text: &str) -> Option<(u64, u64)> {
     Some((get("some")?, get("full")?))
 }
 
+/// PSI memory "full avg10" in percent.
+pub fn parse_psi_full_avg10(text: &str) -> Option<f64> {
+    let l = text.lines().find(|l| l.starts_with("full"))?;
+    l.split_whitespace()
+        .find_map(|f| f.strip_prefix("avg10=")?.parse().ok())
+}
+
+pub fn psi_full_avg10() -> Option<f64> {
+    parse_psi_full_avg10(&std::fs::read_to_string("/proc/pressure/memory").ok()?)
+}
+
 pub fn psi_totals() -> Option<(u64, u64)> {
     parse_psi_totals(&std::fs::read_to_string("/proc/pressure/memory").ok()?)
 }
@@ -309,6 +320,13 @@ mod tests {
             })
         );
         assert_eq!(parse_psi_totals("some avg10=0.00 avg60=0.00 avg300=0.00 total=123\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=45\n"), Some((123, 45)));
+    }
+
+    #[test]
+    fn psi_full_avg10() {
+        let t = "some avg10=1.50 avg60=0.00 avg300=0.00 total=123\nfull avg10=12.25 avg60=0.00 avg300=0.00 total=45\n";
+        assert_eq!(parse_psi_full_avg10(t), Some(12.25));
+        assert_eq!(parse_psi_full_avg10("some avg10=1.0 total=1\n"), None);
     }
 
     /// Seed 004: console=ttyS1,19200 and a busy host.

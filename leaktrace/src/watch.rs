@@ -241,13 +241,6 @@ struct Evidence {
     ticks: u64,
 }
 
-fn psi_full_avg10() -> Option<f64> {
-    let t = std::fs::read_to_string("/proc/pressure/memory").ok()?;
-    let l = t.lines().find(|l| l.starts_with("full"))?;
-    l.split_whitespace()
-        .find_map(|f| f.strip_prefix("avg10=")?.parse().ok())
-}
-
 impl Evidence {
     fn tick(
         &mut self,
@@ -257,7 +250,7 @@ impl Evidence {
         max_bytes: Option<u64>,
     ) -> Vec<EvidenceEvent> {
         self.ticks += 1;
-        let psi = psi_full_avg10();
+        let psi = crate::host::psi_full_avg10();
         let top = sample
             .processes
             .iter()

@@ -341,6 +341,10 @@ impl Assembler {
         if self.pending.len() >= MAX_PENDING {
             self.pending.remove(0);
             self.dropped_pending += 1;
+            log::warn!(
+                "more than {MAX_PENDING} OOM reports in progress at once: dropped the oldest ({} so far)",
+                self.dropped_pending
+            );
         }
         self.pending.push(Pending {
             invoker_tid: tid,
