@@ -150,6 +150,10 @@ fn main() {
                 let pid = unsafe { libc::fork() };
                 assert!(pid >= 0, "fork failed");
                 if pid == 0 {
+                    // Die with the parent: a test that kills the pool (or
+                    // fails) must not leave the children behind.
+                    // SAFETY: prctl with integer arguments only.
+                    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
                     let bytes = mib as usize * MIB;
                     touch(map(bytes), bytes);
                     // SAFETY: writing one byte from a valid buffer to the pipe.
