@@ -40,12 +40,8 @@ pub struct ProcStats {
     pub faults: u64,
     /// RSS counter changes seen for this process.
     pub rss_events: u64,
-    /// New processes (not threads) forked by this process.
-    pub forks: u64,
-    /// Time its threads spent in direct or memcg reclaim (allocation stalls).
-    pub reclaim_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<ProcStats>() == 96);
+const _: () = assert!(core::mem::size_of::<ProcStats>() == 80);
 
 /// One per CPU (`CPU_SLOT` per-CPU array): the counters of the process that
 /// last ran on this CPU. Events for that process update the slot without a
@@ -65,7 +61,7 @@ pub struct CpuSlot {
     pub sample_period: u32,
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<CpuSlot>() == 112);
+const _: () = assert!(core::mem::size_of::<CpuSlot>() == 96);
 
 /// Key of `FAULT_STACKS`: a process and one of its sampled user stacks
 /// (an id in the `FAULT_STACK_IDS` stack-trace map). The value is the
@@ -133,6 +129,41 @@ pub struct OomEvent {
 }
 const _: () = assert!(core::mem::size_of::<OomEvent>() == 4 * 4 + 8 + 64 + 8 + 16 + OOM_TEXT_LEN);
 
+/// Bytes of an [`OomEvent`] before its text: header-only events (all but
+/// MARK_VICTIM) are sent with this size.
+pub const OOM_EVENT_HEADER: usize = 112;
+const _: () = assert!(core::mem::size_of::<OomEvent>() == OOM_EVENT_HEADER + OOM_TEXT_LEN);
+
+/// `OomLine::flags`.
+pub mod line_flag {
+    /// The line starts a report ("<comm> invoked oom-killer:").
+    pub const STARTS: u32 = 1;
+    /// The line ended with a newline (else it is a fragment pr_cont continues).
+    pub const NEWLINE: u32 = 2;
+    /// Whether it ended with a newline is not known (classic tracepoint).
+    pub const NEWLINE_UNKNOWN: u32 = 4;
+}
+
+/// A kernel log line of an OOM report on `OOM_EVENTS`: this header and
+/// then `len` bytes of text, nothing more (a variable-size record, so a
+/// task dump of short lines does not take 600 bytes a line).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OomLine {
+    /// `oom_kind::CONSOLE`.
+    pub kind: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub flags: u32,
+    pub ts_ns: u64,
+    pub comm: [u8; 16],
+    pub len: u32,
+    pub _pad: u32,
+    pub text: [u8; OOM_TEXT_LEN],
+}
+pub const OOM_LINE_HEADER: usize = 48;
+const _: () = assert!(core::mem::size_of::<OomLine>() == OOM_LINE_HEADER + OOM_TEXT_LEN);
+
 /// Indices of the global per-CPU counters (`COUNTERS` per-CPU array).
 /// These make data loss visible instead of silent.
 pub mod counter {
@@ -147,10 +178,253 @@ pub mod counter {
     pub const INSERT_FAILED: u32 = 3;
     /// Entries removed from PROC_STATS because their process exited.
     pub const EXIT_REMOVED: u32 = 4;
-    /// OOM events that did not fit in the OOM ring buffer.
+    /// OOM report lines that did not fit in the OOM report ring buffer.
     pub const OOM_LOST: u32 = 5;
-    pub const NUM: u32 = 8;
+    /// Victim, kill, reaper and exit events that did not fit in their own
+    /// small ring buffer (should stay 0: nothing else writes there).
+    pub const OOM_CRIT_LOST: u32 = 6;
+    /// Exit records of short-lived growers that did not fit in their ring.
+    pub const EXITS_LOST: u32 = 7;
+    /// Inserts into PROC_LIFE that failed.
+    pub const LIFE_INSERT_FAILED: u32 = 8;
+    /// Threads that started an OOM report while OOM_ACTIVE was full.
+    pub const OOM_ACTIVE_FULL: u32 = 9;
+    /// OOM reports followed for longer than the limit and dropped.
+    pub const OOM_ACTIVE_EXPIRED: u32 = 10;
+    /// Sampled fault stacks that could not be recorded.
+    pub const STACKS_LOST: u32 = 11;
+    /// Process records the task iterator could not write (seq buffer).
+    pub const ITER_WRITE_FAILED: u32 = 12;
+    pub const NUM: u32 = 16;
 }
+
+/// Indices into the `TASK_OFFS` global: byte offsets of the kernel struct
+/// members the programs read, taken from the running kernel's BTF at
+/// start-up. `u64::MAX` marks a member this kernel does not have; the
+/// programs then read 0 for it.
+pub mod off {
+    pub const TASK_PID: usize = 0;
+    pub const TASK_TGID: usize = 1;
+    pub const TASK_FLAGS: usize = 2;
+    pub const TASK_COMM: usize = 3;
+    pub const TASK_MM: usize = 4;
+    pub const TASK_REAL_PARENT: usize = 5;
+    pub const TASK_SIGNAL: usize = 6;
+    pub const TASK_START_TIME: usize = 7;
+    pub const TASK_MIN_FLT: usize = 8;
+    pub const TASK_MAJ_FLT: usize = 9;
+    pub const TASK_EXEC_ID: usize = 10;
+    /// task->cgroups, then css_set->subsys[memory_cgrp_id] (one offset),
+    /// css->cgroup, cgroup->kn, kernfs_node->id.
+    pub const TASK_CGROUPS: usize = 11;
+    pub const CSS_SET_MEMCG: usize = 12;
+    pub const CSS_CGROUP: usize = 13;
+    pub const CGROUP_KN: usize = 14;
+    pub const KN_ID: usize = 15;
+    /// mm->rss_stat counters: first counter's 64-bit count, and the stride.
+    pub const MM_RSS: usize = 16;
+    pub const MM_RSS_STRIDE: usize = 17;
+    pub const MM_HIWATER_RSS: usize = 18;
+    pub const MM_TOTAL_VM: usize = 19;
+    pub const MM_ARG_START: usize = 20;
+    pub const MM_ARG_END: usize = 21;
+    pub const SIG_OOM_SCORE_ADJ: usize = 22;
+    pub const SIG_MIN_FLT: usize = 23;
+    pub const SIG_MAJ_FLT: usize = 24;
+    pub const SIG_NR_THREADS: usize = 25;
+    pub const SIG_MAXRSS: usize = 26;
+    pub const TASK_GROUP_LEADER: usize = 27;
+    pub const TASK_EXIT_CODE: usize = 28;
+    pub const NUM: usize = 32;
+}
+
+/// Kinds of the records the task iterator writes, back to back. Every
+/// record starts with its kind (u32); its size follows from the kind.
+pub mod rec_kind {
+    /// [`ProcRecord`]: one per thread group (written for its leader).
+    pub const PROCESS: u32 = 1;
+    /// [`ThreadRecord`]: fault counts of a thread that is not the leader.
+    pub const THREAD: u32 = 2;
+    /// [`AliveRecord`]: a process whose record would be the same as the
+    /// one last sent (nothing it reports changed).
+    pub const ALIVE: u32 = 3;
+}
+
+/// "Still here, unchanged": 8 bytes instead of a whole record, for the
+/// many processes of a host that did nothing since the last pass.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AliveRecord {
+    pub kind: u32,
+    pub tgid: u32,
+}
+const _: () = assert!(core::mem::size_of::<AliveRecord>() == 8);
+
+/// What the task iterator last sent for a process (`ITER_SEEN`, an array
+/// indexed by tgid modulo its size, checked by tgid and start time): a
+/// digest of its values, and the css_set and parent pointers it read the
+/// memcg id and the ppid through, with those two. When nothing changed,
+/// an AliveRecord goes out instead of a whole record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub tgid: u32,
+    pub ppid: u32,
+    pub start_ns: u64,
+    pub sig: u64,
+    pub cgroups: u64,
+    pub parent: u64,
+    pub memcg_id: u64,
+}
+const _: () = assert!(core::mem::size_of::<Seen>() == 48);
+
+/// Slots of `ITER_SEEN` (a power of two). Two live processes whose tgids
+/// share a slot both get whole records every pass: correct, only costlier.
+pub const SEEN_SLOTS: u32 = 65536;
+
+/// `ITER_CTL` indices: set by the loader before each iterator pass.
+pub mod iter_ctl {
+    /// 1: write a whole record for every process (first pass, and every
+    /// so often to resynchronise).
+    pub const FULL: u32 = 0;
+    pub const NUM: u32 = 2;
+}
+
+/// `ProcRecord::flags`.
+pub mod proc_flag {
+    /// PROC_LIFE had an entry: forks, reclaim time and birth are known.
+    pub const LIFE: u32 = 1;
+    /// Born by fork while leaktrace was running (`birth_*` are the fork's).
+    pub const FORKED: u32 = 2;
+    /// Exec'd while leaktrace was running (`birth_*` are the exec's).
+    pub const EXECED: u32 = 4;
+    /// The record was read after the process started exiting (no mm).
+    pub const NO_MM: u32 = 8;
+}
+
+/// One thread group as the task iterator saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcRecord {
+    pub kind: u32,
+    pub tgid: u32,
+    /// tgid of the real parent.
+    pub ppid: u32,
+    pub nr_threads: u32,
+    /// task->start_time (CLOCK_MONOTONIC ns): with tgid, the process's identity.
+    pub start_ns: u64,
+    pub comm: [u8; 16],
+    /// The mm's RSS counters in pages, in the kernel's order
+    /// (file, anon, swap entries, shmem; see [`member`]).
+    pub rss_pages: [i64; RSS_MEMBERS],
+    /// The mm's RSS high-water mark in pages (updated lazily by the kernel,
+    /// on unmap and exit; the peak since the last sample is the larger of
+    /// this and the current RSS).
+    pub hiwater_pages: u64,
+    pub total_vm_pages: u64,
+    /// Faults of the leader and of the group's dead threads (live
+    /// non-leader threads come as [`ThreadRecord`]s).
+    pub min_flt: u64,
+    pub maj_flt: u64,
+    /// kernfs id of the memory cgroup (its directory's inode number).
+    pub memcg_id: u64,
+    /// task->self_exec_id: changes at every exec.
+    pub exec_id: u64,
+    /// From PROC_LIFE: new processes forked, time in reclaim.
+    pub forks: u64,
+    pub reclaim_ns: u64,
+    /// From PROC_LIFE: when it was born (fork or exec) and its RSS then.
+    pub birth_ns: u64,
+    pub birth_rss_pages: u64,
+    pub oom_score_adj: i32,
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<ProcRecord>() == 160);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadRecord {
+    pub kind: u32,
+    pub tgid: u32,
+    pub min_flt: u64,
+    pub maj_flt: u64,
+}
+const _: () = assert!(core::mem::size_of::<ThreadRecord>() == 24);
+
+/// Bytes of argv kept per process at exec.
+pub const ARGS_LEN: usize = 128;
+
+/// `Life::flags`.
+pub mod life_flag {
+    pub const FORKED: u32 = 1;
+    pub const EXECED: u32 = 2;
+}
+
+/// What the kernel keeps about a process's life (`PROC_LIFE`, an LRU hash
+/// keyed by tgid): written at fork, exec and reclaim, read by the task
+/// iterator, and sent with the exit record when the process dies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Life {
+    pub start_ns: u64,
+    /// When the current image started: fork time, or exec time if it
+    /// exec'd later. 0 = before leaktrace started.
+    pub birth_ns: u64,
+    /// RSS (file + anon + shmem pages) at that moment.
+    pub birth_rss_pages: u64,
+    /// signal->maxrss (pages) just after exec: the peak inherited from the
+    /// image before the exec, so that it is not taken for this one's.
+    pub maxrss_at_exec: u64,
+    pub forks: u64,
+    pub reclaim_ns: u64,
+    pub flags: u32,
+    /// Valid bytes in `args` (NUL-separated argv, cut at ARGS_LEN).
+    pub args_len: u32,
+    pub args: [u8; ARGS_LEN],
+}
+const _: () = assert!(core::mem::size_of::<Life>() == 56 + ARGS_LEN);
+
+impl Default for Life {
+    fn default() -> Self {
+        Self {
+            start_ns: 0,
+            birth_ns: 0,
+            birth_rss_pages: 0,
+            maxrss_at_exec: 0,
+            forks: 0,
+            reclaim_ns: 0,
+            flags: 0,
+            args_len: 0,
+            args: [0; ARGS_LEN],
+        }
+    }
+}
+
+/// A process that grew and died (`EXITS` ring buffer): what its life
+/// looked like, so that a process that lived between two samples is not
+/// invisible. Sent when the group dies, for processes born while
+/// leaktrace ran whose peak rose at least `EXIT_MIN_GROWTH_PAGES` above
+/// their birth RSS, and for OOM victims.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitRecord {
+    pub tgid: u32,
+    pub ppid: u32,
+    pub exit_ns: u64,
+    /// signal->maxrss (pages): the peak RSS of the group's mm, at least.
+    pub maxrss_pages: u64,
+    pub memcg_id: u64,
+    pub exit_code: u32,
+    /// 1 if the process was an OOM victim.
+    pub oom_victim: u32,
+    pub comm: [u8; 16],
+    pub life: Life,
+}
+const _: () = assert!(core::mem::size_of::<ExitRecord>() == 40 + 16 + core::mem::size_of::<Life>());
+
+/// Exit records are sent for growth of at least this many pages (4 MiB
+/// of 4 KiB pages); smaller lives are only counted.
+pub const EXIT_MIN_GROWTH_PAGES: u64 = 1024;
 
 /// Names of the global variables the loader sets before loading
 /// (`EbpfLoader::override_global`). Offsets come from the running kernel's
@@ -186,6 +460,8 @@ pub mod globals {
     pub const TP_SIG_OFFS: &str = "TP_SIG_OFFS";
     /// `pid` offset in the oom:*reap* events.
     pub const TP_REAP_PID_OFF: &str = "TP_REAP_PID_OFF";
+    /// Struct member offsets, see [`super::off`].
+    pub const TASK_OFFS: &str = "TASK_OFFS";
 }
 
 #[cfg(feature = "user")]
@@ -200,3 +476,7 @@ unsafe impl aya::Pod for CpuSlot {}
 #[cfg(feature = "user")]
 // SAFETY: two u32, repr(C), no padding.
 unsafe impl aya::Pod for FaultStackKey {}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, no padding (size checked), any bit pattern valid.
+unsafe impl aya::Pod for Life {}

@@ -1,22 +1,14 @@
 //! leaktrace: which process is eating memory, how fast, and is it a leak.
-mod btf;
-mod doctor;
+mod commands;
 mod evidence;
-mod groups;
+mod fmt;
 mod host;
 mod kernel;
-mod loader;
-mod metrics;
-mod oom;
-mod procfs;
-mod record;
-mod report;
-mod stacks;
-mod tracefs;
-mod tracker;
-mod trend;
-mod tui;
-mod watch;
+mod limits;
+mod model;
+mod outdir;
+mod pipeline;
+mod sinks;
 
 use std::process::ExitCode;
 
@@ -24,11 +16,15 @@ use clap::{Parser, Subcommand};
 
 const LONG_ABOUT: &str = "\
 leaktrace shows, live, which processes on this host are growing in memory, how fast, \
-what kind of memory, and whether the growth looks like a leak. It counts RSS changes and \
-page faults in the kernel (eBPF on kmem:rss_stat and exceptions:page_fault_user) and \
-samples those counters once per interval, so its cost does not grow with the fault rate.
+what kind of memory, and whether the growth looks like a leak, and explains every OOM kill. \
+Once per interval a BPF task iterator reads every process's memory counters in the kernel; \
+nothing runs on page faults, so its cost does not grow with the fault rate. Kernels without \
+task iterators (< 5.8) get per-fault hooks instead (--data-path).
 
-Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux).";
+Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux).
+
+Exit codes: 0 ok, 1 runtime error, 2 doctor found a risk, 64 bad command line,
+77 missing privileges.";
 
 #[derive(Parser)]
 #[command(name = "leaktrace", version, about = "Find the process that is eating memory, live", long_about = LONG_ABOUT)]
@@ -57,7 +53,7 @@ enum Cmd {
     ///   leaktrace watch --json --duration 30 | jq '.processes[0]'
     ///   leaktrace watch --pid 1234 --pid 1240 --interval 2
     #[command(verbatim_doc_comment)]
-    Watch(watch::WatchArgs),
+    Watch(commands::watch::WatchArgs),
     /// Is this host safe for an OOM? A checklist, before anything happens.
     ///
     /// Checks which hooks this kernel allows and what leaktrace will use,
@@ -74,7 +70,7 @@ enum Cmd {
     ///   leaktrace doctor
     ///   leaktrace doctor --json | jq '.console_risk'
     #[command(verbatim_doc_comment)]
-    Doctor(doctor::DoctorArgs),
+    Doctor(commands::doctor::DoctorArgs),
     /// Run in the background and keep the evidence: events.jsonl and bundles.
     ///
     /// Writes OOM incidents, evidence events and a periodic summary of the
@@ -92,25 +88,62 @@ enum Cmd {
     ///   leaktrace record --dir /var/lib/leaktrace --exec-on-trigger 'gcore -o {dir}/core {pid}'
     ///   leaktrace record --dir /var/lib/leaktrace --exec-on-trigger 'py-spy dump --pid {pid}'
     #[command(verbatim_doc_comment)]
-    Record(watch::RecordArgs),
+    Record(commands::watch::RecordArgs),
     /// Read a recording: incidents in time order, or one HTML page.
     ///
     /// Prints each OOM incident with its victim, invoker, whether the OOM
     /// killer picked the process that was growing, the stall diagnosis and
     /// the top stack of the evidence bundle written before the kill.
-    /// --html writes one self-contained page with an SVG chart of RSS over
-    /// time for the top processes, OOM moments marked, incidents below.
-    /// Needs no privileges.
+    /// --html writes one self-contained page instead: a timeline of the
+    /// incidents, a chart per incident (the victim, the other growers and
+    /// the memcg's usage against its limit) and a flame graph of the fault
+    /// stacks of each bundle. With --html nothing goes to stdout unless
+    /// --text is given too. Needs no privileges.
     ///
     /// Examples:
     ///   leaktrace report /var/lib/leaktrace
     ///   leaktrace report /var/lib/leaktrace --html report.html
+    ///   leaktrace report /var/lib/leaktrace --html report.html --text
     #[command(verbatim_doc_comment)]
-    Report(report::ReportArgs),
+    Report(commands::report::ReportArgs),
+    /// Internal: symbolizes stacks for the daemon, in a child process with
+    /// resource limits (evidence/symbolize.rs). Not for people.
+    #[command(name = "__symbolize", hide = true)]
+    Symbolize,
 }
 
+/// Exit codes (also in `leaktrace --help` and docs/security.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Something failed at run time (the kernel refused a program, a
+    /// directory cannot be written, ...).
+    pub const RUNTIME: u8 = 1;
+    /// `doctor` found a risk.
+    pub const WARNINGS: u8 = 2;
+    /// A bad command line (sysexits EX_USAGE).
+    pub const USAGE: u8 = 64;
+    /// Not root, and no CAP_BPF + CAP_PERFMON (sysexits EX_NOPERM):
+    /// restarting will not help; the unit file says so
+    /// (RestartPreventExitStatus=77).
+    pub const NO_PERMISSION: u8 = 77;
+}
+
+/// The error for missing privileges, told apart from other errors by its
+/// exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoPermission(pub String);
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version print and succeed; anything else is a
+            // usage error, exit 64.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
     let level = match cli.verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
@@ -131,17 +164,22 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.cmd {
-        Cmd::Watch(args) => watch::run(args, cli.verbose).map(|()| 0),
-        Cmd::Doctor(args) => doctor::run(args, cli.verbose),
-        Cmd::Record(args) => watch::record(args, cli.verbose).map(|()| 0),
-        Cmd::Report(args) => report::run(args).map(|()| 0),
+        Cmd::Watch(args) => commands::watch::watch(args, cli.verbose).map(|()| 0),
+        Cmd::Doctor(args) => commands::doctor::run(args, cli.verbose),
+        Cmd::Record(args) => commands::watch::record(args, cli.verbose).map(|()| 0),
+        Cmd::Report(args) => commands::report::run(args).map(|()| 0),
+        Cmd::Symbolize => Ok(evidence::symbolize::child_main()),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // One clear sentence (with its causes), no backtrace.
             eprintln!("leaktrace: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(if e.downcast_ref::<NoPermission>().is_some() {
+                exit::NO_PERMISSION
+            } else {
+                exit::RUNTIME
+            })
         }
     }
 }

@@ -102,8 +102,25 @@ impl Watch {
     /// Starts `leaktrace watch --json <extra>` and waits for its first sample
     /// (programs attached and the maps readable).
     pub fn start(extra: &[&str]) -> Self {
+        // Tests look for their own pids: every row, unless a test asks
+        // for the default view (--top) itself.
+        let all: &[&str] = if extra.iter().any(|a| *a == "--top" || *a == "--all") {
+            &[]
+        } else {
+            &["--all"]
+        };
+        Self::start_args(all, extra)
+    }
+
+    /// `watch --json` with its defaults (the top 50 rows).
+    pub fn start_default(extra: &[&str]) -> Self {
+        Self::start_args(&[], extra)
+    }
+
+    fn start_args(all: &[&str], extra: &[&str]) -> Self {
         let mut proc = Command::new(leaktrace_bin())
             .args(["watch", "--json"])
+            .args(all)
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
@@ -235,6 +252,23 @@ pub fn within(actual: f64, expected: f64, frac: f64) -> bool {
     (actual - expected).abs() <= frac * expected.abs()
 }
 
+/// The factor timing-sensitive tolerances are widened by: 1.0 unless
+/// `LEAKTRACE_TEST_SLACK` says otherwise. Only `cargo xtask vm-test` sets
+/// it, in the guest, where software emulation makes a workload's pacing
+/// drift; it never narrows a tolerance.
+pub fn slack() -> f64 {
+    std::env::var("LEAKTRACE_TEST_SLACK")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// `within` for a measured rate: the tolerance is multiplied by `slack()`.
+pub fn rate_within(actual: f64, expected: f64, frac: f64) -> bool {
+    within(actual, expected, frac * slack())
+}
+
 pub const MIB: f64 = 1024.0 * 1024.0;
 
 /// A memory cgroup for one test (v1 memory hierarchy or cgroup v2, whichever
@@ -260,20 +294,29 @@ fn cgroup2_with_memory() -> Option<PathBuf> {
 
 impl MemCg {
     pub fn new(tag: &str, limit_bytes: u64) -> Self {
-        let name = format!("leaktrace-test-{}-{tag}", std::process::id());
+        Self::with_name_bytes(tag.as_bytes(), limit_bytes)
+    }
+
+    /// A cgroup whose name ends with these bytes, which need not be UTF-8
+    /// (any byte but '/' and NUL is a valid cgroup name).
+    pub fn with_name_bytes(tag: &[u8], limit_bytes: u64) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let mut raw = format!("leaktrace-test-{}-", std::process::id()).into_bytes();
+        raw.extend_from_slice(tag);
+        let name = std::ffi::OsStr::from_bytes(&raw);
         let v1 = PathBuf::from("/sys/fs/cgroup/memory");
         let (dir, version) = if v1.join("memory.limit_in_bytes").exists() {
-            (v1.join(&name), 1)
+            (v1.join(name), 1)
         } else if let Some(root) = cgroup2_with_memory() {
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
-            (root.join(&name), 2)
+            (root.join(name), 2)
         } else {
             panic!("no memory cgroup controller (neither v1 nor v2): cannot run memcg OOM tests");
         };
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let cg = Self {
             dir,
-            path: format!("/{name}"),
+            path: format!("/{}", String::from_utf8_lossy(&raw)),
             version,
         };
         let (file, swap_file) = if version == 1 {
@@ -291,12 +334,27 @@ impl MemCg {
     /// A command that moves itself into this cgroup, then execs `argv`.
     pub fn command(&self, argv: &[&str]) -> Command {
         let mut c = Command::new("/bin/sh");
-        let procs = self.dir.join("cgroup.procs");
+        // The path goes in as $0, not inside the script: it may hold any
+        // bytes.
         c.arg("-c")
-            .arg(format!("echo $$ > '{}' && exec \"$@\"", procs.display()))
-            .arg("sh")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(self.dir.join("cgroup.procs"))
             .args(argv);
         c
+    }
+
+    /// The kernel's own count of OOM kills in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.version == 1 {
+            "memory.oom_control"
+        } else {
+            "memory.events"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn pids(&self) -> Vec<u32> {
@@ -394,11 +452,17 @@ pub struct Record {
 
 impl Record {
     pub fn start(dir: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_env(dir, extra, &[])
+    }
+
+    /// With extra environment variables (test hooks).
+    pub fn start_env(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let child = Command::new(leaktrace_bin())
             .arg("record")
             .arg("--dir")
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawning leaktrace record");
         let r = Self {
@@ -418,25 +482,7 @@ impl Record {
 
     /// All lines of events.jsonl and its rotations, oldest file first.
     pub fn events(&self) -> Vec<Value> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.retain(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("events.jsonl"))
-        });
-        files.sort_by_key(|p| std::cmp::Reverse(p.file_name().unwrap().to_string_lossy().len()));
-        files
-            .iter()
-            .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .filter_map(|l| serde_json::from_str(&l).ok())
-            .collect()
+        read_events(&self.dir)
     }
 
     pub fn wait_for(&self, timeout: Duration, what: &str, f: impl Fn(&[Value]) -> bool) {
@@ -487,6 +533,50 @@ impl Drop for Record {
     }
 }
 
+/// All lines of DIR/events.jsonl and its rotations, oldest file first.
+pub fn read_events(dir: &std::path::Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("events.jsonl"))
+    });
+    files.sort_by_key(|p| std::cmp::Reverse(p.file_name().unwrap().to_string_lossy().len()));
+    files
+        .iter()
+        .flat_map(|f| {
+            String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default())
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+/// Waits until `f` holds for the lines of DIR/events.jsonl.
+pub fn wait_events(
+    dir: &std::path::Path,
+    timeout: Duration,
+    what: &str,
+    f: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ev = read_events(dir);
+        if f(&ev) {
+            return ev;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} in {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A fresh directory under the test target dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -528,6 +618,33 @@ pub fn ensure_chromium() -> PathBuf {
     p
 }
 
+/// A Debian package's program (stress-ng, gunicorn, golang-go...),
+/// installed with apt-get if missing; returns its path.
+pub fn ensure_package(program: &str, package: &str) -> PathBuf {
+    let find = || {
+        ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|d| PathBuf::from(d).join(program))
+            .find(|p| p.exists())
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    eprintln!("installing {package} (Debian package) for this test");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        assert!(install(), "apt-get install {package} failed");
+    }
+    find().unwrap_or_else(|| panic!("{program} not found after installing {package}"))
+}
+
 /// Headless chromium with the flags this machine needs (no network, no
 /// background services), on a fresh profile.
 pub fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Output {
@@ -546,4 +663,112 @@ pub fn chromium(args: &[&str], profile: &std::path::Path) -> std::process::Outpu
         .args(args)
         .output()
         .expect("running chromium")
+}
+
+/// A tmpfs of `size` mounted on a fresh directory (mode 0700), unmounted
+/// on drop, also when the test fails.
+pub struct Tmpfs {
+    pub dir: TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(tag: &str, size: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(&dir.0)
+            .status()
+            .expect("running mount");
+        assert!(st.success(), "mount tmpfs on {}", dir.0.display());
+        Self { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir.0).status();
+    }
+}
+
+/// Pids of processes whose command line is exactly these bytes
+/// (arguments NUL-separated).
+pub fn pids_with_cmdline(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .map(|r| {
+            r.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live processes with an address space (not kernel threads, not
+/// zombies), as /proc lists them now.
+pub fn user_process_count() -> usize {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_dir("/proc")
+        .map(|r| {
+            r.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| {
+                    let Ok(s) = std::fs::read(format!("/proc/{p}/stat")) else {
+                        return false;
+                    };
+                    let Some(close) = s.iter().rposition(|&b| b == b')') else {
+                        return false;
+                    };
+                    let rest = String::from_utf8_lossy(&s[close + 1..]).into_owned();
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    // Field 3 is the state, field 9 the flags.
+                    f.first().is_some_and(|st| *st != "Z" && *st != "X")
+                        && f.get(6)
+                            .and_then(|f| f.parse::<u64>().ok())
+                            .is_some_and(|f| f & PF_KTHREAD == 0)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file soft limit to the hard one.
+pub fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit to fill, then to set.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    }
+    r.rlim_cur
+}
+
+/// One HTTP/1.1 request; (status code, body).
+pub fn http(addr: &str, request_line: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "{request_line}\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|r| r.count())
+        .unwrap_or(0)
 }

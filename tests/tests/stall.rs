@@ -145,8 +145,12 @@ fn doctor_json_describes_this_machine() {
     let kprobe = find("kprobe");
     assert_ne!(kprobe["status"], "ok", "kprobes are off on this kernel: {kprobe}");
     assert!(kprobe["detail"].as_str().unwrap().contains("unavailable"));
-    assert_eq!(find("rss")["status"], "ok");
-    assert!(find("rss")["detail"].as_str().unwrap().contains("kmem:rss_stat"));
+    assert_eq!(find("data path")["status"], "ok");
+    assert!(find("data path")["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("iterator"));
+    assert!(find("sampler")["detail"].as_str().unwrap().contains("iter/task"));
     assert_eq!(find("oom-victim")["status"], "ok");
     assert!(r["console_risk"]
         .as_array()

@@ -17,11 +17,15 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
-use crate::step;
+use crate::{stats::median, step};
 
 #[derive(Subcommand)]
 pub enum Bench {
-    /// Page-fault-heavy loop with and without leaktrace attached.
+    /// Page-fault-heavy loop with and without leaktrace attached: the
+    /// default path, the same with the loop as a suspect (its faults
+    /// sampled with stacks), the per-fault hook path, its floor (empty
+    /// programs), the classic fallback and bpftrace, alternated round by
+    /// round; prints faults/s and paired ratios.
     Overhead {
         /// Alternation rounds.
         #[arg(long, default_value_t = 7)]
@@ -40,6 +44,23 @@ pub enum Bench {
         #[arg(long, default_value = "byte", value_parser = ["byte", "page"])]
         touch: String,
     },
+    /// leaktrace's own cost on a host with many processes: CPU share of one
+    /// core and peak RSS of `watch --json --top 20`, with N sleeping
+    /// processes, for each N, rounds alternated.
+    Scale {
+        /// Numbers of sleeping processes (repeatable).
+        #[arg(long = "procs", default_values_t = [1000usize, 10000])]
+        procs: Vec<usize>,
+        /// Seconds measured per run.
+        #[arg(long, default_value_t = 20.0)]
+        secs: f64,
+        /// Rounds (each runs every N once).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        /// Also measure the per-fault hook path (it reads /proc every interval).
+        #[arg(long)]
+        compare_hooks: bool,
+    },
 }
 
 const BPFTRACE_SCRIPT: &str = "tracepoint:kmem:rss_stat { @rss[pid, args->member] = args->size; }
@@ -49,9 +70,11 @@ END { clear(@rss); clear(@faults); }";
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Baseline,
-    Floor,
     Leaktrace,
-    LeaktraceClassic,
+    Suspect,
+    PerFault,
+    Floor,
+    Classic,
     Bpftrace,
 }
 
@@ -59,11 +82,31 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Baseline => "baseline (nothing attached)",
-            Mode::Floor => "empty tp_btf programs (floor)",
-            Mode::Leaktrace => "leaktrace (tp_btf)",
-            Mode::LeaktraceClassic => "leaktrace (classic tracepoints)",
+            Mode::Leaktrace => "leaktrace default (iterator)",
+            Mode::Suspect => "loop is a suspect (stacks 1/16)",
+            Mode::PerFault => "per-fault hooks (tp_btf)",
+            Mode::Floor => "per-fault floor (empty progs)",
+            Mode::Classic => "per-fault hooks (classic tp)",
             Mode::Bpftrace => "bpftrace per-PID maps",
         }
+    }
+
+    /// leaktrace's arguments for this mode, if it runs leaktrace.
+    fn args(self, workload: u32) -> Option<Vec<String>> {
+        let base = ["watch", "--json", "--top", "5", "--interval", "1"];
+        let extra: &[&str] = match self {
+            Mode::Leaktrace => &[],
+            Mode::Suspect => &["--evidence-pid"],
+            Mode::PerFault => &["--data-path", "hooks"],
+            Mode::Floor => &["--data-path", "hooks", "--bench-floor"],
+            Mode::Classic => &["--data-path", "hooks", "--force-classic"],
+            Mode::Baseline | Mode::Bpftrace => return None,
+        };
+        let mut v: Vec<String> = base.iter().chain(extra).map(|s| s.to_string()).collect();
+        if self == Mode::Suspect {
+            v.push(workload.to_string());
+        }
+        Some(v)
     }
 }
 
@@ -137,37 +180,84 @@ fn bpftrace() -> Option<PathBuf> {
     have("/usr/bin/bpftrace")
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 pub fn run(root: &Path, leaktrace: &Path, which: Bench) -> Result<()> {
-    let Bench::Overhead {
-        rounds,
-        secs,
-        mib,
-        no_bpftrace,
-        touch,
-    } = which;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark attaches eBPF programs: run it as root");
     }
+    match which {
+        Bench::Overhead {
+            rounds,
+            secs,
+            mib,
+            no_bpftrace,
+            touch,
+        } => overhead(root, leaktrace, rounds, secs, mib, no_bpftrace, &touch),
+        Bench::Scale {
+            procs,
+            secs,
+            rounds,
+            compare_hooks,
+        } => crate::scale::run(root, leaktrace, &procs, secs, rounds, compare_hooks),
+    }
+}
+
+/// The workload, started and waiting for "go" on stdin.
+struct Workload(Child);
+
+impl Workload {
+    fn start(
+        helper: &Path,
+        secs: f64,
+        mib: u32,
+        touch: &str,
+    ) -> Result<(Self, BufReader<std::process::ChildStdout>)> {
+        let mut c = Command::new(helper)
+            .args(["faults", &secs.to_string(), &mib.to_string(), touch, "wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut out = BufReader::new(c.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("workload did not start: {line:?}");
+        }
+        Ok((Self(c), out))
+    }
+
+    fn go(&mut self, out: &mut BufReader<std::process::ChildStdout>) -> Result<f64> {
+        use std::io::Write;
+        let stdin = self.0.stdin.as_mut().context("workload stdin")?;
+        writeln!(stdin, "go")?;
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let st = self.0.wait()?;
+        if !st.success() {
+            bail!("workload failed ({st})");
+        }
+        line.trim().parse().context("workload output")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn overhead(
+    root: &Path,
+    leaktrace: &Path,
+    rounds: usize,
+    secs: f64,
+    mib: u32,
+    no_bpftrace: bool,
+    touch: &str,
+) -> Result<()> {
     let helper = root.join("target/release/lt-helper");
     let mut modes = vec![
         Mode::Baseline,
-        Mode::Floor,
         Mode::Leaktrace,
-        Mode::LeaktraceClassic,
+        Mode::Suspect,
+        Mode::PerFault,
+        Mode::Floor,
+        Mode::Classic,
     ];
     let bt = if no_bpftrace { None } else { bpftrace() };
     match &bt {
@@ -187,35 +277,21 @@ pub fn run(root: &Path, leaktrace: &Path, which: Bench) -> Result<()> {
         for k in 0..modes.len() {
             let i = (k + r) % modes.len();
             let mode = modes[i];
-            let _tracer = match mode {
-                Mode::Baseline => None,
-                Mode::Leaktrace => Some(start(
-                    Command::new(leaktrace).args(["watch", "--json", "--interval", "1"]),
-                    "\"type\":\"sample\"",
-                )?),
-                Mode::Floor => Some(start(
-                    Command::new(leaktrace).args(["watch", "--json", "--interval", "1", "--bench-floor"]),
-                    "\"type\":\"sample\"",
-                )?),
-                Mode::LeaktraceClassic => Some(start(
-                    Command::new(leaktrace).args(["watch", "--json", "--interval", "1", "--force-classic"]),
-                    "\"type\":\"sample\"",
-                )?),
-                Mode::Bpftrace => Some(start(
+            let (mut w, mut out) = Workload::start(&helper, secs, mib, touch)?;
+            let _tracer = match (mode.args(w.0.id()), mode) {
+                (Some(args), _) => Some(start(Command::new(leaktrace).args(&args), "\"type\":\"sample\"")?),
+                (None, Mode::Bpftrace) => Some(start(
                     Command::new(bt.as_ref().unwrap()).args(["-e", BPFTRACE_SCRIPT]),
                     "Attaching",
                 )?),
+                (None, _) => None,
             };
-            let out = Command::new(&helper)
-                .args(["faults", &secs.to_string(), &mib.to_string(), &touch])
-                .output()?;
-            if !out.status.success() {
-                bail!("workload failed: {}", String::from_utf8_lossy(&out.stderr));
+            if mode == Mode::Suspect {
+                // The loop becomes a suspect at the first sample and its
+                // perf events open then: let that happen before timing.
+                std::thread::sleep(Duration::from_millis(2500));
             }
-            let pages: f64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .context("workload output")?;
+            let pages = w.go(&mut out)?;
             eprintln!("round {} {:<32} {:>12.0} faults/s", r + 1, mode.name(), pages);
             results[i].push(pages);
         }
@@ -223,21 +299,23 @@ pub fn run(root: &Path, leaktrace: &Path, which: Bench) -> Result<()> {
     let base = median(&mut results[0].clone());
     println!();
     println!(
-        "{:<32} {:>15} {:>8} {:>9} {:>13}",
-        "mode", "median faults/s", "ratio", "overhead", "paired ratio"
+        "{:<32} {:>15} {:>8} {:>9} {:>13} {:>9}",
+        "mode", "median faults/s", "ratio", "overhead", "paired ratio", "paired %"
     );
     for (i, m) in modes.iter().enumerate() {
         let med = median(&mut results[i].clone());
         // Each run divided by the baseline of its own round, then the
         // median: less sensitive to the machine drifting between rounds.
         let mut paired: Vec<f64> = results[i].iter().zip(&results[0]).map(|(x, b)| x / b).collect();
+        let p = median(&mut paired);
         println!(
-            "{:<32} {:>15.0} {:>8.3} {:>8.1}% {:>13.3}",
+            "{:<32} {:>15.0} {:>8.3} {:>8.1}% {:>13.3} {:>8.1}%",
             m.name(),
             med,
             med / base,
             (1.0 - med / base) * 100.0,
-            median(&mut paired)
+            p,
+            (1.0 - p) * 100.0
         );
     }
     Ok(())

@@ -3,7 +3,10 @@
 //! `cargo xtask run -- watch` and `cargo xtask test` are the two commands a
 //! new user needs; both set up everything on a fresh machine first.
 mod bench;
+mod scale;
+mod stats;
 mod toolchain;
+mod vmtest;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +47,27 @@ enum Cmd {
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Boot Debian 12's cloud kernels (6.1 and 6.12 by default) under qemu
+    /// and run the kernel integration tests inside each. Downloads and
+    /// caches the kernels and busybox under ./.toolchain/vm (installs qemu,
+    /// busybox-static and cpio with apt-get if missing). Prints one
+    /// `vm-test <release>: N passed, M failed` line per kernel. Extra
+    /// arguments replace the built-in test list (cargo test filters).
+    VmTest {
+        /// A kernel series Debian ships as a cloud kernel (6.1, 6.12) or a
+        /// vmlinuz path; repeatable. Default: 6.1 and 6.12.
+        #[arg(long = "kernel", value_name = "6.1|6.12|PATH")]
+        kernels: Vec<String>,
+        /// Minutes allowed per kernel before qemu is killed.
+        #[arg(long, default_value_t = vmtest::DEFAULT_TIMEOUT_MIN)]
+        timeout_min: u64,
+        /// Factor for the tests' timing tolerances in the guest only
+        /// (LEAKTRACE_TEST_SLACK); 1.0 keeps the host's.
+        #[arg(long, default_value_t = vmtest::DEFAULT_SLACK)]
+        slack: f64,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        filters: Vec<String>,
     },
     /// Benchmarks. `overhead`: page-fault loop with and without leaktrace
     /// (and bpftrace if installable), alternated, prints faults/s and ratios.
@@ -101,6 +125,22 @@ fn real_main() -> Result<()> {
                 .args(&args)
                 .env("LEAKTRACE_BIN", &bin);
             run_tests(&mut cmd)?;
+        }
+        Cmd::VmTest {
+            kernels,
+            timeout_min,
+            slack,
+            filters,
+        } => {
+            vmtest::run(
+                &root,
+                vmtest::Args {
+                    kernels,
+                    timeout_min,
+                    slack,
+                    filters,
+                },
+            )?;
         }
         Cmd::Bench { which } => {
             let bin = build_all(&root, true)?;

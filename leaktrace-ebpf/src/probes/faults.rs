@@ -1,15 +1,20 @@
-//! Page faults: `exceptions:page_fault_user`, counted per process in the
-//! kernel. Nothing per fault goes to user space. For suspects (processes
-//! the loader marked in `SUSPECTS`), 1 in N faults also records the user
-//! stack, so that an evidence bundle can say where the memory is touched.
+//! Where suspects touch their memory: user stacks of sampled page faults.
+//!
+//! Default: `fault_sample`, a perf_event program on a software page-fault
+//! event that the loader opens only on the threads of a suspect, with a
+//! sample period. Other processes pay nothing, not even a hook.
+//!
+//! Fallback (no perf events, or the per-fault hook path): the
+//! `exceptions:page_fault_user` programs, which count every fault per
+//! process and, for the processes in `SUSPECTS`, record 1 in N stacks.
 use aya_ebpf::{
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map, perf_event, tracepoint},
     maps::{LruHashMap, StackTrace},
-    programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
+    programs::{tracing::StackIdContext, BtfTracePointContext, PerfEventContext, TracePointContext},
 };
-use leaktrace_common::FaultStackKey;
+use leaktrace_common::{counter, FaultStackKey};
 
-use super::{current_tgid, slot_for, suspect_period};
+use super::{bump, current_tgid, slot_for, suspect_period};
 
 const BPF_F_USER_STACK: u64 = 256;
 
@@ -34,20 +39,38 @@ fn count_fault<C: StackIdContext>(ctx: &C) {
         (f, (*s).sample_period)
     };
     if period != 0 && faults % period as u64 == 0 {
-        if let Ok(id) = ctx.get_stackid(&FAULT_STACK_IDS, BPF_F_USER_STACK) {
-            let key = FaultStackKey {
-                tgid,
-                stack_id: id as u32,
-            };
-            // SAFETY: map value pointer, valid while the program runs.
-            match FAULT_STACKS.get_ptr_mut(&key) {
-                Some(c) => unsafe { *c += 1 },
-                None => {
-                    let _ = FAULT_STACKS.insert(&key, &1, 0);
-                }
+        record_stack(ctx, tgid);
+    }
+}
+
+/// Counts one sampled fault under its user stack.
+#[inline(always)]
+fn record_stack<C: StackIdContext>(ctx: &C, tgid: u32) {
+    let Ok(id) = ctx.get_stackid(&FAULT_STACK_IDS, BPF_F_USER_STACK) else {
+        bump(counter::STACKS_LOST);
+        return;
+    };
+    let key = FaultStackKey {
+        tgid,
+        stack_id: id as u32,
+    };
+    match FAULT_STACKS.get_ptr_mut(&key) {
+        // SAFETY: map value pointer, valid while the program runs.
+        Some(c) => unsafe { *c += 1 },
+        None => {
+            if FAULT_STACKS.insert(&key, &1, 0).is_err() {
+                bump(counter::STACKS_LOST);
             }
         }
     }
+}
+
+/// One sampled page fault of a suspect's thread (the perf event's sample
+/// period does the 1-in-N).
+#[perf_event]
+pub fn fault_sample(ctx: PerfEventContext) -> u32 {
+    record_stack(&ctx, current_tgid());
+    0
 }
 
 #[btf_tracepoint(function = "page_fault_user")]

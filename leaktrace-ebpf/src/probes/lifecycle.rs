@@ -1,9 +1,25 @@
-//! Process lifecycle: forks are counted per parent, and a process's entry is
-//! removed when its thread group dies so that the maps stay bounded.
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use leaktrace_common::counter;
+//! Process lifecycle: fork, exec and exit. These fire once per process
+//! event, never per page fault.
+//!
+//! `PROC_LIFE` keeps, per process, when its current image was born (fork,
+//! or exec) and its RSS then, its argv at exec, its forks and its time in
+//! reclaim. The task iterator reads it every interval. When a process that
+//! grew dies, or an OOM victim dies, its life goes to user space on the
+//! `EXITS` ring, so a process that was born, grew and died between two
+//! samples is still seen (stress-ng's bigheap children live half a second).
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user_buf},
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::RingBuf,
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use leaktrace_common::{counter, life_flag, off, ExitRecord, Life, ARGS_LEN, EXIT_MIN_GROWTH_PAGES};
 
-use super::{bump, current_tgid, drop_slot, global, slot_stats, PROC_STATS};
+use super::{
+    bump, current_tgid, drop_slot, global,
+    kread::{leader_start, memcg_id, o, resident, rss_pages, Mem, Probe},
+    life_entry, PROC_LIFE, PROC_STATS,
+};
 
 #[no_mangle]
 static TP_EXIT_GROUP_DEAD_OFF: u64 = u64::MAX;
@@ -11,6 +27,120 @@ static TP_EXIT_GROUP_DEAD_OFF: u64 = u64::MAX;
 static TP_NEWTASK_FLAGS_OFF: u64 = 32;
 
 const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Lives of processes that grew and died, see `leaktrace_common::ExitRecord`:
+/// about 1,000 records; the sampling thread drains it at least every 100 ms.
+#[map]
+pub static EXITS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// The current task as an integer kernel pointer.
+#[inline(always)]
+fn current_task() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_get_current_task() }
+}
+
+/// Adds to a counter of the current process's life (forks, reclaim time).
+#[inline(always)]
+pub fn add_to_current(field: LifeCounter, v: u64) {
+    let task = current_task();
+    let Some(l) = life_entry(current_tgid(), leader_start::<Probe>(task)) else {
+        return;
+    };
+    // SAFETY: map value pointer, valid while the program runs. Two threads
+    // of one process finishing a fork or a reclaim at the same instant on
+    // two CPUs can lose one update (the BPF target has no 64-bit atomic
+    // add in stable core); these are rates for display, not accounting.
+    unsafe {
+        match field {
+            LifeCounter::Forks => (*l).forks += v,
+            LifeCounter::ReclaimNs => (*l).reclaim_ns += v,
+        }
+    }
+    super::iter::invalidate(current_tgid());
+}
+
+pub enum LifeCounter {
+    Forks,
+    ReclaimNs,
+}
+
+/// A new process (not a thread): its birth RSS is the RSS of its fresh
+/// mm (the pages it shares copy-on-write with its parent count, as in
+/// /proc), and it inherits its parent's argv until it execs.
+#[btf_tracepoint(function = "task_newtask")]
+pub fn task_newtask_btf(ctx: BtfTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let flags: u64 = ctx.arg(1);
+    if flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    add_to_current(LifeCounter::Forks, 1);
+    let child = Probe::u32(task, o(off::TASK_TGID));
+    let mm = Probe::u64(task, o(off::TASK_MM));
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(l) = life_entry(child, Probe::u64(task, o(off::TASK_START_TIME))) else {
+        return 0;
+    };
+    let parent = PROC_LIFE.get_ptr(&current_tgid());
+    // SAFETY: map value pointers, valid while the program runs.
+    unsafe {
+        (*l).birth_ns = now;
+        (*l).birth_rss_pages = resident(&rss_pages::<Probe>(mm));
+        (*l).flags |= life_flag::FORKED;
+        if let Some(p) = parent {
+            (*l).args = (*p).args;
+            (*l).args_len = (*p).args_len;
+        }
+    }
+    0
+}
+
+/// Fallback without tp_btf: forks are counted, births are not known.
+#[tracepoint]
+pub fn task_newtask_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: offset read from this kernel's tracefs format.
+    let flags = unsafe { ctx.read_at::<u64>(global(&TP_NEWTASK_FLAGS_OFF) as usize) }.unwrap_or(0);
+    if flags & CLONE_THREAD == 0 {
+        add_to_current(LifeCounter::Forks, 1);
+    }
+    0
+}
+
+/// A new image: its birth is now, its RSS now is its birth RSS, and its
+/// argv (the first ARGS_LEN bytes) is kept for when /proc is too late.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let task = current_task();
+    let tgid = current_tgid();
+    let Some(l) = life_entry(tgid, leader_start::<Probe>(task)) else {
+        return 0;
+    };
+    let mm = Probe::u64(task, o(off::TASK_MM));
+    let signal = Probe::u64(task, o(off::TASK_SIGNAL));
+    let (start, end) = (
+        Probe::u64(mm, o(off::MM_ARG_START)),
+        Probe::u64(mm, o(off::MM_ARG_END)),
+    );
+    // SAFETY: map value pointer, valid while the program runs; the argv
+    // copy is bounded by ARGS_LEN and reads the current task's memory.
+    unsafe {
+        (*l).birth_ns = bpf_ktime_get_ns();
+        (*l).birth_rss_pages = resident(&rss_pages::<Probe>(mm));
+        (*l).maxrss_at_exec = Probe::u64(signal, o(off::SIG_MAXRSS));
+        (*l).flags |= life_flag::EXECED;
+        (*l).args_len = 0;
+        let n = end.saturating_sub(start);
+        let n = if n > ARGS_LEN as u64 { ARGS_LEN } else { n as usize };
+        if let Some(dst) = (*l).args.get_mut(..n) {
+            if start != 0 && bpf_probe_read_user_buf(start as *const u8, dst).is_ok() {
+                (*l).args_len = n as u32;
+            }
+        }
+    }
+    0
+}
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -28,24 +158,65 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         pid == tgid
     };
     if group_dead {
-        super::oom::victim_exited(tgid);
+        let victim = super::oom::victim_exited(tgid);
         drop_slot(tgid);
         if PROC_STATS.remove(&tgid).is_ok() {
             bump(counter::EXIT_REMOVED);
         }
+        life_ends(tgid, victim);
     }
     0
 }
 
-#[tracepoint]
-pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset read from this kernel's tracefs format.
-    let flags = unsafe { ctx.read_at::<u64>(global(&TP_NEWTASK_FLAGS_OFF) as usize) }.unwrap_or(0);
-    if flags & CLONE_THREAD == 0 {
-        if let Some(e) = slot_stats(current_tgid()) {
-            // SAFETY: this CPU's value in PROC_STATS, valid while the program runs.
-            unsafe { (*e).forks += 1 };
+/// Sends the life of a process that grew (or was an OOM victim) and
+/// forgets it.
+#[inline(always)]
+fn life_ends(tgid: u32, oom_victim: bool) {
+    let task = current_task();
+    let Some(l) = PROC_LIFE.get_ptr(&tgid) else {
+        if oom_victim {
+            send_exit(task, tgid, None, true);
         }
+        return;
+    };
+    // SAFETY: map value pointer, valid while the program runs.
+    let life = unsafe { &*l };
+    let signal = Probe::u64(task, o(off::TASK_SIGNAL));
+    let maxrss = Probe::u64(signal, o(off::SIG_MAXRSS));
+    // After an exec, maxrss started at the old image's peak: only a larger
+    // value is this image's own.
+    let own_peak = life.flags & life_flag::EXECED == 0 || maxrss > life.maxrss_at_exec;
+    let grew = life.birth_ns != 0 && own_peak && maxrss >= life.birth_rss_pages + EXIT_MIN_GROWTH_PAGES;
+    if grew || oom_victim {
+        send_exit(task, tgid, Some(life), oom_victim);
     }
-    0
+    let _ = PROC_LIFE.remove(&tgid);
+}
+
+#[inline(always)]
+fn send_exit(task: u64, tgid: u32, life: Option<&Life>, oom_victim: bool) {
+    let Some(mut entry) = EXITS.reserve::<ExitRecord>(0) else {
+        bump(counter::EXITS_LOST);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    let signal = Probe::u64(task, o(off::TASK_SIGNAL));
+    let parent = Probe::u64(task, o(off::TASK_REAL_PARENT));
+    // SAFETY: `e` points at a reserved, exclusively owned record; every
+    // field is written before submit.
+    unsafe {
+        (*e).tgid = tgid;
+        (*e).ppid = Probe::u32(parent, o(off::TASK_TGID));
+        (*e).exit_ns = bpf_ktime_get_ns();
+        (*e).maxrss_pages = Probe::u64(signal, o(off::SIG_MAXRSS));
+        (*e).memcg_id = memcg_id::<Probe>(task);
+        (*e).exit_code = Probe::u32(task, o(off::TASK_EXIT_CODE));
+        (*e).oom_victim = oom_victim as u32;
+        (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*e).life = match life {
+            Some(l) => *l,
+            None => Life::default(),
+        };
+    }
+    entry.submit(0);
 }

@@ -2,6 +2,8 @@
 
 pub mod capability;
 pub mod faults;
+pub mod iter;
+pub mod kread;
 pub mod lifecycle;
 pub mod oom;
 pub mod reclaim;
@@ -9,9 +11,9 @@ pub mod rss;
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
-use leaktrace_common::{counter, CpuSlot, ProcStats, MAX_PROCS, RSS_MEMBERS};
+use leaktrace_common::{counter, CpuSlot, Life, ProcStats, MAX_PROCS, RSS_MEMBERS};
 
 /// Per-process aggregate, keyed by tgid. Per-CPU so that the page-fault path
 /// never bounces a cache line between CPUs; LRU so that it stays bounded even
@@ -24,6 +26,33 @@ pub static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with
 /// the page-fault path costs a compare and an increment.
 #[map]
 pub static CPU_SLOT: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// tgid -> its life, see `leaktrace_common::Life`.
+#[map]
+pub static PROC_LIFE: LruHashMap<u32, Life> = LruHashMap::with_max_entries(MAX_PROCS, 0);
+
+/// This process's entry, created (with `start_ns`) if it has none. A stale
+/// entry of an earlier process with the same pid is started over.
+#[inline(always)]
+pub fn life_entry(tgid: u32, start_ns: u64) -> Option<*mut Life> {
+    if let Some(p) = PROC_LIFE.get_ptr_mut(&tgid) {
+        // SAFETY: map value pointer, valid while the program runs.
+        unsafe {
+            if (*p).start_ns == start_ns || start_ns == 0 {
+                return Some(p);
+            }
+        }
+    }
+    let fresh = Life {
+        start_ns,
+        ..Life::default()
+    };
+    if PROC_LIFE.insert(&tgid, &fresh, 0).is_err() {
+        bump(counter::LIFE_INSERT_FAILED);
+        return None;
+    }
+    PROC_LIFE.get_ptr_mut(&tgid)
+}
 
 /// Global loss/health counters, see `leaktrace_common::counter`.
 #[map]
@@ -85,8 +114,6 @@ fn flush(s: *mut CpuSlot) {
         }
         (*e).faults += st.faults;
         (*e).rss_events += st.rss_events;
-        (*e).forks += st.forks;
-        (*e).reclaim_ns += st.reclaim_ns;
     }
 }
 

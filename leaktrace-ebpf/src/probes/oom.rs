@@ -2,32 +2,50 @@
 //! context of the task printing it), the victim (oom:mark_victim), the kill
 //! signal, the OOM reaper and the victim's exit.
 //!
-//! Everything goes to `OOM_EVENTS`, a ring buffer used for nothing else.
-//! A console line is only sent while its task is printing an OOM report
-//! (from "<comm> invoked oom-killer:" to "... Killed process ..."), or when
-//! the line itself is OOM-specific ("Killed process", "oom_reaper:"), so a
-//! printk flood elsewhere cannot crowd OOM data out. Every failed reserve
-//! is counted in `COUNTERS[OOM_LOST]`.
+//! Report lines and reclaim stalls go to `OOM_EVENTS`, a ring buffer used
+//! for nothing else. A console line is only sent while its task is
+//! printing an OOM report (from "<comm> invoked oom-killer:" to "...
+//! Killed process ..."), or when the line itself is OOM-specific ("Killed
+//! process", "oom_reaper:"), so a printk flood elsewhere cannot crowd OOM
+//! data out. The victim, the kill, the reaper and the victim's exit go to
+//! `OOM_CRIT`, a small ring of their own, so that a task dump of
+//! thousands of lines cannot push them out either. Every failed reserve is
+//! counted (`OOM_LOST`, `OOM_CRIT_LOST`).
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{Array, HashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
-use leaktrace_common::{counter, oom_kind, OomEvent, OOM_TEXT_LEN};
+use leaktrace_common::{
+    counter, line_flag, oom_kind, Life, OomEvent, OomLine, OOM_EVENT_HEADER, OOM_LINE_HEADER, OOM_TEXT_LEN,
+};
 
-use super::{bump, global};
+use super::{bump, global, PROC_LIFE};
 
+/// Report lines (variable-size `OomLine` records, about 150 bytes each)
+/// and reclaim stalls (`OomEvent` headers): about 14,000 lines.
 #[map]
-pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
+pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
+
+/// Where a report line is built before its used bytes go on the ring.
+#[map]
+static LINE_SCRATCH: PerCpuArray<OomLine> = PerCpuArray::with_max_entries(1, 0);
+
+/// Victims, kills, reaper and exits only: about 400 records.
+#[map]
+pub static OOM_CRIT: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// Threads currently printing an OOM report -> when the report started.
+/// LRU, and an entry older than MAX_REPORT_NS is expired when it is next
+/// looked at, so a report that never reached "Killed process" cannot keep
+/// a slot for ever.
 #[map]
-static OOM_ACTIVE: HashMap<u32, u64> = HashMap::with_max_entries(256, 0);
+static OOM_ACTIVE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
 /// [0]: when the last OOM report started; [1]: when the last one ended.
 /// Read by the reclaim hooks to decide whether a stall belongs to an OOM.
@@ -147,21 +165,51 @@ fn fill_header(e: &mut OomEvent, kind: u32, target: u32) {
     e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
-/// Sends a header-only event (no text).
+/// Sends a header-only event (no text) on the report ring: only the
+/// header's bytes.
 pub fn emit(kind: u32, target: u32, vals: [u64; 8]) {
-    match OOM_EVENTS.reserve::<OomEvent>(0) {
-        Some(mut entry) => {
-            let e = entry.as_mut_ptr();
-            // SAFETY: `e` points at a reserved, exclusively owned record.
-            unsafe {
-                fill_header(&mut *e, kind, target);
-                (*e).vals = vals;
-            }
-            entry.submit(0);
-        }
-        None => bump(counter::OOM_LOST),
+    let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch record, valid while the program runs.
+    let bytes = unsafe {
+        fill_header(&mut *e, kind, target);
+        (*e).vals = vals;
+        core::slice::from_raw_parts(e as *const u8, OOM_EVENT_HEADER)
+    };
+    if OOM_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        bump(counter::OOM_LOST);
     }
 }
+
+#[map]
+static EVENT_SCRATCH: PerCpuArray<OomEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sends a victim, kill, reaper or exit event on the small ring. For a
+/// victim, the text carries its `Life` (birth RSS, argv at exec).
+fn emit_crit(kind: u32, target: u32, vals: [u64; 8], life: Option<*const Life>) {
+    let Some(mut entry) = OOM_CRIT.reserve::<OomEvent>(0) else {
+        bump(counter::OOM_CRIT_LOST);
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at a reserved, exclusively owned record; the Life
+    // copy is bounded by the text buffer (checked at compile time below).
+    unsafe {
+        fill_header(&mut *e, kind, target);
+        (*e).vals = vals;
+        if let Some(l) = life {
+            core::ptr::copy_nonoverlapping(
+                l as *const u8,
+                (*e).text.as_mut_ptr(),
+                core::mem::size_of::<Life>(),
+            );
+            (*e).len = core::mem::size_of::<Life>() as u32;
+        }
+    }
+    entry.submit(0);
+}
+const _: () = assert!(core::mem::size_of::<Life>() <= OOM_TEXT_LEN);
 
 /// Did printk strip a newline from this text? printk_sprint() formats into
 /// the record buffer, drops a trailing '\n' from the count, then memmoves
@@ -199,13 +247,20 @@ fn console_line(text: *const u8, len: usize, knows_newline: bool) {
         return;
     }
     // SAFETY: plain lookup, value copied out.
-    let mut active = match unsafe { OOM_ACTIVE.get(&tid) } {
-        Some(start) => now.wrapping_sub(*start) < MAX_REPORT_NS,
+    let mut active = match unsafe { OOM_ACTIVE.get(&tid) }.copied() {
+        Some(start) if now.wrapping_sub(start) < MAX_REPORT_NS => true,
+        Some(_) => {
+            let _ = OOM_ACTIVE.remove(&tid);
+            bump(counter::OOM_ACTIVE_EXPIRED);
+            false
+        }
         None => false,
     };
     let starts = !active && is_invoked(&peek);
     if starts {
-        let _ = OOM_ACTIVE.insert(&tid, &now, 0);
+        if OOM_ACTIVE.insert(&tid, &now, 0).is_err() {
+            bump(counter::OOM_ACTIVE_FULL);
+        }
         set_clock(0, now);
         active = true;
     }
@@ -219,30 +274,46 @@ fn console_line(text: *const u8, len: usize, knows_newline: bool) {
         let _ = OOM_ACTIVE.remove(&tid);
         set_clock(1, now);
     }
-    let Some(mut entry) = OOM_EVENTS.reserve::<OomEvent>(0) else {
-        bump(counter::OOM_LOST);
+    let Some(e) = LINE_SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let e = entry.as_mut_ptr();
-    // SAFETY: `e` points at a reserved, exclusively owned record; the copy
-    // length is bounded by the text buffer.
-    unsafe {
-        fill_header(&mut *e, oom_kind::CONSOLE, 0);
-        let n = if len < OOM_TEXT_LEN { len } else { OOM_TEXT_LEN };
-        (*e).len = n as u32;
-        (*e).vals[0] = starts as u64;
-        (*e).vals[1] = if knows_newline {
-            newline_after(text, len)
+    // SAFETY: this CPU's scratch record, valid while the program runs; the
+    // copy length is bounded by the text buffer.
+    let n = unsafe {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        (*e).kind = oom_kind::CONSOLE;
+        (*e).pid = pid_tgid as u32;
+        (*e).tgid = (pid_tgid >> 32) as u32;
+        (*e).ts_ns = now;
+        (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*e)._pad = 0;
+        let nl = if knows_newline {
+            match newline_after(text, len) {
+                1 => line_flag::NEWLINE,
+                0 => 0,
+                _ => line_flag::NEWLINE_UNKNOWN,
+            }
         } else {
-            2
+            line_flag::NEWLINE_UNKNOWN
         };
+        (*e).flags = nl | if starts { line_flag::STARTS } else { 0 };
+        let n = if len < OOM_TEXT_LEN { len } else { OOM_TEXT_LEN };
+        (*e).len = 0;
         if let Some(dst) = (*e).text.get_mut(..n) {
-            if bpf_probe_read_kernel_buf(text, dst).is_err() {
-                (*e).len = 0;
+            if bpf_probe_read_kernel_buf(text, dst).is_ok() {
+                (*e).len = n as u32;
             }
         }
+        (*e).len as usize
+    };
+    // Only the header and the line's own bytes go on the ring.
+    let size = OOM_LINE_HEADER + (n & (OOM_TEXT_LEN * 2 - 1)).min(OOM_TEXT_LEN);
+    // SAFETY: `e` points at size_of::<OomLine>() bytes, and `size` is at
+    // most that (checked above, in a form the verifier can follow).
+    let bytes = unsafe { core::slice::from_raw_parts(e as *const u8, size) };
+    if OOM_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        bump(counter::OOM_LOST);
     }
-    entry.submit(0);
 }
 
 /// printk:console as a BTF tracepoint: TP_PROTO(const char *text, size_t len).
@@ -301,14 +372,14 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = OOM_VICTIMS.insert(&pid, &now, 0);
-    emit(oom_kind::MARK_VICTIM, pid, vals);
+    emit_crit(oom_kind::MARK_VICTIM, pid, vals, PROC_LIFE.get_ptr(&pid));
     0
 }
 
 fn reap_event(ctx: &TracePointContext, kind: u32) -> u32 {
     // SAFETY: offset read from this kernel's tracefs format.
     let pid = unsafe { ctx.read_at::<i32>(global(&TP_REAP_PID_OFF) as usize) }.unwrap_or(0);
-    emit(kind, pid as u32, [0; 8]);
+    emit_crit(kind, pid as u32, [0; 8], None);
     0
 }
 
@@ -354,20 +425,25 @@ pub fn oom_signal_generate(ctx: TracePointContext) -> u32 {
                 .unwrap_or(0),
         )
     };
-    emit(
+    emit_crit(
         oom_kind::SIGKILL,
         pid as u32,
         [result as u64, 0, 0, 0, 0, 0, 0, 0],
+        None,
     );
     0
 }
 
-/// Called from the exit hook when a thread group dies.
+/// Called from the exit hook when a thread group dies; true if it was an
+/// OOM victim.
 #[inline(always)]
-pub fn victim_exited(tgid: u32) {
+pub fn victim_exited(tgid: u32) -> bool {
     // SAFETY: plain lookup.
     if unsafe { OOM_VICTIMS.get(&tgid) }.is_some() {
         let _ = OOM_VICTIMS.remove(&tgid);
-        emit(oom_kind::VICTIM_EXIT, tgid, [0; 8]);
+        emit_crit(oom_kind::VICTIM_EXIT, tgid, [0; 8], None);
+        true
+    } else {
+        false
     }
 }

@@ -13,8 +13,8 @@ use aya_ebpf::{
 use leaktrace_common::{oom_kind, MAX_PROCS};
 
 use super::{
+    lifecycle::{add_to_current, LifeCounter},
     oom::{emit, OOM_CLOCK},
-    slot_stats,
 };
 
 /// Thread -> when its current reclaim began.
@@ -39,7 +39,7 @@ fn clock(i: u32) -> u64 {
 
 fn end(memcg: bool) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+    let tid = pid_tgid as u32;
     // SAFETY: plain lookup, value copied out.
     let Some(start) = (unsafe { RECLAIM_BEGIN.get(&tid) }).copied() else {
         return 0;
@@ -48,10 +48,7 @@ fn end(memcg: bool) -> u32 {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let dur = now.saturating_sub(start);
-    if let Some(e) = slot_stats(tgid) {
-        // SAFETY: this CPU's slot, valid while the program runs.
-        unsafe { (*e).reclaim_ns += dur };
-    }
+    add_to_current(LifeCounter::ReclaimNs, dur);
     let (oom_start, oom_end) = (clock(0), clock(1));
     let in_report = oom_start > oom_end && now.saturating_sub(oom_start) < 30_000_000_000;
     let near_start = oom_start != 0 && now >= oom_start && now - oom_start < OOM_WINDOW_NS;

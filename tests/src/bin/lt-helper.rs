@@ -7,10 +7,19 @@
 //!   lt-helper leak <mib_per_sec> <secs>   (grows through `leak_into_cache`, a
 //!            distinctively named function, for stack symbolization tests)
 //!   lt-helper argv-dump <file> [args...]   (writes its arguments as JSON)
+//!   lt-helper env-dump <file>   (writes its environment as a JSON object)
 //!   lt-helper pagecache <file> <mib> <secs>   (writes the file once, then reads it
 //!            in a loop: in a memcg smaller than the file this forces memcg reclaim)
-//!   lt-helper faults <secs> <mib_per_iter> [byte|page]   (benchmark: prints pages/s;
-//!            `page` writes every byte of each page instead of one byte)
+//!   lt-helper faults <secs> <mib_per_iter> [byte|page] [wait]   (benchmark: prints
+//!            pages/s; `page` writes every byte of each page instead of one byte;
+//!            `wait` prints `ready` and waits for a line on stdin before starting)
+//!   lt-helper idle <n> <secs>   (forks n children that sleep; prints `ready` when all
+//!            exist; they die with the parent)
+//!   lt-helper forkstorm <per_sec> <secs>   (forks that many children per second, each
+//!            exits at once; prints `ready` first, then `forked N in S s` at the end)
+//!
+//!   lt-helper --comm <hex> <mode> ...   (first renames itself with prctl(PR_SET_NAME)
+//!            to these bytes, e.g. 1b5d303bff07 for ESC ] 0 ; 0xff BEL, then runs <mode>)
 //!
 //! Each prints `ready` on stdout when its memory is in place (forkpool:
 //! when every child has touched its memory) and then holds.
@@ -96,8 +105,23 @@ fn arg(args: &[String], i: usize) -> f64 {
     })
 }
 
+/// Bytes from hex ("1b5d" -> [0x1b, 0x5d]).
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--comm") {
+        let mut name = unhex(args.get(2).expect("--comm HEX"));
+        name.truncate(15);
+        name.push(0);
+        // SAFETY: prctl with a NUL-terminated buffer of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        args.drain(1..3);
+    }
     match args.get(1).map(String::as_str) {
         Some("grow") => {
             // Touch `rate` MiB per second in 1 MiB chunks on a fixed schedule,
@@ -197,6 +221,11 @@ fn main() {
             }
             ready();
         }
+        Some("env-dump") => {
+            let file = args.get(2).expect("file");
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            std::fs::write(file, serde_json::to_string(&env).unwrap()).expect("write env");
+        }
         Some("argv-dump") => {
             let file = args.get(2).expect("file");
             let rest: Vec<String> = args[3..].to_vec();
@@ -237,6 +266,11 @@ fn main() {
             // mmap, touch every page, munmap, in a loop: the page-fault path.
             let (secs, mib) = (arg(&args, 2), arg(&args, 3));
             let full = args.get(4).map(String::as_str) == Some("page");
+            if args.get(5).map(String::as_str) == Some("wait") {
+                ready();
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+            }
             let bytes = mib as usize * MIB;
             let t0 = Instant::now();
             let mut pages = 0u64;
@@ -253,8 +287,56 @@ fn main() {
             }
             println!("{:.0}", pages as f64 / t0.elapsed().as_secs_f64());
         }
+        Some("idle") => {
+            let (n, secs) = (arg(&args, 2) as usize, arg(&args, 3));
+            for _ in 0..n {
+                // SAFETY: the child only sleeps and exits.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: prctl with integer arguments only.
+                    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+                    sleep_s(secs);
+                    // SAFETY: leave without running the parent's atexit state.
+                    unsafe { libc::_exit(0) };
+                }
+                if pid < 0 {
+                    eprintln!("fork failed after {} children", n);
+                    std::process::exit(1);
+                }
+            }
+            ready();
+            sleep_s(secs);
+        }
+        Some("forkstorm") => {
+            let (rate, secs) = (arg(&args, 2), arg(&args, 3));
+            ready();
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            while t0.elapsed().as_secs_f64() < secs {
+                // Keep to the schedule in batches of 1 ms.
+                let due = (t0.elapsed().as_secs_f64() * rate) as u64;
+                while n < due {
+                    // SAFETY: the child exits at once without touching
+                    // the parent's state.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        // SAFETY: leave without running atexit handlers.
+                        unsafe { libc::_exit(0) };
+                    }
+                    if pid > 0 {
+                        n += 1;
+                    }
+                    // SAFETY: reaping any exited children, non-blocking.
+                    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // SAFETY: reap the rest.
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+            println!("forked {n} in {:.1} s", t0.elapsed().as_secs_f64());
+        }
         _ => {
-            eprintln!("usage: lt-helper grow|step|churn|forkpool|faults ... (see source)");
+            eprintln!("usage: lt-helper grow|step|churn|forkpool|faults|idle|forkstorm ... (see source)");
             std::process::exit(2);
         }
     }

@@ -1,0 +1,4 @@
+//! The subcommands: setup and dispatch only.
+pub mod doctor;
+pub mod report;
+pub mod watch;

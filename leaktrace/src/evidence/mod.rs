@@ -1,0 +1,424 @@
+//! Evidence before the kill: triggers, suspects whose faults are sampled
+//! with their user stacks, and evidence bundles written atomically.
+pub mod bundle;
+pub mod exec;
+pub mod symbolize;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+#[cfg(test)]
+use crate::model::sample::ProcessRow;
+use crate::model::trend::Trend;
+
+/// What the trigger rule looks at in a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub pid: u32,
+    pub rss_bytes: u64,
+    pub growth_bytes_per_sec: f64,
+    pub trend: Trend,
+    /// The memcg that limits it: usage now and growth (bytes/s), when
+    /// followed. Time to limit is the memcg's, not the process's alone.
+    pub memcg: Option<(u64, f64)>,
+}
+
+#[cfg(test)]
+impl From<&ProcessRow> for Subject {
+    fn from(r: &ProcessRow) -> Self {
+        Self {
+            pid: r.pid,
+            rss_bytes: r.rss_bytes,
+            growth_bytes_per_sec: r.growth_bytes_per_sec,
+            trend: r.trend,
+            memcg: None,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TriggerArgs {
+    /// Write a bundle when a process's RSS reaches this % of its memcg limit
+    /// (of MemTotal when it has no limit).
+    #[arg(long, default_value_t = 80.0, value_name = "PCT")]
+    pub rss_pct: f64,
+    /// Write a bundle when a growing process would reach its limit within
+    /// this many seconds at its current growth rate.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub time_to_limit: f64,
+    /// Write a bundle for the top grower when PSI memory "full avg10"
+    /// reaches this % (0 disables).
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    pub psi_full: f64,
+    /// Always write a bundle for this process (repeatable), once per cool-down.
+    #[arg(long = "evidence-pid", value_name = "PID")]
+    pub evidence_pids: Vec<u32>,
+    /// At most one bundle per process in this many seconds.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS", value_parser = positive_secs)]
+    pub cooldown: f64,
+    /// At most this many bundles per hour in total.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub max_bundles_per_hour: u32,
+    /// Sample the user stack of 1 in N page faults of a suspect (the
+    /// suspect pays about 6% at 16 on a fault-bound loop; docs/performance.md).
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stack_period: u32,
+    /// Run this command when a bundle is written, with no shell: {pid},
+    /// {comm} and {dir} are each replaced inside one argument; quotes group
+    /// words. Output goes to exec.stdout/exec.stderr in the bundle.
+    /// Examples: 'gcore -o {dir}/core {pid}', 'py-spy dump --pid {pid}',
+    /// 'kill -QUIT {pid}' (Go and Java thread dumps).
+    #[arg(long, value_name = "COMMAND")]
+    pub exec_on_trigger: Option<String>,
+    /// Kill the --exec-on-trigger command after this many seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = positive_secs)]
+    pub exec_timeout: f64,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v > 0.0 && v.is_finite() && v < 1e9) {
+        return Err("must be a positive number of seconds".into());
+    }
+    Ok(v)
+}
+
+/// Why a bundle was written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trigger {
+    /// "rss-pct", "time-to-limit", "psi", "pid"
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// A cheap check, with no text built, that `check` can fire.
+pub fn may_trigger(
+    row: &Subject,
+    limit: u64,
+    args: &TriggerArgs,
+    psi_full_avg10: Option<f64>,
+    is_top_grower: bool,
+) -> bool {
+    args.evidence_pids.contains(&row.pid)
+        || (limit > 0
+            && (row.rss_bytes as f64 * 100.0 / limit as f64 >= args.rss_pct
+                || (row.trend == Trend::Growing && row.growth_bytes_per_sec > 0.0)))
+        || (is_top_grower && args.psi_full > 0.0 && psi_full_avg10.is_some_and(|p| p >= args.psi_full))
+}
+
+/// The rule, pure: does this row cross a trigger? `limit` is the memcg limit
+/// (or MemTotal), `psi_full_avg10` the host's PSI memory full avg10 in %.
+pub fn check(
+    row: &Subject,
+    limit: u64,
+    limit_source: &str,
+    args: &TriggerArgs,
+    psi_full_avg10: Option<f64>,
+    is_top_grower: bool,
+) -> Option<Trigger> {
+    if args.evidence_pids.contains(&row.pid) {
+        return Some(Trigger {
+            reason: "pid",
+            detail: "requested with --evidence-pid".into(),
+        });
+    }
+    if limit > 0 {
+        let pct = row.rss_bytes as f64 * 100.0 / limit as f64;
+        if pct >= args.rss_pct {
+            return Some(Trigger {
+                reason: "rss-pct",
+                detail: format!(
+                    "RSS {:.0}% of {limit_source} ({} of {} bytes)",
+                    pct, row.rss_bytes, limit
+                ),
+            });
+        }
+        let g = row.growth_bytes_per_sec;
+        if row.trend == Trend::Growing && g > 0.0 {
+            let mib = |v: f64| v / 1048576.0;
+            // With the memcg followed, its total decides: the other
+            // members' memory counts against the same limit.
+            let (secs, detail) = match row.memcg {
+                Some((usage, mg)) if mg > 0.0 && limit > usage => {
+                    let secs = (limit - usage) as f64 / mg;
+                    let d = format!(
+                        "its memcg grows at {:.1} MiB/s (this process {:.1} MiB/s) and reaches {limit_source} in {secs:.1} s",
+                        mib(mg),
+                        mib(g)
+                    );
+                    (secs, d)
+                }
+                Some(_) => (f64::INFINITY, String::new()),
+                None if limit > row.rss_bytes => {
+                    let secs = (limit - row.rss_bytes) as f64 / g;
+                    (
+                        secs,
+                        format!("at {:.1} MiB/s it reaches {limit_source} in {secs:.1} s", mib(g)),
+                    )
+                }
+                None => (f64::INFINITY, String::new()),
+            };
+            if secs < args.time_to_limit {
+                return Some(Trigger {
+                    reason: "time-to-limit",
+                    detail,
+                });
+            }
+        }
+    }
+    if let Some(p) = psi_full_avg10 {
+        if args.psi_full > 0.0 && p >= args.psi_full && is_top_grower {
+            return Some(Trigger {
+                reason: "psi",
+                detail: format!("PSI memory full avg10 {p:.1}% (top grower)"),
+            });
+        }
+    }
+    None
+}
+
+/// Should this process's faults be sampled with stacks? Sustained growth
+/// faster than 1 MiB/s (trend growing), above half the RSS threshold, or
+/// named. Not any fast rise: a suspect pays a stack walk per sample, and
+/// the benchmark's mmap/touch/munmap loop lost about 20% while its first
+/// samples made it look like a riser. A trigger waits a moment for a new
+/// suspect's stacks (see the watch loop).
+pub fn is_suspect(row: &Subject, limit: u64, args: &TriggerArgs) -> bool {
+    args.evidence_pids.contains(&row.pid)
+        || (row.trend == Trend::Growing && row.growth_bytes_per_sec > 1048576.0)
+        || (limit > 0 && row.rss_bytes as f64 * 100.0 / limit as f64 >= args.rss_pct / 2.0)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ms: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub reason: &'static str,
+    pub detail: String,
+    /// The bundle, or null when no --dir was given (watch without --dir).
+    pub dir: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Cool-downs and the hourly budget.
+#[derive(Default)]
+pub struct RateLimit {
+    last: HashMap<u32, Instant>,
+    recent: Vec<Instant>,
+}
+
+impl RateLimit {
+    pub fn allow(&mut self, pid: u32, cooldown: f64, per_hour: u32, now: Instant) -> bool {
+        if self
+            .last
+            .get(&pid)
+            .is_some_and(|t| now.duration_since(*t).as_secs_f64() < cooldown)
+        {
+            return false;
+        }
+        self.recent
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(3600));
+        if self.last.len() > 4096 {
+            self.last
+                .retain(|_, t| now.duration_since(*t).as_secs_f64() < cooldown);
+        }
+        if self.recent.len() as u32 >= per_hour {
+            crate::limits::BUNDLES_PER_HOUR.hit();
+            return false;
+        }
+        self.last.insert(pid, now);
+        self.recent.push(now);
+        true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub fn args() -> TriggerArgs {
+        TriggerArgs {
+            rss_pct: 80.0,
+            time_to_limit: 30.0,
+            psi_full: 10.0,
+            evidence_pids: vec![],
+            cooldown: 300.0,
+            max_bundles_per_hour: 30,
+            stack_period: 16,
+            exec_on_trigger: None,
+            exec_timeout: 30.0,
+        }
+    }
+
+    pub fn row(rss: u64, growth: f64, trend: Trend) -> ProcessRow {
+        ProcessRow {
+            attribution: Default::default(),
+            flagged: false,
+            pid: 42,
+            ppid: 1,
+            comm: "x".into(),
+            cmdline: "x".into(),
+            exe: "/x".into(),
+            cgroup: "/app".into(),
+            cgroup_version: 1,
+            memcg_id: 0,
+            threads: 1,
+            rss_bytes: rss,
+            rss_anon_bytes: rss,
+            rss_file_bytes: 0,
+            rss_shmem_bytes: 0,
+            swap_bytes: 0,
+            peak_rss_bytes: rss,
+            growth_bytes_per_sec: growth,
+            growth_bytes_per_sec_long: growth,
+            faults_per_sec: 0.0,
+            forks_per_sec: 0.0,
+            reclaim_stall_ms_per_sec: 0.0,
+            trend,
+            oom_score_adj: 0,
+            source: "kernel",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tests_support::*, *};
+
+    fn sub(rss: u64, growth: f64, trend: Trend) -> Subject {
+        Subject::from(&row(rss, growth, trend))
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn triggers() {
+        let a = args();
+        // 85% of 100 MiB.
+        assert_eq!(
+            check(
+                &sub(85 * MIB, 0.0, Trend::Stable),
+                100 * MIB,
+                "lim",
+                &a,
+                None,
+                false
+            )
+            .unwrap()
+            .reason,
+            "rss-pct"
+        );
+        // 50% and growing at 4 MiB/s: 12.5 s to the limit.
+        let t = check(
+            &sub(50 * MIB, 4.0 * MIB as f64, Trend::Growing),
+            100 * MIB,
+            "lim",
+            &a,
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(t.reason, "time-to-limit");
+        // The same process in a memcg at 90 MiB that grows 8 MiB/s in all:
+        // 1.25 s, and the memcg's rate is the one given.
+        let mut s = sub(50 * MIB, 4.0 * MIB as f64, Trend::Growing);
+        s.memcg = Some((90 * MIB, 8.0 * MIB as f64));
+        let t = check(&s, 100 * MIB, "lim", &a, None, false).unwrap();
+        assert!(
+            t.detail.contains("memcg grows at 8.0 MiB/s") && t.detail.contains("1.2 s"),
+            "{}",
+            t.detail
+        );
+        // A memcg that does not grow (others shrink as this one grows).
+        s.memcg = Some((90 * MIB, -1.0));
+        assert!(check(&s, 100 * MIB, "lim", &a, None, false).is_none());
+        // Same rate but a step, not sustained growth: no trigger.
+        assert!(check(
+            &sub(50 * MIB, 4.0 * MIB as f64, Trend::Step),
+            100 * MIB,
+            "lim",
+            &a,
+            None,
+            false
+        )
+        .is_none());
+        // Slow growth: 50 MiB at 1 MiB/s is 50 s away.
+        assert!(check(
+            &sub(50 * MIB, MIB as f64, Trend::Growing),
+            100 * MIB,
+            "lim",
+            &a,
+            None,
+            false
+        )
+        .is_none());
+        // PSI only for the top grower.
+        assert!(check(
+            &sub(MIB, 0.0, Trend::Stable),
+            100 * MIB,
+            "lim",
+            &a,
+            Some(20.0),
+            false
+        )
+        .is_none());
+        assert_eq!(
+            check(
+                &sub(MIB, 0.0, Trend::Stable),
+                100 * MIB,
+                "lim",
+                &a,
+                Some(20.0),
+                true
+            )
+            .unwrap()
+            .reason,
+            "psi"
+        );
+        let mut a2 = args();
+        a2.evidence_pids = vec![42];
+        assert_eq!(
+            check(&sub(MIB, 0.0, Trend::Stable), 100 * MIB, "lim", &a2, None, false)
+                .unwrap()
+                .reason,
+            "pid"
+        );
+        assert!(is_suspect(
+            &sub(MIB, 2.0 * MIB as f64, Trend::Growing),
+            100 * MIB,
+            &a
+        ));
+        assert!(!is_suspect(&sub(MIB, 0.0, Trend::Stable), 100 * MIB, &a));
+        assert!(
+            !is_suspect(&sub(MIB, 2.0 * MIB as f64, Trend::Spike), 100 * MIB, &a),
+            "alloc/free churn"
+        );
+        assert!(
+            !is_suspect(&sub(MIB, 2.0 * MIB as f64, Trend::Step), 100 * MIB, &a),
+            "a rise that is not sustained"
+        );
+        assert!(
+            is_suspect(&sub(45 * MIB, 0.0, Trend::Stable), 100 * MIB, &a),
+            "above half the threshold"
+        );
+    }
+
+    #[test]
+    fn rate_limits() {
+        let mut r = RateLimit::default();
+        let t = Instant::now();
+        assert!(r.allow(1, 300.0, 2, t));
+        assert!(!r.allow(1, 300.0, 2, t), "cool-down");
+        assert!(r.allow(2, 300.0, 2, t));
+        assert!(!r.allow(3, 300.0, 2, t), "hourly budget");
+    }
+}

@@ -1,0 +1,137 @@
+//! What one sampling interval produces: the rows every sink shows.
+use serde::Serialize;
+
+use super::trend::Trend;
+use crate::kernel::Counters;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessRow {
+    /// unit, slice, runtime, container_id, pod_uid from its cgroup path
+    /// (null when they do not apply; docs/attribution.md).
+    #[serde(flatten)]
+    pub attribution: crate::host::attribution::Attribution,
+    pub pid: u32,
+    pub ppid: u32,
+    /// Decoded lossily from the kernel's bytes; escaped by every sink that
+    /// writes to a terminal or a text file.
+    pub comm: String,
+    pub cmdline: String,
+    pub exe: String,
+    pub cgroup: String,
+    pub cgroup_version: u8,
+    /// The memory cgroup's kernfs id (0 when unknown).
+    pub memcg_id: u64,
+    pub threads: u32,
+    pub rss_bytes: u64,
+    pub rss_anon_bytes: u64,
+    pub rss_file_bytes: u64,
+    pub rss_shmem_bytes: u64,
+    pub swap_bytes: u64,
+    /// The highest RSS the kernel has recorded for this image (its lazy
+    /// high-water mark, or the current RSS if higher).
+    pub peak_rss_bytes: u64,
+    pub growth_bytes_per_sec: f64,
+    pub growth_bytes_per_sec_long: f64,
+    pub faults_per_sec: f64,
+    pub forks_per_sec: f64,
+    /// Milliseconds per second its threads spent in direct or memcg
+    /// reclaim (allocation stalls), over the last interval.
+    pub reclaim_stall_ms_per_sec: f64,
+    pub trend: Trend,
+    pub oom_score_adj: i32,
+    /// "kernel" when the counters come from the eBPF programs, "procfs"
+    /// for a process whose counters the hooks path has not seen change.
+    pub source: &'static str,
+    /// It crossed an evidence trigger in the last 60 s: listed whatever
+    /// --top says.
+    pub flagged: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRow {
+    /// The leader's unit, container and pod.
+    #[serde(flatten)]
+    pub attribution: crate::host::attribution::Attribution,
+    pub leader_pid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub members: usize,
+    /// The first 64 members by pid (`members` counts them all).
+    pub pids: Vec<u32>,
+    pub rss_bytes: u64,
+    /// The members' 10 s rates summed.
+    pub growth_bytes_per_sec: f64,
+    /// The group's total RSS over the 60 s window, and its trend (the
+    /// process rule applied to the total).
+    pub growth_bytes_per_sec_long: f64,
+    pub trend: Trend,
+    /// The group's memory with shared copy-on-write pages counted once:
+    /// the sum of the members' Pss from /proc/<pid>/smaps_rollup, read for
+    /// the top groups at a bounded rate (None until read).
+    pub pss_bytes: Option<u64>,
+}
+
+/// One cgroup's processes together: the top cgroups by RSS in a sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct CgroupRow {
+    pub cgroup: String,
+    #[serde(flatten)]
+    pub attribution: crate::host::attribution::Attribution,
+    pub processes: usize,
+    /// Its processes' RSS summed (shared pages once per process).
+    pub rss_bytes: u64,
+    /// Their 10 s rates summed.
+    pub growth_bytes_per_sec: f64,
+    /// The memcg limit that applies and the usage of the memcg that sets
+    /// it, when leaktrace follows that memcg.
+    pub limit_bytes: Option<u64>,
+    pub limit_usage_bytes: Option<u64>,
+}
+
+/// The health of the data path, carried by every sample: nothing is lost
+/// without a count here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct KernelStatus {
+    /// "iterator" or "hooks".
+    pub data_path: &'static str,
+    /// Processes the last pass returned.
+    pub tracked_pids: usize,
+    /// Wall time of the last pass in ms.
+    pub pass_ms: f64,
+    /// Records that could not be decoded, or /proc reads that failed for
+    /// another reason than the process being gone.
+    pub sampler_errors: u64,
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Exit records that arrived while the queue was full.
+    pub exits_dropped: u64,
+    pub meta: crate::host::meta::MetaStats,
+    pub stacks: Option<crate::kernel::stacks::StackStats>,
+    /// Per sink: events dropped because the sink fell behind.
+    pub sink_drops: Vec<(String, u64)>,
+    /// Exited processes kept for OOM verdicts, and those dropped at the cap.
+    pub lingering: usize,
+    pub linger_dropped: u64,
+    /// How often each of leaktrace's own bounds was hit (docs/security.md).
+    pub limits_hit: crate::limits::Hits,
+    /// The kernel map's keys (only with --debug-map-pids).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_pids: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ms: u64,
+    pub interval_s: f64,
+    /// Live processes in all; `processes` holds the rows the outputs show
+    /// (the fastest growers, and any process asked for by pid).
+    pub processes_total: usize,
+    pub processes: Vec<ProcessRow>,
+    pub groups: Vec<GroupRow>,
+    /// The cgroups holding the most RSS (at most 20; metrics and the
+    /// summaries use them).
+    pub cgroups: Vec<CgroupRow>,
+    pub kernel: KernelStatus,
+}

@@ -1,0 +1,1380 @@
+//! The aggregator: turns what the kernel sampled (one `ProcSample` per
+//! process per interval, plus the exits of short lives) and the metadata
+//! read from /proc into samples: per-process rows with rates and trends,
+//! and process groups. Pure: no I/O here. Metadata arrives as answers to
+//! the requests a tick returns, and memcg ids are named through `Names`,
+//! so everything is tested on synthetic inputs.
+use std::collections::VecDeque;
+
+use crate::fmt::FastMap;
+use crate::{
+    host::attribution::{attribute, Attribution},
+    model::incident::Grower,
+};
+
+use super::{
+    groups,
+    history::History,
+    sample::{CgroupRow, GroupRow, KernelStatus, ProcessRow, Sample},
+    trend::{self, Trend},
+};
+use crate::{
+    host::{
+        cgroup::in_scope,
+        meta::{Answer, Reply, Req, Want},
+        procfs::{Meta, ProcErr},
+    },
+    kernel::{exits::ExitSample, ProcSample},
+};
+
+/// Names memory cgroups by their kernfs id (`host::cgroup::Cgroups`).
+pub trait Names {
+    fn cgroup_of(&mut self, memcg_id: u64) -> Option<String>;
+    /// A cgroup path seen in /proc: as shown, and its bytes.
+    fn learn(&mut self, path: &str, raw: &[u8]);
+    fn version(&self) -> u8;
+}
+
+/// How long an exited process stays known to the OOM verdict: the growth
+/// window, so every process that grew in the window can be named.
+pub const LINGER_S: f64 = 60.0;
+/// At most this many exited processes are kept (fork storms); the oldest go first.
+pub const MAX_LINGER: usize = crate::limits::LINGERING_MAX;
+/// How much RSS history to keep per process, in seconds.
+pub const HISTORY_S: f64 = 300.0;
+/// A process still growing at the kill: RSS up at least END_MIN bytes in
+/// the last END_S seconds before it.
+pub const END_S: f64 = 5.0;
+pub const END_MIN: f64 = 1024.0 * 1024.0;
+/// A process seen gone this long before the kill had exited before it.
+const EXIT_SLACK_S: f64 = 0.5;
+/// Pss of the top groups' members: a round every this many seconds...
+const PSS_EVERY_S: f64 = 10.0;
+/// ...for this many groups...
+const PSS_GROUPS: usize = 5;
+/// ...and at most this many reads in a round.
+const PSS_MAX_READS: usize = 256;
+/// Reclaim counted for an OOM: up to the sample after it, at most this
+/// long after (intervals up to 2 s).
+const RECLAIM_AFTER_S: f64 = 2.0;
+/// A failed /proc read is asked again after this long.
+const META_RETRY_S: f64 = 10.0;
+/// On the hooks path the kernel does not say when a process moves or
+/// execs, so its metadata is read again this often.
+const HOOKS_META_REFRESH_S: f64 = 10.0;
+
+fn lossy_comm(b: &[u8; 16]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// argv bytes kept by the kernel at exec, as a command line.
+pub fn args_cmdline(args: &[u8]) -> String {
+    crate::host::procfs::parse_cmdline(args)
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    pid: u32,
+    start_ns: u64,
+    ppid: u32,
+    comm_raw: [u8; 16],
+    comm: String,
+    threads: u32,
+    oom_score_adj: i32,
+    memcg_id: u64,
+    exec_id: u64,
+    meta: Option<Meta>,
+    /// (memcg id, exec id) the metadata was read for.
+    meta_key: Option<(u64, u64)>,
+    /// When it was last asked, and for which key.
+    meta_asked: Option<(f64, (u64, u64))>,
+    /// The command line the kernel kept at exec, when /proc had none.
+    kernel_cmdline: Option<String>,
+    /// The memory cgroup (named by its id, else from /proc) and its version.
+    cgroup: String,
+    cgroup_version: u8,
+    rss: [u64; 4],
+    peak: u64,
+    from_kernel: bool,
+    history: History,
+    /// (t, RSS) when its current image was born (fork or exec).
+    birth: Option<(f64, u64)>,
+    counts: Option<(u64, u64, u64)>,
+    faults_per_sec: f64,
+    forks_per_sec: f64,
+    reclaim_ms_per_sec: f64,
+    /// (t, cumulative reclaim ns) when it changed, last few.
+    reclaim_hist: VecDeque<(f64, u64)>,
+    exited_at: Option<f64>,
+    /// Who it belongs to (unit, container, pod), from `attr_of`: its
+    /// cgroup path when that was computed.
+    attr: Attribution,
+    attr_of: String,
+    /// It passes --unit/--container/--cgroup/--comm (true without them).
+    visible: bool,
+    /// Its Pss (bytes) and when it was read, for a top group's member.
+    pss: Option<(f64, u64)>,
+    /// `exited_at` is the kernel's exit time (an exit record), not the
+    /// sample that found the process gone.
+    exit_exact: bool,
+    /// Its peak when it exited, from the kernel.
+    exit_peak: Option<(f64, u64)>,
+    /// Computed at each tick (cached for processes whose RSS has not
+    /// changed within the long window: growth 0, stable).
+    growth_short: f64,
+    growth_long: f64,
+    trend: Trend,
+    /// The tick that last saw it alive.
+    seen: u64,
+}
+
+impl Tracked {
+    fn new(pid: u32, start_ns: u64) -> Self {
+        Self {
+            pid,
+            start_ns,
+            ppid: 0,
+            comm_raw: [0; 16],
+            comm: String::new(),
+            threads: 0,
+            oom_score_adj: 0,
+            memcg_id: 0,
+            exec_id: 0,
+            meta: None,
+            meta_key: None,
+            meta_asked: None,
+            kernel_cmdline: None,
+            cgroup: String::new(),
+            cgroup_version: 0,
+            rss: [0; 4],
+            peak: 0,
+            from_kernel: true,
+            history: History::default(),
+            birth: None,
+            counts: None,
+            faults_per_sec: 0.0,
+            forks_per_sec: 0.0,
+            reclaim_ms_per_sec: 0.0,
+            reclaim_hist: VecDeque::new(),
+            exited_at: None,
+            attr: Attribution::default(),
+            attr_of: String::new(),
+            visible: true,
+            pss: None,
+            exit_exact: false,
+            exit_peak: None,
+            growth_short: 0.0,
+            growth_long: 0.0,
+            trend: Trend::Stable,
+            seen: 0,
+        }
+    }
+
+    /// Attribution for the current cgroup (computed again only when the
+    /// cgroup changed).
+    fn refresh_attr(&mut self) {
+        if self.attr_of != self.cgroup {
+            self.attr = attribute(&self.cgroup);
+            self.attr_of.clone_from(&self.cgroup);
+        }
+    }
+
+    /// Attribution, computed now if the cgroup changed since.
+    fn attribution(&self) -> Attribution {
+        if self.attr_of == self.cgroup {
+            self.attr.clone()
+        } else {
+            attribute(&self.cgroup)
+        }
+    }
+
+    fn row(&self) -> ProcessRow {
+        ProcessRow {
+            flagged: false,
+            attribution: self.attribution(),
+            pid: self.pid,
+            ppid: self.ppid,
+            comm: self.comm.clone(),
+            cmdline: self.cmdline(),
+            exe: self.meta.as_ref().map(|m| m.exe.clone()).unwrap_or_default(),
+            cgroup: self.cgroup.clone(),
+            cgroup_version: self.cgroup_version,
+            memcg_id: self.memcg_id,
+            threads: self.threads,
+            rss_bytes: self.resident(),
+            rss_anon_bytes: self.rss[1],
+            rss_file_bytes: self.rss[0],
+            rss_shmem_bytes: self.rss[3],
+            swap_bytes: self.rss[2],
+            peak_rss_bytes: self.peak,
+            growth_bytes_per_sec: self.growth_short,
+            growth_bytes_per_sec_long: self.growth_long,
+            faults_per_sec: self.faults_per_sec,
+            forks_per_sec: self.forks_per_sec,
+            reclaim_stall_ms_per_sec: self.reclaim_ms_per_sec,
+            trend: self.trend,
+            oom_score_adj: self.oom_score_adj,
+            source: if self.from_kernel { "kernel" } else { "procfs" },
+        }
+    }
+
+    /// Growth rates and trend for this tick; nothing is computed for a
+    /// process whose RSS has not changed within the long window.
+    fn classify(&mut self, t_now: f64, params: &trend::Params, buf: &mut Vec<(f64, f64)>) {
+        if !self.history.changed_since(t_now - params.long_window_s) {
+            (self.growth_short, self.growth_long, self.trend) = (0.0, 0.0, Trend::Stable);
+            return;
+        }
+        self.history.points(t_now - params.long_window_s, buf);
+        self.growth_short = trend::slope(trend::window(buf, params.short_window_s));
+        self.growth_long = trend::slope(buf);
+        self.trend = trend::classify(buf, params);
+    }
+
+    fn set_comm(&mut self, raw: &[u8; 16]) {
+        if *raw != self.comm_raw {
+            self.comm_raw = *raw;
+            self.comm = lossy_comm(raw);
+        }
+    }
+
+    fn resident(&self) -> u64 {
+        self.rss[0] + self.rss[1] + self.rss[3]
+    }
+
+    fn cmdline(&self) -> String {
+        match (&self.meta, &self.kernel_cmdline) {
+            (Some(m), _) if !m.cmdline.is_empty() => m.cmdline.clone(),
+            (_, Some(k)) => k.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// The points of its life from time `from`: samples, birth, exit peak.
+    fn points(&self, from: f64, buf: &mut Vec<(f64, f64)>) {
+        self.history.points(from, buf);
+        if let Some((t, v)) = self.birth.filter(|b| b.0 >= from) {
+            let at = buf.partition_point(|p| p.0 < t);
+            buf.insert(at, (t, v as f64));
+        }
+        if let Some((t, v)) = self.exit_peak.filter(|p| p.0 >= from) {
+            buf.push((t, v as f64));
+        }
+    }
+}
+
+/// Values for one tick.
+pub struct TickInput<'a> {
+    /// Seconds on CLOCK_MONOTONIC (the kernel's clock).
+    pub t: f64,
+    pub ts_ms: u64,
+    pub procs: &'a [ProcSample],
+    pub exits: &'a [ExitSample],
+    /// The data path's health, carried into the sample.
+    pub status: KernelStatus,
+    /// The hooks path: the kernel does not report execs and cgroup moves.
+    pub hooks_path: bool,
+    /// Rows to build: the fastest growers up to this many (None: every
+    /// process), and these pids in any case.
+    pub rows: Option<usize>,
+    pub pids: &'a [u32],
+    /// Processes that crossed a trigger lately: rows in any case, marked.
+    pub flagged: &'a [u32],
+}
+
+/// One memory cgroup's usage over time: a memcg that sets the limit of
+/// tracked processes.
+struct MemcgTrack {
+    limit: u64,
+    hist: super::history::History,
+    seen: f64,
+}
+
+/// Cgroups listed per sample.
+pub const MAX_CGROUP_ROWS: usize = 20;
+
+/// At most this many memcgs have their usage followed.
+pub const MAX_MEMCGS: usize = 256;
+
+pub struct Tracker {
+    pub params: trend::Params,
+    /// --unit/--container/--cgroup/--comm: rows, groups and triggers see
+    /// only the processes that pass; verdicts see every process.
+    pub filter: super::filter::FilterArgs,
+    procs: FastMap<u32, Tracked>,
+    /// Exited processes, newest last (see LINGER_S).
+    gone: VecDeque<Tracked>,
+    pub linger_dropped: u64,
+    last_t: Option<f64>,
+    ticks: u64,
+    /// An unchanged-record came for a process the tracker does not know:
+    /// the next pass must send whole records.
+    pub resync: bool,
+    /// unix ms minus monotonic ms: converts history times for output.
+    wall_offset_ms: f64,
+    buf: Vec<(f64, f64)>,
+    /// Total RSS of each group over time, by its leader (pid, start).
+    group_hist: FastMap<(u32, u64), super::history::History>,
+    /// The groups of the last sample, every one (rows show the top).
+    groups: Vec<GroupRow>,
+    /// The memcgs that set the limits of tracked processes, by path: their
+    /// usage over time; and which one limits each memcg id.
+    memcgs: FastMap<String, MemcgTrack>,
+    /// memcg id of processes -> (usage, short growth) of the memcg that
+    /// limits it, as of the last sample.
+    memcg_now: FastMap<u64, (u64, f64)>,
+    /// memcg id of processes -> the limit that applies to it.
+    memcg_limit_of: FastMap<u64, u64>,
+    /// Pss reads wanted for the top groups' members, and the last round.
+    pss_wanted: Vec<Req>,
+    last_pss_round: f64,
+}
+
+impl Tracker {
+    pub fn new(params: trend::Params) -> Self {
+        Self {
+            params,
+            filter: Default::default(),
+            procs: FastMap::default(),
+            gone: VecDeque::new(),
+            linger_dropped: 0,
+            last_t: None,
+            ticks: 0,
+            resync: false,
+            wall_offset_ms: 0.0,
+            buf: Vec::new(),
+            group_hist: FastMap::default(),
+            groups: Vec::new(),
+            pss_wanted: Vec::new(),
+            last_pss_round: f64::NEG_INFINITY,
+            memcgs: FastMap::default(),
+            memcg_now: FastMap::default(),
+            memcg_limit_of: FastMap::default(),
+        }
+    }
+
+    /// Metadata that arrived from the /proc readers.
+    pub fn apply_meta(&mut self, answers: Vec<Answer>, names: &mut dyn Names) {
+        for a in answers {
+            let Some(tr) = self.procs.get_mut(&a.req.pid) else {
+                continue;
+            };
+            if tr.start_ns != a.req.start_ns {
+                continue;
+            }
+            match a.result {
+                Ok(Reply::Pss(b)) => tr.pss = Some((self.last_t.unwrap_or(0.0), b)),
+                Ok(Reply::Meta(m)) => {
+                    if !m.cgroup.is_empty() {
+                        names.learn(&m.cgroup, &m.cgroup_raw);
+                    }
+                    tr.meta_key = tr.meta_asked.map(|(_, k)| k);
+                    if tr.cgroup.is_empty() || tr.memcg_id == 0 {
+                        (tr.cgroup, tr.cgroup_version) = (m.cgroup.clone(), m.cgroup_version);
+                    }
+                    tr.meta = Some(m);
+                }
+                // The iterator, not /proc, says whether a process lives.
+                Err(ProcErr::Gone) | Err(ProcErr::Failed(_)) => {}
+            }
+        }
+    }
+
+    /// One sampling step. Returns the sample and the /proc reads wanted.
+    pub fn tick(&mut self, input: TickInput, names: &mut dyn Names) -> (Sample, Vec<Req>) {
+        let t = input.t;
+        let dt = self.last_t.map(|l| t - l).filter(|d| *d > 0.0);
+        self.last_t = Some(t);
+        self.wall_offset_ms = input.ts_ms as f64 - t * 1000.0;
+        let mut requests = Vec::new();
+        self.ticks += 1;
+        let tick = self.ticks;
+        self.resync = false;
+        for p in input.procs {
+            if p.unchanged {
+                match self.procs.get_mut(&p.tgid) {
+                    Some(tr) => {
+                        tr.seen = tick;
+                        keep(tr, t, dt);
+                    }
+                    // The kernel thinks we know it; we do not (yet).
+                    None => self.resync = true,
+                }
+                continue;
+            }
+            let fresh = self.procs.get(&p.tgid).is_none_or(|tr| tr.start_ns != p.start_ns);
+            if fresh {
+                // New process, or a reused pid: the old one is gone.
+                if let Some(mut old) = self.procs.remove(&p.tgid) {
+                    old.exited_at.get_or_insert(t);
+                    self.gone.push_back(old);
+                }
+                self.procs.insert(p.tgid, Tracked::new(p.tgid, p.start_ns));
+            }
+            let Some(tr) = self.procs.get_mut(&p.tgid) else {
+                continue;
+            };
+            tr.seen = tick;
+            let old_memcg = tr.memcg_id;
+            update(tr, p, t, dt, input.hooks_path);
+            if fresh || tr.memcg_id != old_memcg || tr.cgroup.is_empty() {
+                (tr.cgroup, tr.cgroup_version) = cgroup_of(tr, names);
+            }
+            let key = (tr.memcg_id, tr.exec_id);
+            let stale = tr.meta_key != Some(key)
+                || (input.hooks_path
+                    && tr
+                        .meta_asked
+                        .is_some_and(|(at, _)| t - at >= HOOKS_META_REFRESH_S));
+            let asked_recently = tr
+                .meta_asked
+                .is_some_and(|(at, k)| k == key && t - at < META_RETRY_S);
+            if stale && !asked_recently {
+                tr.meta_asked = Some((t, key));
+                requests.push(Req {
+                    pid: tr.pid,
+                    start_ns: tr.start_ns,
+                    what: Want::Meta,
+                });
+            }
+        }
+        // Gone from the kernel's list: exited. They linger for the verdicts.
+        let dead: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|tr| tr.seen != tick)
+            .map(|tr| tr.pid)
+            .collect();
+        for pid in dead {
+            if let Some(mut tr) = self.procs.remove(&pid) {
+                tr.exited_at.get_or_insert(t);
+                self.gone.push_back(tr);
+            }
+        }
+        for e in input.exits {
+            self.exit(e, names);
+        }
+        while self
+            .gone
+            .front()
+            .is_some_and(|g| g.exited_at.unwrap_or(t) < t - LINGER_S)
+        {
+            self.gone.pop_front();
+        }
+        while self.gone.len() > MAX_LINGER {
+            self.gone.pop_front();
+            self.linger_dropped += 1;
+            crate::limits::LINGERING.hit();
+        }
+        let sample = self.sample(
+            input.ts_ms,
+            dt,
+            input.status,
+            input.rows,
+            input.pids,
+            input.flagged,
+        );
+        requests.append(&mut self.pss_wanted);
+        (sample, requests)
+    }
+
+    /// An exit record: a process that grew and died. If it was sampled, its
+    /// lingering entry gets its peak; if it lived between two samples, it
+    /// is known from the record alone.
+    fn exit(&mut self, e: &ExitSample, names: &mut dyn Names) {
+        let t_exit = e.exit_ns as f64 / 1e9;
+        let peak = e.peak_bytes.map(|p| (t_exit, p));
+        let cmd = (!e.args.is_empty()).then(|| args_cmdline(&e.args));
+        // A process still in the live list (its exit came before the
+        // iterator noticed) moves to the lingering list now.
+        if self
+            .procs
+            .get(&e.tgid)
+            .is_some_and(|tr| tr.start_ns == e.start_ns)
+        {
+            if let Some(mut tr) = self.procs.remove(&e.tgid) {
+                tr.exited_at = Some(t_exit);
+                tr.exit_exact = true;
+                self.gone.push_back(tr);
+            }
+        }
+        if let Some(g) = self
+            .gone
+            .iter_mut()
+            .rev()
+            .find(|g| g.pid == e.tgid && (g.start_ns == e.start_ns || e.start_ns == 0))
+        {
+            g.exit_peak = peak.or(g.exit_peak);
+            g.exited_at = Some(t_exit);
+            g.exit_exact = true;
+            // First seen as a zombie (its life already ended in the
+            // kernel): its birth is in the record only.
+            if g.birth.is_none() {
+                g.birth = e.birth.map(|(ns, b)| (ns as f64 / 1e9, b));
+            }
+            // Its memcg when it died (it may have moved since the last
+            // sample).
+            if e.memcg_id != 0 && e.memcg_id != g.memcg_id {
+                if let Some(cg) = names.cgroup_of(e.memcg_id) {
+                    g.memcg_id = e.memcg_id;
+                    g.cgroup = cg;
+                }
+            }
+            if g.kernel_cmdline.is_none() {
+                g.kernel_cmdline = cmd;
+            }
+            return;
+        }
+        let mut tr = Tracked::new(e.tgid, e.start_ns);
+        tr.ppid = e.ppid;
+        tr.set_comm(&e.comm);
+        tr.memcg_id = e.memcg_id;
+        tr.kernel_cmdline = cmd;
+        tr.birth = e.birth.map(|(ns, b)| (ns as f64 / 1e9, b));
+        tr.exit_peak = peak;
+        tr.exited_at = Some(t_exit);
+        tr.exit_exact = true;
+        if let Some(cg) = names.cgroup_of(e.memcg_id) {
+            tr.cgroup = cg;
+            tr.cgroup_version = names.version();
+        }
+        self.gone.push_back(tr);
+    }
+
+    fn sample(
+        &mut self,
+        ts_ms: u64,
+        dt: Option<f64>,
+        mut status: KernelStatus,
+        rows: Option<usize>,
+        pids: &[u32],
+        flagged: &[u32],
+    ) -> Sample {
+        let params = self.params;
+        let buf = &mut self.buf;
+        let t_now = self.last_t.unwrap_or(0.0);
+        let filtered = !self.filter.is_empty();
+        for tr in self.procs.values_mut() {
+            tr.classify(t_now, &params, buf);
+            tr.refresh_attr();
+            tr.visible = !filtered || self.filter.matches(&tr.comm, &tr.cgroup, &tr.attr);
+        }
+        // Order every process by growth, then build rows for the ones shown.
+        let mut order: Vec<(f64, u64, u32)> = self
+            .procs
+            .values()
+            .filter(|tr| tr.visible)
+            .map(|tr| (tr.growth_short, tr.resident(), tr.pid))
+            .collect();
+        let by_growth = |a: &(f64, u64, u32), b: &(f64, u64, u32)| {
+            b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
+        };
+        let limit = rows.unwrap_or(usize::MAX);
+        if limit < order.len() {
+            // Only the first `limit` need to be in order.
+            order.select_nth_unstable_by(limit, by_growth);
+            order[..limit].sort_unstable_by(by_growth);
+        } else {
+            order.sort_unstable_by(by_growth);
+        }
+        let processes: Vec<ProcessRow> = order
+            .iter()
+            .enumerate()
+            .filter(|(i, o)| *i < limit || pids.contains(&o.2) || flagged.contains(&o.2))
+            .filter_map(|(_, o)| {
+                let mut r = self.procs.get(&o.2).map(Tracked::row)?;
+                r.flagged = flagged.contains(&o.2);
+                Some(r)
+            })
+            .collect();
+        self.update_groups(t_now);
+        let groups = self
+            .groups
+            .iter()
+            .filter(|g| self.procs.get(&g.leader_pid).is_some_and(|t| t.visible))
+            .take(limit.max(20))
+            .cloned()
+            .collect();
+        let cgroups = self.cgroup_rows(MAX_CGROUP_ROWS);
+        status.tracked_pids = self.procs.len();
+        status.lingering = self.gone.len();
+        status.linger_dropped = self.linger_dropped;
+        Sample {
+            kind: "sample",
+            ts_ms,
+            interval_s: dt.unwrap_or(0.0),
+            processes_total: self.procs.len(),
+            processes,
+            groups,
+            cgroups,
+            kernel: status,
+        }
+    }
+
+    /// Groups and pools (groups.rs) of every live process, each with its
+    /// total RSS over time: a 10 s and a 60 s rate and a trend, as for a
+    /// process.
+    fn update_groups(&mut self, t_now: f64) {
+        let members: Vec<groups::Member> = self
+            .procs
+            .values()
+            .map(|tr| groups::Member {
+                pid: tr.pid,
+                ppid: tr.ppid,
+                start_ns: tr.start_ns,
+                exe: tr.meta.as_ref().map_or("", |m| m.exe.as_str()),
+                comm: tr.comm.as_str(),
+                exec_id: tr.exec_id,
+                rss_bytes: tr.resident(),
+                growth_bytes_per_sec: tr.growth_short,
+            })
+            .collect();
+        let found = groups::group(&members);
+        drop(members);
+        self.want_pss(&found, t_now);
+        let params = self.params;
+        let mut seen: FastMap<(u32, u64), ()> = FastMap::default();
+        let mut rows = Vec::with_capacity(found.len());
+        for g in found {
+            let key = (g.leader_pid, g.leader_start_ns);
+            seen.insert(key, ());
+            let h = self.group_hist.entry(key).or_default();
+            h.push(t_now, g.rss_bytes as f64);
+            h.trim_before(t_now - HISTORY_S);
+            self.buf.clear();
+            h.points(t_now - params.long_window_s, &mut self.buf);
+            let long = trend::slope(&self.buf);
+            let trend = trend::classify(&self.buf, &params);
+            let pss_bytes = self.group_pss(&g, t_now);
+            rows.push(GroupRow {
+                attribution: self
+                    .procs
+                    .get(&g.leader_pid)
+                    .map(|t| t.attribution())
+                    .unwrap_or_default(),
+                comm: self
+                    .procs
+                    .get(&g.leader_pid)
+                    .map(|t| t.comm.clone())
+                    .unwrap_or_default(),
+                leader_pid: g.leader_pid,
+                exe: g.exe,
+                members: g.members,
+                pids: g.pids,
+                rss_bytes: g.rss_bytes,
+                growth_bytes_per_sec: g.growth_bytes_per_sec,
+                growth_bytes_per_sec_long: long,
+                trend,
+                pss_bytes,
+            });
+        }
+        self.group_hist.retain(|k, _| seen.contains_key(k));
+        self.groups = rows;
+    }
+
+    /// The `n` cgroups whose visible processes hold the most RSS.
+    fn cgroup_rows(&self, n: usize) -> Vec<CgroupRow> {
+        // (processes, rss, growth, memcg id) per cgroup path
+        type Acc = (usize, u64, f64, u64);
+        let mut by: FastMap<&str, Acc> = FastMap::default();
+        for tr in self.procs.values().filter(|t| t.visible && !t.cgroup.is_empty()) {
+            let e = by.entry(tr.cgroup.as_str()).or_insert((0, 0, 0.0, tr.memcg_id));
+            e.0 += 1;
+            e.1 += tr.resident();
+            e.2 += tr.growth_short;
+        }
+        let mut v: Vec<(&str, Acc)> = by.into_iter().collect();
+        if v.len() > n {
+            v.select_nth_unstable_by(n, |a, b| b.1 .1.cmp(&a.1 .1));
+            v.truncate(n);
+        }
+        v.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
+        v.into_iter()
+            .map(|(cg, (n, rss, g, memcg))| {
+                let lim = self
+                    .memcg_now
+                    .get(&memcg)
+                    .copied()
+                    .zip(self.memcg_limit_of.get(&memcg).copied());
+                CgroupRow {
+                    cgroup: cg.to_string(),
+                    attribution: attribute(cg),
+                    processes: n,
+                    rss_bytes: rss,
+                    growth_bytes_per_sec: g,
+                    limit_bytes: lim.map(|l| l.1),
+                    limit_usage_bytes: lim.map(|l| l.0 .0),
+                }
+            })
+            .collect()
+    }
+
+    /// Every PSS_EVERY_S, the members of the PSS_GROUPS largest groups get
+    /// their Pss read (at most PSS_MAX_READS in a round): RSS counts a
+    /// pool's shared copy-on-write pages once per member; Pss splits them.
+    fn want_pss(&mut self, found: &[groups::Group], t_now: f64) {
+        if t_now - self.last_pss_round < PSS_EVERY_S {
+            return;
+        }
+        self.last_pss_round = t_now;
+        let mut n = 0;
+        for g in found.iter().take(PSS_GROUPS) {
+            for pid in &g.all {
+                if n >= PSS_MAX_READS {
+                    return;
+                }
+                if let Some(tr) = self.procs.get(pid) {
+                    self.pss_wanted.push(Req {
+                        pid: *pid,
+                        start_ns: tr.start_ns,
+                        what: Want::Pss,
+                    });
+                    n += 1;
+                }
+            }
+        }
+    }
+
+    /// A group's Pss: the sum of its members', when every member's was
+    /// read within the last two rounds.
+    fn group_pss(&self, g: &groups::Group, t_now: f64) -> Option<u64> {
+        let mut sum = 0;
+        for pid in &g.all {
+            let (at, b) = self.procs.get(pid)?.pss?;
+            if t_now - at > 2.5 * PSS_EVERY_S {
+                return None;
+            }
+            sum += b;
+        }
+        Some(sum)
+    }
+
+    /// The limiting memcgs read this sample: (memcg id of processes, the
+    /// path of the memcg that limits it, limit, usage). Memcgs not read
+    /// this sample are forgotten; at most MAX_MEMCGS are followed.
+    pub fn record_memcgs(&mut self, t: f64, read: &[(u64, String, u64, u64)]) {
+        let mut of_id: Vec<(u64, &str)> = Vec::with_capacity(read.len());
+        self.memcg_limit_of.clear();
+        for (id, path, limit, usage) in read {
+            if !self.memcgs.contains_key(path) && self.memcgs.len() >= MAX_MEMCGS {
+                continue;
+            }
+            of_id.push((*id, path));
+            self.memcg_limit_of.insert(*id, *limit);
+            let m = self.memcgs.entry(path.clone()).or_insert_with(|| MemcgTrack {
+                limit: *limit,
+                hist: Default::default(),
+                seen: f64::NEG_INFINITY,
+            });
+            m.limit = *limit;
+            if m.seen != t {
+                m.seen = t;
+                m.hist.push(t, *usage as f64);
+                m.hist.trim_before(t - HISTORY_S);
+            }
+        }
+        // Kept a while after its processes are gone: an OOM that emptied
+        // it is assembled seconds later.
+        self.memcgs.retain(|_, m| t - m.seen <= LINGER_S);
+        // Each memcg's state once, not once per process.
+        let mut pts = Vec::new();
+        let mut by_path: FastMap<&str, (u64, f64)> = FastMap::default();
+        self.memcg_now.clear();
+        for (id, path) in of_id {
+            let st = *by_path.entry(path).or_insert_with(|| {
+                pts.clear();
+                if let Some(m) = self.memcgs.get(path) {
+                    m.hist.points(t - self.params.short_window_s, &mut pts);
+                }
+                (pts.last().map_or(0, |p| p.1 as u64), trend::slope(&pts))
+            });
+            self.memcg_now.insert(id, st);
+        }
+    }
+
+    /// For processes in memcg `id`: the limiting memcg's usage and its
+    /// growth over the short window (bytes/s), as of the last sample.
+    pub fn memcg_state(&self, id: u64) -> Option<(u64, f64)> {
+        self.memcg_now.get(&id).copied()
+    }
+
+    /// A memcg's limit and usage as (unix ms, bytes) between two
+    /// CLOCK_MONOTONIC times in seconds, by its path.
+    pub fn memcg_history(&self, path: &str, from: f64, to: f64) -> Option<(u64, Vec<(u64, u64)>)> {
+        let m = self.memcgs.get(path)?;
+        let mut pts = Vec::new();
+        m.hist.points(from, &mut pts);
+        Some((
+            m.limit,
+            pts.into_iter()
+                .filter(|p| p.0 <= to)
+                .map(|(t, v)| (self.to_ms(t), v as u64))
+                .collect(),
+        ))
+    }
+
+    /// The group (pool) that `pid` is in, if any, from the last sample.
+    pub fn group_of(&self, pid: u32) -> Option<&GroupRow> {
+        self.groups
+            .iter()
+            .find(|g| g.leader_pid == pid || g.pids.contains(&pid))
+    }
+
+    /// Every live process as the trigger rule sees it, with its cgroup
+    /// (path, and memcg id: 0 when unknown).
+    pub fn subjects(&self) -> impl Iterator<Item = (crate::evidence::Subject, &str, u64)> {
+        self.procs.values().filter(|tr| tr.visible).map(|tr| {
+            (
+                crate::evidence::Subject {
+                    pid: tr.pid,
+                    rss_bytes: tr.resident(),
+                    growth_bytes_per_sec: tr.growth_short,
+                    trend: tr.trend,
+                    memcg: self.memcg_state(tr.memcg_id),
+                },
+                tr.cgroup.as_str(),
+                tr.memcg_id,
+            )
+        })
+    }
+
+    /// The full row of a live process.
+    pub fn row(&self, pid: u32) -> Option<ProcessRow> {
+        self.procs.get(&pid).map(Tracked::row)
+    }
+
+    /// When the live process `pid` started (CLOCK_MONOTONIC ns).
+    pub fn start_ns(&self, pid: u32) -> Option<u64> {
+        self.procs.get(&pid).map(|t| t.start_ns)
+    }
+
+    fn to_ms(&self, t: f64) -> u64 {
+        (self.wall_offset_ms + t * 1000.0).max(0.0) as u64
+    }
+
+    /// The process `pid` (the one that started at `start_ns` if given and
+    /// known; a reused pid is another process), alive or recently exited.
+    fn find(&self, pid: u32, start_ns: Option<u64>) -> Option<&Tracked> {
+        let all = || {
+            self.procs
+                .get(&pid)
+                .into_iter()
+                .chain(self.gone.iter().rev().filter(move |g| g.pid == pid))
+        };
+        if let Some(s) = start_ns {
+            if let Some(t) = all().find(|t| t.start_ns == s) {
+                return Some(t);
+            }
+        }
+        all().next()
+    }
+
+    /// What we know about `pid`, alive or recently exited, for an incident.
+    pub fn snapshot(&self, pid: u32) -> Option<crate::model::incident::ProcSnapshot> {
+        self.snapshot_of(pid, None)
+    }
+
+    pub fn snapshot_of(
+        &self,
+        pid: u32,
+        start_ns: Option<u64>,
+    ) -> Option<crate::model::incident::ProcSnapshot> {
+        let tr = self.find(pid, start_ns)?;
+        let mut pts = Vec::new();
+        tr.points(f64::NEG_INFINITY, &mut pts);
+        Some(crate::model::incident::ProcSnapshot {
+            comm: tr.comm.clone(),
+            cmdline: tr.cmdline(),
+            cgroup: tr.cgroup.clone(),
+            history: pts.iter().map(|&(t, rss)| (self.to_ms(t), rss as u64)).collect(),
+            birth_ms: tr.birth.map(|(t, b)| (self.to_ms(t), b)),
+            group: self.group_of(pid).map(|g| crate::model::incident::GroupInfo {
+                kind: "pool",
+                leader_pid: g.leader_pid,
+                comm: g.comm.clone(),
+                members: g.members,
+                rss_bytes: g.rss_bytes,
+                pss_bytes: g.pss_bytes,
+                growth_bytes_per_sec_long: g.growth_bytes_per_sec_long,
+                trend: g.trend,
+            }),
+            exited: tr.exit_exact,
+        })
+    }
+
+    /// Processes in `scope` whose threads spent time in reclaim during the
+    /// last `window_s` seconds, with that time in ms, largest first.
+    pub fn reclaimers(&self, scope: Option<&str>, window_s: f64, at: Option<f64>) -> Vec<(u32, String, f64)> {
+        let Some(now) = self.last_t else { return Vec::new() };
+        // The window ends at the first sample after `at` (the counters are
+        // read once per sample), or now; the incident is often finished
+        // seconds after the OOM, when newer reclaim is not its own.
+        let at = at.unwrap_or(now);
+        let mut v: Vec<(u32, String, f64)> = self
+            .procs
+            .values()
+            .chain(self.gone.iter())
+            .filter(|tr| in_scope(scope, &tr.cgroup))
+            .filter_map(|tr| {
+                let h = &tr.reclaim_hist;
+                // The counter as the sample just after `at` read it (the
+                // history holds changes only).
+                let last = h.iter().rev().find(|x| x.0 <= at + RECLAIM_AFTER_S)?.1;
+                let before = h
+                    .iter()
+                    .rev()
+                    .find(|x| x.0 < at - window_s)
+                    .map(|x| x.1)
+                    .unwrap_or(h.front()?.1);
+                let ms = last.saturating_sub(before) as f64 / 1e6;
+                (ms > 0.0).then(|| (tr.pid, tr.comm.clone(), ms))
+            })
+            .collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+
+    /// The top grower for an OOM verdict (docs/verdict.md): among the
+    /// processes in cgroup `scope` or below that were alive at the kill
+    /// (those that exited before it hold nothing), the ones still growing
+    /// at the kill (RSS up at least END_MIN in the last END_S seconds) come
+    /// first; among them, the largest rise in the `window_s` seconds before
+    /// the kill wins. Rises count births, samples and, for the victim, its
+    /// RSS at the kill: `victim` = (pid, CLOCK_MONOTONIC seconds of the
+    /// kill, RSS bytes). Without a victim the window ends now.
+    pub fn top_grower(
+        &self,
+        scope: Option<&str>,
+        window_s: f64,
+        victim: Option<(u32, f64, u64)>,
+    ) -> Option<Grower> {
+        self.top_growers(scope, window_s, victim, 1)
+            .into_iter()
+            .next()
+            .map(|g| g.0)
+    }
+
+    /// The `n` first processes by the verdict's order (see top_grower),
+    /// each with its RSS over the window as (unix ms, bytes).
+    pub fn top_growers(
+        &self,
+        scope: Option<&str>,
+        window_s: f64,
+        victim: Option<(u32, f64, u64)>,
+        n: usize,
+    ) -> Vec<(Grower, Vec<(u64, u64)>)> {
+        let Some(kill_t) = victim.map(|v| v.1).or(self.last_t) else {
+            return Vec::new();
+        };
+        let from = kill_t - window_s;
+        let mut buf = Vec::new();
+        // (still growing at the kill, the grower, its series)
+        type Ranked = (bool, Grower, Vec<(u64, u64)>);
+        let mut all: Vec<Ranked> = Vec::new();
+        for tr in self.procs.values().chain(self.gone.iter()) {
+            let is_victim = victim.is_some_and(|v| v.0 == tr.pid);
+            if !is_victim {
+                if !in_scope(scope, &tr.cgroup) {
+                    continue;
+                }
+                // An exact exit before the kill, or a process found gone
+                // by a sample more than the slack before it.
+                let slack = if tr.exit_exact { 0.0 } else { EXIT_SLACK_S };
+                if tr.exited_at.is_some_and(|e| e < kill_t - slack) {
+                    continue;
+                }
+                // Born after the kill: in a burst of OOMs, the next
+                // process is known by the time this verdict is made.
+                if tr.start_ns != 0 && tr.start_ns as f64 / 1e9 > kill_t {
+                    continue;
+                }
+            }
+            tr.points(from, &mut buf);
+            buf.retain(|p| p.0 <= kill_t + EXIT_SLACK_S);
+            if let Some((_, t, b)) = victim.filter(|_| is_victim) {
+                // Its samples after the kill see it torn down.
+                buf.retain(|p| p.0 < t);
+                buf.push((t, b as f64));
+            }
+            let (rise, lo, hi) = largest_rise(&buf);
+            if rise <= 0.0 {
+                continue;
+            }
+            let end = buf.last().map_or(0.0, |p| p.1);
+            let end_min = buf
+                .iter()
+                .filter(|p| p.0 >= kill_t - END_S)
+                .map(|p| p.1)
+                .fold(f64::INFINITY, f64::min);
+            let growing = end - end_min >= END_MIN;
+            let g = Grower {
+                attribution: tr.attribution(),
+                pid: tr.pid,
+                comm: tr.comm.clone(),
+                growth_bytes: rise as u64,
+                from_bytes: lo as u64,
+                to_bytes: hi as u64,
+                window_s,
+                growing_at_kill: growing,
+            };
+            let hist = buf.iter().map(|(t, v)| (self.to_ms(*t), *v as u64)).collect();
+            all.push((growing, g, hist));
+        }
+        // Still growing at the kill first, then the largest rise.
+        all.sort_by(|a, b| {
+            (b.0, b.1.growth_bytes)
+                .cmp(&(a.0, a.1.growth_bytes))
+                .then(a.1.pid.cmp(&b.1.pid))
+        });
+        all.into_iter().take(n).map(|(_, g, h)| (g, h)).collect()
+    }
+
+    /// RSS history of `pid` as (unix ms, bytes), for an evidence bundle.
+    pub fn timeline(&self, pid: u32) -> Vec<(u64, u64)> {
+        self.snapshot(pid).map(|s| s.history).unwrap_or_default()
+    }
+}
+
+/// The largest rise in a series: (rise, the low before it, the high).
+pub fn largest_rise(pts: &[(f64, f64)]) -> (f64, f64, f64) {
+    let mut min = f64::INFINITY;
+    let mut best = (0.0, 0.0, 0.0);
+    for &(_, v) in pts {
+        if v < min {
+            min = v;
+        }
+        if v - min > best.0 {
+            best = (v - min, min, v);
+        }
+    }
+    best
+}
+
+fn cgroup_of(tr: &Tracked, names: &mut dyn Names) -> (String, u8) {
+    if let Some(p) = names.cgroup_of(tr.memcg_id) {
+        return (p, names.version());
+    }
+    tr.meta
+        .as_ref()
+        .map(|m| (m.cgroup.clone(), m.cgroup_version))
+        .unwrap_or_default()
+}
+
+/// A process the kernel reported unchanged: the same values one more time.
+fn keep(tr: &mut Tracked, t: f64, dt: Option<f64>) {
+    if dt.is_some() {
+        (tr.faults_per_sec, tr.forks_per_sec, tr.reclaim_ms_per_sec) = (0.0, 0.0, 0.0);
+    }
+    tr.history.push(t, tr.resident() as f64);
+    tr.history.trim_before(t - HISTORY_S);
+}
+
+fn update(tr: &mut Tracked, p: &ProcSample, t: f64, dt: Option<f64>, hooks_path: bool) {
+    tr.ppid = p.ppid;
+    tr.set_comm(&p.comm);
+    tr.threads = p.threads;
+    tr.oom_score_adj = p.oom_score_adj;
+    if p.memcg_id != 0 || !hooks_path {
+        tr.memcg_id = p.memcg_id;
+    }
+    if p.exec_id != tr.exec_id || tr.birth.is_none() {
+        tr.birth = p.birth.map(|(ns, b)| (ns as f64 / 1e9, b));
+        if p.exec_id != tr.exec_id {
+            // A new image: its peak is its own from now on.
+            tr.peak = 0;
+        }
+    }
+    tr.exec_id = p.exec_id;
+    if !p.no_mm {
+        tr.rss = p.rss;
+    }
+    tr.from_kernel = !hooks_path || p.rss.iter().any(|v| *v != 0);
+    tr.peak = tr.peak.max(p.hiwater_bytes).max(tr.resident());
+    if let (Some(dt), Some((f, k, r))) = (dt, tr.counts) {
+        tr.faults_per_sec = p.faults.saturating_sub(f) as f64 / dt;
+        tr.forks_per_sec = p.forks.saturating_sub(k) as f64 / dt;
+        tr.reclaim_ms_per_sec = p.reclaim_ns.saturating_sub(r) as f64 / 1e6 / dt;
+    }
+    tr.counts = Some((p.faults, p.forks, p.reclaim_ns));
+    if tr.reclaim_hist.back().is_none_or(|h| h.1 != p.reclaim_ns) {
+        tr.reclaim_hist.push_back((t, p.reclaim_ns));
+        if tr.reclaim_hist.len() > 16 {
+            tr.reclaim_hist.pop_front();
+        }
+    }
+    tr.history.push(t, tr.resident() as f64);
+    tr.history.trim_before(t - HISTORY_S);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct FakeNames(HashMap<u64, String>);
+    impl Names for FakeNames {
+        fn cgroup_of(&mut self, id: u64) -> Option<String> {
+            self.0.get(&id).cloned()
+        }
+        fn learn(&mut self, _: &str, _: &[u8]) {}
+        fn version(&self) -> u8 {
+            1
+        }
+    }
+
+    fn proc(pid: u32, start: u64, anon: u64) -> ProcSample {
+        ProcSample {
+            tgid: pid,
+            ppid: 1,
+            start_ns: start,
+            comm: *b"x\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            threads: 1,
+            rss: [0, anon, 0, 0],
+            hiwater_bytes: 0,
+            total_vm_bytes: 0,
+            faults: 0,
+            maj_faults: 0,
+            memcg_id: 7,
+            exec_id: 1,
+            forks: 0,
+            reclaim_ns: 0,
+            birth: None,
+            oom_score_adj: 0,
+            no_mm: false,
+            unchanged: false,
+        }
+    }
+
+    fn tick(
+        tr: &mut Tracker,
+        names: &mut FakeNames,
+        t: f64,
+        procs: &[ProcSample],
+        exits: &[ExitSample],
+    ) -> (Sample, Vec<Req>) {
+        tr.tick(
+            TickInput {
+                t,
+                ts_ms: (t * 1000.0) as u64,
+                procs,
+                exits,
+                status: KernelStatus::default(),
+                hooks_path: false,
+                rows: None,
+                pids: &[],
+                flagged: &[],
+            },
+            names,
+        )
+    }
+
+    #[test]
+    fn rates_trend_and_metadata_requests() {
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        let mut last = None;
+        let mut asked = 0;
+        for i in 0..12u64 {
+            let mut p = proc(10, 100, MIB + 32 * MIB * i);
+            p.faults = 100 * i;
+            let (s, req) = tick(&mut tr, &mut names, i as f64, &[p, proc(11, 100, 5 * MIB)], &[]);
+            asked += req.len();
+            if i == 9 {
+                assert_eq!(asked, 2, "metadata is asked once per process");
+            }
+            last = Some(s);
+        }
+        assert_eq!(asked, 4, "an unanswered request is asked again after 10 s");
+        let s = last.unwrap();
+        let grow = s.processes.iter().find(|p| p.pid == 10).unwrap();
+        assert_eq!(grow.trend, Trend::Growing);
+        assert!((grow.growth_bytes_per_sec - 32.0 * MIB as f64).abs() < 1.0);
+        assert!((grow.faults_per_sec - 100.0).abs() < 1e-9);
+        assert_eq!(grow.cgroup, "/app", "named by its memcg id");
+        let idle = s.processes.iter().find(|p| p.pid == 11).unwrap();
+        assert_eq!(idle.trend, Trend::Stable);
+        assert_eq!(s.processes[0].pid, 10, "sorted by growth");
+    }
+
+    #[test]
+    fn metadata_is_read_again_after_exec_or_a_cgroup_move() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        let p = proc(10, 100, MIB);
+        let (_, req) = tick(&mut tr, &mut names, 0.0, std::slice::from_ref(&p), &[]);
+        assert_eq!(req.len(), 1);
+        tr.apply_meta(
+            vec![Answer {
+                req: req[0],
+                result: Ok(Reply::Meta(Meta {
+                    cmdline: "sh -c x".into(),
+                    ..Default::default()
+                })),
+            }],
+            &mut names,
+        );
+        let (s, req) = tick(&mut tr, &mut names, 1.0, std::slice::from_ref(&p), &[]);
+        assert!(req.is_empty());
+        assert_eq!(s.processes[0].cmdline, "sh -c x");
+        let mut moved = p.clone();
+        moved.memcg_id = 8;
+        moved.exec_id = 2;
+        let (_, req) = tick(&mut tr, &mut names, 2.0, &[moved], &[]);
+        assert_eq!(req.len(), 1, "an exec or a move asks again");
+    }
+
+    #[test]
+    fn a_comm_that_is_not_utf8_is_still_a_process() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        let mut p = proc(10, 100, MIB);
+        p.comm = *b"\x1b]52;\xff\x07\0\0\0\0\0\0\0\0\0";
+        let (s, _) = tick(&mut tr, &mut names, 0.0, &[p], &[]);
+        assert_eq!(s.processes.len(), 1);
+        assert_eq!(s.processes[0].comm, "\u{1b}]52;\u{fffd}\u{7}");
+    }
+
+    #[test]
+    fn a_dead_grower_is_still_known_to_the_oom_verdict() {
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        for i in 0..6u64 {
+            tick(
+                &mut tr,
+                &mut names,
+                i as f64 * 0.5,
+                &[proc(10, 100, (i + 1) * 20 * MIB)],
+                &[],
+            );
+        }
+        let (s, _) = tick(&mut tr, &mut names, 3.0, &[], &[]);
+        assert!(s.processes.is_empty(), "not shown once gone");
+        let snap = tr.snapshot(10).expect("still known after it died");
+        assert_eq!(snap.history.len(), 6);
+        // The victim's RSS at the kill counts too.
+        let g = tr.top_grower(None, 60.0, Some((10, 3.1, 128 * MIB))).unwrap();
+        assert_eq!((g.pid, g.growth_bytes), (10, 108 * MIB));
+        tick(&mut tr, &mut names, 3.0 + LINGER_S + 1.0, &[], &[]);
+        assert!(tr.snapshot(10).is_none(), "forgotten after the linger time");
+    }
+
+    #[test]
+    fn reclaim_around_an_oom_counts_even_when_the_incident_closes_late() {
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        let mut p = proc(5, 5, 8 * MIB);
+        for i in 0..40 {
+            let t = i as f64 * 0.5;
+            // 12 ms in reclaim between the samples at 4.5 s and 5.0 s.
+            p.reclaim_ns = if t >= 5.0 { 12_000_000 } else { 0 };
+            tick(&mut tr, &mut names, t, &[p.clone()], &[]);
+        }
+        // Asked 15 s after an OOM at 4.8 s: the reclaim is its own.
+        let r = tr.reclaimers(Some("/app"), 3.0, Some(4.8));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!((r[0].2 - 12.0).abs() < 1e-9, "{r:?}");
+        // Not that of an OOM now, long after.
+        assert!(tr.reclaimers(Some("/app"), 3.0, None).is_empty());
+        // Nor of one before it started.
+        assert!(tr.reclaimers(Some("/app"), 3.0, Some(1.0)).is_empty());
+    }
+
+    #[test]
+    fn a_life_between_two_samples_is_a_grower_with_its_cmdline() {
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        tick(&mut tr, &mut names, 0.0, &[proc(1, 1, 6 * MIB)], &[]);
+        let e = ExitSample {
+            tgid: 50,
+            ppid: 1,
+            comm: *b"stress-ng-bighe\0",
+            exit_ns: 900_000_000,
+            start_ns: 400_000_000,
+            birth: Some((400_000_000, 6 * MIB)),
+            peak_bytes: Some(509 * MIB),
+            memcg_id: 7,
+            exit_code: 9,
+            oom_victim: true,
+            args: b"stress-ng-bigheap [run]     \0".to_vec(),
+        };
+        tick(&mut tr, &mut names, 1.0, &[proc(1, 1, 6 * MIB)], &[e]);
+        // It was the OOM victim, killed at 0.9 s.
+        let g = tr
+            .top_grower(Some("/app"), 60.0, Some((50, 0.9, 509 * MIB)))
+            .unwrap();
+        assert_eq!((g.pid, g.growth_bytes), (50, 503 * MIB));
+        // For a kill after it exited, it is not a candidate.
+        assert!(tr
+            .top_grower(Some("/app"), 60.0, Some((1, 1.0, 6 * MIB)))
+            .is_none());
+        let snap = tr.snapshot(50).unwrap();
+        assert_eq!(snap.cmdline, "stress-ng-bigheap [run]");
+        assert_eq!(snap.cgroup, "/app");
+    }
+
+    #[test]
+    fn a_step_that_stopped_loses_to_a_process_still_growing_at_the_kill() {
+        // The innocent sibling: born 9 s before the OOM, 150 MiB at once,
+        // then flat. The grower: 16 MiB/s until the kill.
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        for i in 0..10u64 {
+            let mut big = proc(20, 5, 150 * MIB);
+            big.birth = Some((0, 0));
+            let grow = proc(21, 6, (i.saturating_sub(3)) * 16 * MIB);
+            tick(&mut tr, &mut names, i as f64, &[big, grow], &[]);
+        }
+        let g = tr
+            .top_grower(Some("/app"), 60.0, Some((20, 9.5, 150 * MIB)))
+            .unwrap();
+        assert_eq!(g.pid, 21, "{g:?}");
+        assert!(g.growing_at_kill);
+        // An earlier victim that exited before this kill is not a candidate.
+        let e = ExitSample {
+            tgid: 30,
+            ppid: 1,
+            comm: [0; 16],
+            exit_ns: 8_000_000_000,
+            start_ns: 7_000_000_000,
+            birth: Some((7_000_000_000, 0)),
+            peak_bytes: Some(500 * MIB),
+            memcg_id: 7,
+            exit_code: 9,
+            oom_victim: true,
+            args: vec![],
+        };
+        tick(&mut tr, &mut names, 10.0, &[proc(21, 6, 110 * MIB)], &[e]);
+        let g = tr
+            .top_grower(Some("/app"), 60.0, Some((21, 10.2, 112 * MIB)))
+            .unwrap();
+        assert_eq!(g.pid, 21, "the process killed earlier holds nothing: {g:?}");
+    }
+
+    #[test]
+    fn reused_pid_starts_over() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        for i in 0..5u64 {
+            tick(
+                &mut tr,
+                &mut names,
+                i as f64,
+                &[proc(10, 100, (i + 1) * 100 * MIB)],
+                &[],
+            );
+        }
+        let (s, req) = tick(&mut tr, &mut names, 5.0, &[proc(10, 999, MIB)], &[]);
+        assert_eq!(req.len(), 1, "the new process's metadata is asked");
+        assert_eq!(s.processes[0].growth_bytes_per_sec, 0.0, "history was reset");
+    }
+}

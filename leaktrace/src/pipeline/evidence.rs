@@ -1,0 +1,328 @@
+//! Evidence in the pipeline: the sampling thread decides (triggers and
+//! suspects, pure and fast), and a worker thread does the slow part
+//! (stacks, symbolization, /proc copies, the bundle on disk,
+//! --exec-on-trigger), so that a slow disk or a huge binary never delays a
+//! sample or the OOM ring.
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{
+        mpsc::{Receiver, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    evidence::{self, bundle, exec, symbolize, EvidenceEvent, RateLimit, Trigger, TriggerArgs},
+    fmt::now_ms,
+    host::cgroup::Cgroups,
+    kernel::stacks::Stacks,
+    model::{sample::ProcessRow, tracker::Tracker},
+    outdir::OutDir,
+    sinks::{Event, Fanout},
+};
+
+/// How long a trigger waits for a new suspect's stacks to be sampled.
+const STACK_WAIT: Duration = Duration::from_secs(1);
+/// Most suspects sampled at once.
+const MAX_SUSPECTS: usize = crate::limits::SUSPECTS_MAX;
+
+/// One bundle to write.
+pub struct Job {
+    pub ts_ms: u64,
+    pub row: ProcessRow,
+    /// When the process started (CLOCK_MONOTONIC ns): --exec-on-trigger
+    /// runs only against this process, not a later one with its pid.
+    pub start_ns: u64,
+    pub trigger: Trigger,
+    pub limit: u64,
+    pub limit_source: String,
+}
+
+/// pid -> its latest bundle and when it was written. An incident links a
+/// bundle only if it is recent, so a reused pid never gets an old one.
+pub type Bundles = Arc<Mutex<HashMap<u32, (String, Instant)>>>;
+
+/// The decisions, on the sampling thread.
+pub struct Triggers {
+    pub args: TriggerArgs,
+    rate: RateLimit,
+    /// When each current suspect became one.
+    sampled_since: HashMap<u32, Instant>,
+    /// Bundles that could not be queued (the worker is behind).
+    pub jobs_dropped: u64,
+    /// Is there a stack sampler at all? Without one, triggers do not wait.
+    pub stacks_live: bool,
+    /// The memcgs with a limit seen in the last decision: (id, limit).
+    pub limited: Vec<(u64, u64)>,
+    /// Processes that crossed a trigger in the last FLAGGED_FOR: every
+    /// output lists them, whatever its --top.
+    flagged: HashMap<u32, Instant>,
+}
+
+/// How long a process that crossed a trigger stays listed.
+const FLAGGED_FOR: Duration = Duration::from_secs(60);
+/// Most processes listed for a trigger at once.
+const MAX_FLAGGED: usize = 256;
+
+impl Triggers {
+    pub fn new(args: TriggerArgs, stacks_live: bool) -> Self {
+        Self {
+            args,
+            rate: RateLimit::default(),
+            sampled_since: HashMap::new(),
+            jobs_dropped: 0,
+            stacks_live,
+            limited: Vec::new(),
+            flagged: HashMap::new(),
+        }
+    }
+
+    /// The processes that crossed a trigger recently.
+    pub fn flagged(&self) -> impl Iterator<Item = u32> + '_ {
+        self.flagged.keys().copied()
+    }
+
+    /// The triggers that fire now (sent to `jobs`), and the suspects whose
+    /// faults should be sampled (tgid -> 1 in N). Runs over every live
+    /// process, with the tracker locked: light per-process data only, a
+    /// full row only for a process whose trigger fires.
+    pub fn decide(
+        &mut self,
+        tracker: &Tracker,
+        cgroups: &mut Cgroups,
+        jobs: &SyncSender<Job>,
+    ) -> HashMap<u32, u32> {
+        let psi = crate::host::facts::psi_full_avg10();
+        let mem_total = crate::host::facts::meminfo_kb("MemTotal").unwrap_or(0) * 1024;
+        let top = tracker
+            .subjects()
+            .filter(|(s, _, _)| s.growth_bytes_per_sec > 0.0)
+            .max_by(|a, b| a.0.growth_bytes_per_sec.total_cmp(&b.0.growth_bytes_per_sec))
+            .map(|(s, _, _)| s.pid);
+        let mut suspects: Vec<(f64, u32)> = Vec::new();
+        let now = Instant::now();
+        // Limits per cgroup, looked up once per tick (and cached for 10 s
+        // by Cgroups): most of a host's processes share a few cgroups.
+        let mut by_id: crate::fmt::FastMap<u64, Option<u64>> = Default::default();
+        let mut by_path: crate::fmt::FastMap<&str, Option<u64>> = Default::default();
+        for (subj, cgroup, memcg_id) in tracker.subjects() {
+            let limit = if memcg_id != 0 {
+                *by_id
+                    .entry(memcg_id)
+                    .or_insert_with(|| cgroups.limit_by_id(memcg_id))
+            } else {
+                *by_path.entry(cgroup).or_insert_with(|| cgroups.limit(cgroup))
+            };
+            let (limit, src) = match limit {
+                Some(l) => (l, None),
+                None => (mem_total, Some("MemTotal")),
+            };
+            if evidence::is_suspect(&subj, limit, &self.args) {
+                suspects.push((subj.growth_bytes_per_sec, subj.pid));
+            }
+            if !evidence::may_trigger(&subj, limit, &self.args, psi, top == Some(subj.pid)) {
+                continue;
+            }
+            let src = src.map_or_else(|| format!("the memcg limit of {cgroup}"), str::to_string);
+            let Some(t) = evidence::check(&subj, limit, &src, &self.args, psi, top == Some(subj.pid)) else {
+                continue;
+            };
+            if self.flagged.len() < MAX_FLAGGED || self.flagged.contains_key(&subj.pid) {
+                self.flagged.insert(subj.pid, now);
+            }
+            // Give a fresh suspect's stacks a moment to be sampled, unless
+            // it is at its threshold already (it may be killed any moment)
+            // or was named.
+            let since = *self.sampled_since.entry(subj.pid).or_insert(now);
+            let urgent = t.reason == "rss-pct" || t.reason == "pid";
+            if self.stacks_live && !urgent && now.duration_since(since) < STACK_WAIT {
+                suspects.push((f64::MAX, subj.pid));
+                continue;
+            }
+            if !self
+                .rate
+                .allow(subj.pid, self.args.cooldown, self.args.max_bundles_per_hour, now)
+            {
+                continue;
+            }
+            let (Some(row), Some(start_ns)) = (tracker.row(subj.pid), tracker.start_ns(subj.pid)) else {
+                continue;
+            };
+            let job = Job {
+                ts_ms: now_ms(),
+                row,
+                start_ns,
+                trigger: t,
+                limit,
+                limit_source: src,
+            };
+            if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
+                self.jobs_dropped += 1;
+                crate::limits::EVIDENCE_JOBS.hit();
+            }
+        }
+        self.limited = by_id.iter().filter_map(|(id, l)| Some((*id, (*l)?))).collect();
+        self.flagged.retain(|_, t| now.duration_since(*t) < FLAGGED_FOR);
+        let current: HashSet<u32> = suspects.iter().map(|s| s.1).collect();
+        self.sampled_since.retain(|pid, _| current.contains(pid));
+        for pid in &current {
+            self.sampled_since.entry(*pid).or_insert(now);
+        }
+        suspects.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if current.len() > MAX_SUSPECTS {
+            crate::limits::SUSPECTS.hit();
+        }
+        suspects
+            .into_iter()
+            .take(MAX_SUSPECTS)
+            .map(|(_, pid)| (pid, self.args.stack_period.max(1)))
+            .collect()
+    }
+}
+
+/// What the bundle worker needs.
+pub struct Worker {
+    pub args: TriggerArgs,
+    pub dir: Option<PathBuf>,
+    pub exec: Option<Vec<String>>,
+    pub max_evidence_bytes: Option<u64>,
+    pub stacks: Option<Arc<Mutex<Stacks>>>,
+    pub stack_mode: &'static str,
+    pub tracker: Arc<Mutex<Tracker>>,
+    pub bundles: Bundles,
+    pub fanout: Arc<Fanout>,
+}
+
+impl Worker {
+    pub fn run(self, jobs: Receiver<Job>) {
+        let mut root: Option<Arc<OutDir>> = None;
+        for job in jobs {
+            let ev = self.one(&job, &mut root);
+            self.fanout.send(Event::Evidence(Arc::new(ev)));
+        }
+    }
+
+    /// The output directory's handle, opened again (and vetted again) if
+    /// the directory was removed.
+    fn root(&self, held: &mut Option<Arc<OutDir>>) -> anyhow::Result<Option<Arc<OutDir>>> {
+        let Some(path) = &self.dir else { return Ok(None) };
+        if held.as_ref().is_none_or(|d| d.is_deleted()) {
+            *held = Some(Arc::new(OutDir::open(path)?));
+        }
+        Ok(held.clone())
+    }
+
+    fn one(&self, job: &Job, held: &mut Option<Arc<OutDir>>) -> EvidenceEvent {
+        let row = &job.row;
+        let mut ev = EvidenceEvent {
+            kind: "evidence",
+            ts_ms: job.ts_ms,
+            pid: row.pid,
+            comm: row.comm.clone(),
+            reason: job.trigger.reason,
+            detail: job.trigger.detail.clone(),
+            dir: None,
+            error: None,
+        };
+        let root = match self.root(held) {
+            Ok(Some(r)) => r,
+            Ok(None) => return ev,
+            Err(e) => {
+                log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
+                ev.error = Some(format!("{e:#}"));
+                return ev;
+            }
+        };
+        // Held from before the bundle is written: the command runs only if
+        // this very process is still alive then.
+        let target = self
+            .exec
+            .as_ref()
+            .and_then(|_| exec::Target::open(row.pid, job.start_ns));
+        let stacks = match &self.stacks {
+            Some(s) => {
+                let samples = s.lock().map(|s| s.collect(row.pid)).unwrap_or_default();
+                symbolize::render(
+                    row.pid,
+                    &row.comm,
+                    self.args.stack_period,
+                    crate::fmt::page_size(),
+                    &samples,
+                    20,
+                )
+            }
+            None => format!("# stack sampling unavailable ({})\n", self.stack_mode),
+        };
+        let timeline = self
+            .tracker
+            .lock()
+            .map(|t| t.timeline(row.pid))
+            .unwrap_or_default();
+        let input = bundle::BundleInput {
+            root: &root,
+            ts_ms: job.ts_ms,
+            row,
+            trigger: &job.trigger,
+            limit: job.limit,
+            limit_source: &job.limit_source,
+            args: &self.args,
+            timeline,
+            stacks,
+        };
+        match bundle::write_bundle(&input) {
+            Ok((d, handle)) => {
+                let ds = d.to_string_lossy().into_owned();
+                if let Ok(mut b) = self.bundles.lock() {
+                    b.insert(row.pid, (ds.clone(), Instant::now()));
+                    if b.len() > 4096 {
+                        b.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(1800));
+                    }
+                }
+                if let Some(argv) = &self.exec {
+                    let job = exec::ExecJob {
+                        argv: exec::substitute(argv, row.pid, &row.comm, &d),
+                        bundle: handle,
+                        bundle_path: d.clone(),
+                        pid: row.pid,
+                        comm: row.comm.clone(),
+                        reason: job.trigger.reason,
+                        target,
+                        need_target: true,
+                        env: exec::place_env(&row.cgroup, &row.attribution),
+                        timeout: self.args.exec_timeout,
+                        delay: test_exec_delay(),
+                    };
+                    let (root, budget) = (root.clone(), self.max_evidence_bytes);
+                    // The command's output counts against the budget too.
+                    std::thread::spawn(move || {
+                        exec::run_exec(job);
+                        if let Some(m) = budget {
+                            bundle::enforce_budget(&root, m);
+                        }
+                    });
+                }
+                if let Some(m) = self.max_evidence_bytes {
+                    bundle::enforce_budget(&root, m);
+                }
+                ev.dir = Some(ds);
+            }
+            Err(e) => {
+                log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
+                ev.error = Some(format!("{e:#}"));
+            }
+        }
+        ev
+    }
+}
+
+/// Tests widen the window between the bundle and the command to reuse a
+/// pid inside it (tests/tests/security.rs).
+fn test_exec_delay() -> Duration {
+    std::env::var("LEAKTRACE_TEST_EXEC_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default()
+}

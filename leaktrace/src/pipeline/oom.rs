@@ -1,0 +1,129 @@
+//! The OOM thread: drains the two OOM rings as soon as they are readable,
+//! assembles incidents and hands them to the sinks. It does nothing else,
+//! so a stuck sink, a slow disk or a long sampling pass cannot make the
+//! rings overflow. What it needs from the model (the victim's history, the
+//! top grower) it reads under a short lock.
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use super::{evidence::Bundles, sampling::Shared};
+use crate::{
+    fmt::monotonic_ns,
+    host::facts,
+    kernel::oom_ring::OomRings,
+    model::{
+        incident::{Assembler, Grower, OomContext, ProcSnapshot},
+        tracker::Tracker,
+    },
+    sinks::{Event, Fanout},
+};
+
+/// The model as the assembler sees it.
+struct View<'a>(&'a Mutex<Tracker>);
+
+impl OomContext for View<'_> {
+    fn snapshot(&self, pid: u32, start_ns: Option<u64>) -> Option<ProcSnapshot> {
+        self.0.lock().ok()?.snapshot_of(pid, start_ns)
+    }
+    fn top_grower(
+        &self,
+        scope: Option<&str>,
+        window_s: f64,
+        victim: Option<(u32, f64, u64)>,
+    ) -> Option<Grower> {
+        self.0.lock().ok()?.top_grower(scope, window_s, victim)
+    }
+    fn top_growers(
+        &self,
+        scope: Option<&str>,
+        window_s: f64,
+        victim: Option<(u32, f64, u64)>,
+        n: usize,
+    ) -> Vec<(Grower, Vec<(u64, u64)>)> {
+        self.0
+            .lock()
+            .map(|t| t.top_growers(scope, window_s, victim, n))
+            .unwrap_or_default()
+    }
+    fn memcg_history(&self, path: &str, from_s: f64, to_s: f64) -> Option<(u64, Vec<(u64, u64)>)> {
+        self.0.lock().ok()?.memcg_history(path, from_s, to_s)
+    }
+    fn reclaimers(&self, scope: Option<&str>, window_s: f64, at_ns: Option<u64>) -> Vec<(u32, String, f64)> {
+        self.0
+            .lock()
+            .map(|t| t.reclaimers(scope, window_s, at_ns.map(|n| n as f64 / 1e9)))
+            .unwrap_or_default()
+    }
+    fn mono_to_unix_ms(&self, ns: u64) -> u64 {
+        crate::fmt::mono_to_unix_ms(ns)
+    }
+    fn page_size(&self) -> u64 {
+        crate::fmt::page_size()
+    }
+    fn psi(&self) -> Option<(u64, u64, u64)> {
+        facts::psi_totals().map(|(s, f)| (s, f, monotonic_ns()))
+    }
+    fn host(&self) -> Option<facts::Facts> {
+        Some(facts::read())
+    }
+}
+
+pub struct OomThread {
+    pub rings: OomRings,
+    pub tracker: Arc<Mutex<Tracker>>,
+    pub bundles: Bundles,
+    pub fanout: Arc<Fanout>,
+    pub shared: Arc<Shared>,
+    pub stop: Arc<AtomicBool>,
+    /// The sampling interval: a victim's exit record reaches the model at
+    /// the next sample.
+    pub interval: Duration,
+}
+
+impl OomThread {
+    pub fn run(mut self) {
+        let mut asm = Assembler::new();
+        asm.after_exit_ns = asm
+            .after_exit_ns
+            .max((self.interval + Duration::from_millis(500)).as_nanos() as u64);
+        let mut recs = Vec::new();
+        let fds = self.rings.raw_fds();
+        let view = View(&self.tracker);
+        loop {
+            let stopping = self.stop.load(Ordering::Relaxed);
+            let mut p = fds.map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            if !stopping {
+                // SAFETY: two valid pollfds; 100 ms timeout.
+                unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 100) };
+            }
+            self.rings.drain(&mut recs);
+            let lost = self.shared.oom_lost.load(Ordering::Relaxed);
+            for r in recs.drain(..) {
+                asm.handle(r, &view, lost);
+            }
+            // At shutdown, whatever is pending is closed as it stands.
+            let now = if stopping { u64::MAX / 2 } else { monotonic_ns() };
+            for mut inc in asm.poll(now, &view, lost) {
+                inc.evidence_dir = inc.victim.as_ref().and_then(|v| {
+                    let b = self.bundles.lock().ok()?;
+                    b.get(&v.pid)
+                        .filter(|(_, t)| t.elapsed() < Duration::from_secs(1800))
+                        .map(|(d, _)| d.clone())
+                });
+                self.fanout.send(Event::Incident(Arc::new(inc)));
+            }
+            if stopping {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The sampling thread: once per interval it reads every process from the
+//! kernel (one task-iterator pass, or the hooks' maps), takes the exit
+//! records and /proc answers that arrived meanwhile, updates the model,
+//! decides triggers and suspects, and hands the sample to the sinks. It
+//! never reads /proc itself and never writes anything but to queues, so
+//! nothing outside the kernel can make it late.
+use std::{
+    collections::HashMap,
+    os::fd::RawFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::SyncSender,
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use super::evidence::{Job, Triggers};
+use crate::{
+    fmt::{monotonic_ns, now_ms},
+    host::{cgroup::Cgroups, meta::MetaPool},
+    kernel::{counters::CountersMap, exits::ExitsReader, stacks::Stacks, ProcSample, Sampler},
+    model::{
+        sample::KernelStatus,
+        tracker::{Names, TickInput, Tracker},
+    },
+    sinks::{Event, Fanout},
+};
+
+impl Names for Cgroups {
+    fn cgroup_of(&mut self, memcg_id: u64) -> Option<String> {
+        self.path_of(memcg_id)
+    }
+    fn learn(&mut self, path: &str, raw: &[u8]) {
+        Cgroups::learn(self, path, raw)
+    }
+    fn version(&self) -> u8 {
+        Cgroups::version(self)
+    }
+}
+
+/// Most exit records held between two samples (a fork storm).
+const MAX_EXITS: usize = crate::limits::EXITS_PER_SAMPLE_MAX;
+
+/// Counters the OOM thread reads (it does not own the counters map).
+#[derive(Default)]
+pub struct Shared {
+    pub oom_lost: AtomicU64,
+}
+
+pub struct Sampling {
+    pub sampler: Box<dyn Sampler>,
+    pub exits: Option<ExitsReader>,
+    pub counters: CountersMap,
+    pub stacks: Option<Arc<Mutex<Stacks>>>,
+    pub tracker: Arc<Mutex<Tracker>>,
+    pub triggers: Triggers,
+    pub jobs: SyncSender<Job>,
+    pub fanout: Arc<Fanout>,
+    pub shared: Arc<Shared>,
+    pub stop: Arc<AtomicBool>,
+    pub interval: Duration,
+    /// Rows the sinks need: the fastest growers up to this many (None: all),
+    /// and these pids.
+    pub rows: Option<usize>,
+    pub pids: Vec<u32>,
+    pub debug_map_pids: bool,
+    pub deadline: Option<Instant>,
+}
+
+/// Waits on `fd` for at most `timeout`; true if it became readable.
+fn wait_readable(fd: Option<RawFd>, timeout: Duration) -> bool {
+    let Some(fd) = fd else {
+        std::thread::sleep(timeout);
+        return false;
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the given number of ms.
+    unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(1000) as i32) > 0 }
+}
+
+/// What the loop keeps between ticks.
+struct State {
+    meta: MetaPool,
+    cgroups: Cgroups,
+    procs: Vec<ProcSample>,
+    exits: Vec<crate::kernel::exits::ExitSample>,
+    exits_dropped: u64,
+    ticks: u64,
+}
+
+impl Sampling {
+    pub fn run(mut self) {
+        let mut st = State {
+            meta: MetaPool::new(),
+            cgroups: Cgroups::detect(),
+            procs: Vec::with_capacity(4096),
+            exits: Vec::new(),
+            exits_dropped: 0,
+            ticks: 0,
+        };
+        let mut next = Instant::now();
+        while self.wait_until(next, &mut st) {
+            next += self.interval;
+            let now = Instant::now();
+            if next < now {
+                next = now + self.interval;
+            }
+            if !self.tick(&mut st) {
+                break;
+            }
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Keeps the exit ring drained until `next`; false if asked to stop.
+    fn wait_until(&mut self, next: Instant, st: &mut State) -> bool {
+        let exits_fd = self.exits.as_ref().map(|e| e.raw_fd());
+        loop {
+            if let Some(e) = self.exits.as_mut() {
+                st.exits_dropped += e.drain(&mut st.exits, MAX_EXITS);
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= next {
+                return true;
+            }
+            wait_readable(exits_fd, (next - now).min(Duration::from_millis(100)));
+        }
+    }
+
+    /// One sample: read the kernel, update the model, decide, send.
+    /// False if the model is unusable (a poisoned lock).
+    fn tick(&mut self, st: &mut State) -> bool {
+        st.ticks += 1;
+        let t0 = Instant::now();
+        let stats = match self.sampler.sample(&mut st.procs) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("sampling failed: {e:#}");
+                return true;
+            }
+        };
+        let status = self.status(&stats, st);
+        let mut answers = Vec::new();
+        st.meta.take_answers(&mut answers);
+        // Rows for the pids asked for, and for those that crossed a
+        // trigger (listed whatever --top says).
+        let flagged: Vec<u32> = self.triggers.flagged().collect();
+        let (sample, requests, want, t_tick) = {
+            let Ok(mut tr) = self.tracker.lock() else {
+                return false;
+            };
+            tr.apply_meta(answers, &mut st.cgroups);
+            let (sample, requests) = tr.tick(
+                TickInput {
+                    t: monotonic_ns() as f64 / 1e9,
+                    ts_ms: now_ms(),
+                    procs: &st.procs,
+                    exits: &st.exits,
+                    status,
+                    hooks_path: self.sampler.name() == "hooks",
+                    rows: self.rows,
+                    pids: &self.pids,
+                    flagged: &flagged,
+                },
+                &mut st.cgroups,
+            );
+            let t_tick = t0.elapsed();
+            if tr.resync {
+                self.sampler.resync();
+            }
+            let want = self.triggers.decide(&tr, &mut st.cgroups, &self.jobs);
+            (sample, requests, want, t_tick)
+        };
+        st.exits.clear();
+        for r in requests {
+            st.meta.request(r);
+        }
+        self.follow_memcgs(st);
+        let t_trig = t0.elapsed();
+        self.housekeeping(&want, st);
+        self.fanout.send(Event::Sample(Arc::new(sample)));
+        if std::env::var_os("LEAKTRACE_MEMDBG").is_some() {
+            eprintln!(
+                "tick: pass {:.1} ms, model {:.1} ms, triggers {:.1} ms, total {:.1} ms",
+                stats.pass_ms,
+                t_tick.as_secs_f64() * 1e3 - stats.pass_ms,
+                (t_trig - t_tick).as_secs_f64() * 1e3,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        true
+    }
+
+    /// The usage of the memcgs that limit tracked processes (cgroupfs
+    /// files, at most MAX_MEMCGS), for time-to-limit and the incidents.
+    fn follow_memcgs(&mut self, st: &mut State) {
+        let t = monotonic_ns() as f64 / 1e9;
+        let mut read: Vec<(u64, String, u64, u64)> = Vec::new();
+        let mut by_path: crate::fmt::FastMap<String, (u64, u64)> = Default::default();
+        for (id, _) in &self.triggers.limited {
+            let Some((path, limit, usage)) = st.cgroups.binding_usage(*id) else {
+                continue;
+            };
+            by_path.entry(path.clone()).or_insert((limit, usage));
+            read.push((*id, path, limit, usage));
+            if by_path.len() >= crate::model::tracker::MAX_MEMCGS {
+                break;
+            }
+        }
+        if let Ok(mut tr) = self.tracker.lock() {
+            tr.record_memcgs(t, &read);
+        }
+    }
+
+    /// The data path's health for this sample.
+    fn status(&mut self, stats: &crate::kernel::SampleStats, st: &State) -> KernelStatus {
+        let counters = self.counters.read();
+        self.shared
+            .oom_lost
+            .store(counters.oom_lost + counters.oom_crit_lost, Ordering::Relaxed);
+        KernelStatus {
+            data_path: self.sampler.name(),
+            pass_ms: stats.pass_ms,
+            sampler_errors: stats.errors,
+            counters,
+            exits_dropped: st.exits_dropped,
+            meta: st.meta.stats,
+            stacks: self.stacks.as_ref().and_then(|s| s.lock().ok().map(|s| s.stats)),
+            sink_drops: self.fanout.drops(),
+            map_pids: self.debug_map_pids.then(|| self.sampler.map_keys()),
+            limits_hit: crate::limits::hits(),
+            ..Default::default()
+        }
+    }
+
+    /// Suspects' perf events follow `want`; every 10 ticks the stacks and
+    /// /proc requests of processes that are gone are forgotten (every live
+    /// process counts, not only the rows the outputs show).
+    fn housekeeping(&mut self, want: &HashMap<u32, u32>, st: &mut State) {
+        let prune = st.ticks.is_multiple_of(10);
+        let alive: HashMap<u32, u64> = if prune {
+            st.procs.iter().map(|p| (p.tgid, p.start_ns)).collect()
+        } else {
+            HashMap::new()
+        };
+        if let Some(s) = &self.stacks {
+            if let Ok(mut s) = s.lock() {
+                s.set_suspects(want);
+                if prune {
+                    s.forget_except(&|pid| alive.contains_key(&pid));
+                }
+            }
+        }
+        if prune {
+            st.meta.forget(|r| {
+                // An unchanged-record carries no start time: keep those.
+                alive.get(&r.pid).is_some_and(|s| *s == r.start_ns || *s == 0)
+            });
+        }
+    }
+}

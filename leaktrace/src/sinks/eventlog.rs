@@ -1,0 +1,329 @@
+//! `leaktrace record`: the event log. Lines go to DIR/events.jsonl, which
+//! rotates by size (events.jsonl.1, .2, ...) and keeps at most N files. A
+//! write error (full disk, removed directory) is reported on stderr, the
+//! line is counted as dropped, and the next write tries again: the tracer
+//! never stops for it.
+use std::{
+    fs,
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{Event, Flow, Sink};
+use crate::{model::sample::GroupRow, model::trend::Trend, outdir::OutDir};
+
+const NAME: &str = "events.jsonl";
+
+pub struct EventLog {
+    path: PathBuf,
+    dir: Option<OutDir>,
+    max_file_bytes: u64,
+    max_files: usize,
+    file: Option<fs::File>,
+    size: u64,
+    pub dropped_lines: u64,
+    /// Torn last lines (a write cut by SIGKILL or a full disk) ended with
+    /// a newline on reopen, so the next line starts on a line of its own.
+    pub repaired_tails: u64,
+    last_error: Option<String>,
+}
+
+impl EventLog {
+    /// Opens (creates) DIR/events.jsonl for appending. DIR is vetted like
+    /// every output directory (outdir.rs): refused if it is a symlink, not
+    /// ours, or writable by others.
+    pub fn open(dir: &Path, max_file_bytes: u64, max_files: usize) -> Result<Self> {
+        let d = OutDir::open(dir)?;
+        crate::limits::EVENT_LOG_BYTES.set_bound(max_file_bytes.saturating_mul(max_files.max(1) as u64));
+        let mut log = Self {
+            path: dir.to_path_buf(),
+            dir: Some(d),
+            max_file_bytes,
+            max_files: max_files.max(1),
+            file: None,
+            size: 0,
+            dropped_lines: 0,
+            repaired_tails: 0,
+            last_error: None,
+        };
+        log.reopen()?;
+        Ok(log)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.path.join(NAME)
+    }
+
+    /// The directory handle, opened again from the path if the directory
+    /// was removed (writing resumes when it is back).
+    fn dir(&mut self) -> std::io::Result<&OutDir> {
+        if self.dir.as_ref().is_none_or(|d| d.is_deleted()) {
+            self.dir = None;
+            self.file = None;
+            let d = OutDir::open(&self.path).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            self.dir = Some(d);
+        }
+        Ok(self.dir.as_ref().expect("set above"))
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let mut f = self.dir()?.create(NAME, true)?;
+        self.size = f.metadata()?.len();
+        if self.size > 0 && !ends_with_newline(&self.dir()?.open_rw(NAME)?)? {
+            // The last run was killed in the middle of a line: end it, so
+            // that only that line is lost, not also the next.
+            f.write_all(b"\n")?;
+            self.size += 1;
+            self.repaired_tails += 1;
+        }
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// events.jsonl -> .1 -> .2 ...; the oldest beyond max_files goes.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let max = self.max_files;
+        let d = self.dir()?;
+        let name = |i: usize| {
+            if i == 0 {
+                NAME.to_string()
+            } else {
+                format!("{NAME}.{i}")
+            }
+        };
+        if d.unlink(&name(max - 1)).is_ok() && max > 1 {
+            crate::limits::EVENT_LOG_BYTES.hit();
+        }
+        for i in (0..max - 1).rev() {
+            let _ = d.rename(&name(i), d, &name(i + 1));
+        }
+        if max == 1 {
+            crate::limits::EVENT_LOG_BYTES.hit();
+        }
+        self.reopen()
+    }
+
+    /// Appends one line. Never fails: errors are reported and counted.
+    pub fn write_line(&mut self, line: &str) {
+        let res = (|| -> std::io::Result<()> {
+            // Reopen if the file was removed or rotated away underneath us
+            // (an unlinked file would swallow the lines).
+            if self.file.is_none() || !self.dir()?.exists(NAME) {
+                self.reopen()?;
+            }
+            if self.size > 0 && self.size + line.len() as u64 + 1 > self.max_file_bytes {
+                self.rotate()?;
+            }
+            let Some(f) = self.file.as_mut() else {
+                return Err(std::io::Error::other("event log not open"));
+            };
+            // One write per line; on failure cut the file back so that a
+            // partial line never glues onto the next one.
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+            if let Err(e) = f.write_all(&buf) {
+                let _ = f.set_len(self.size);
+                return Err(e);
+            }
+            self.size += buf.len() as u64;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                if let Some(e) = self.last_error.take() {
+                    eprintln!(
+                        "leaktrace record: writing {} works again (after: {e}; {} line(s) dropped so far)",
+                        self.path().display(),
+                        self.dropped_lines
+                    );
+                }
+            }
+            Err(e) => {
+                self.dropped_lines += 1;
+                self.file = None;
+                let msg = e.to_string();
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    eprintln!(
+                        "leaktrace record: cannot write {}: {msg}; still tracing, {} line(s) dropped so far",
+                        self.path().display(),
+                        self.dropped_lines
+                    );
+                    self.last_error = Some(msg);
+                }
+            }
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.sync_data();
+        }
+    }
+}
+
+fn ends_with_newline(f: &fs::File) -> std::io::Result<bool> {
+    let mut f = f;
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
+}
+
+/// `record`'s sink: the status line, evidence events, incidents (and
+/// their stall lines), and every `summary_every` seconds a compact summary
+/// of the top growers.
+pub struct EventLogSink {
+    pub log: EventLog,
+    pub summary_every: f64,
+    last_summary: Option<std::time::Instant>,
+}
+
+impl EventLogSink {
+    pub fn new(log: EventLog, summary_every: f64) -> Self {
+        Self {
+            log,
+            summary_every,
+            last_summary: None,
+        }
+    }
+}
+
+/// The compact periodic line of `record`.
+#[derive(Serialize)]
+struct SummaryLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts_ms: u64,
+    processes: Vec<SummaryRow<'a>>,
+    groups: &'a [GroupRow],
+    cgroups: &'a [crate::model::sample::CgroupRow],
+    kernel: &'a crate::model::sample::KernelStatus,
+    dropped_lines: u64,
+}
+
+#[derive(Serialize)]
+struct SummaryRow<'a> {
+    pid: u32,
+    comm: &'a str,
+    cgroup: &'a str,
+    rss_bytes: u64,
+    growth_bytes_per_sec: f64,
+    growth_bytes_per_sec_long: f64,
+    trend: Trend,
+}
+
+impl Sink for EventLogSink {
+    fn name(&self) -> &'static str {
+        "event-log"
+    }
+
+    fn handle(&mut self, ev: &Event) -> Result<Flow> {
+        match ev {
+            Event::Status(s) => self.log.write_line(&crate::fmt::json_line(s.as_ref())?),
+            Event::Evidence(e) => self.log.write_line(&crate::fmt::json_line(e.as_ref())?),
+            Event::Incident(i) => {
+                self.log.write_line(&crate::fmt::json_line(i.as_ref())?);
+                if let Some(l) = i.stall_line() {
+                    self.log.write_line(&crate::fmt::json_line(&l)?);
+                }
+                // An incident is the line that must survive a crash.
+                self.log.flush();
+            }
+            Event::Sample(s) => {
+                if self
+                    .last_summary
+                    .is_none_or(|t| t.elapsed().as_secs_f64() >= self.summary_every)
+                {
+                    self.last_summary = Some(std::time::Instant::now());
+                    let line = SummaryLine {
+                        kind: "summary",
+                        ts_ms: s.ts_ms,
+                        processes: s
+                            .processes
+                            .iter()
+                            .take(10)
+                            .map(|p| SummaryRow {
+                                pid: p.pid,
+                                comm: &p.comm,
+                                cgroup: &p.cgroup,
+                                rss_bytes: p.rss_bytes,
+                                growth_bytes_per_sec: p.growth_bytes_per_sec,
+                                growth_bytes_per_sec_long: p.growth_bytes_per_sec_long,
+                                trend: p.trend,
+                            })
+                            .collect(),
+                        groups: &s.groups[..s.groups.len().min(5)],
+                        cgroups: &s.cgroups[..s.cgroups.len().min(5)],
+                        kernel: &s.kernel,
+                        dropped_lines: self.log.dropped_lines,
+                    };
+                    self.log.write_line(&crate::fmt::json_line(&line)?);
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self) {
+        self.log.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_and_caps_the_files() {
+        let dir = std::env::temp_dir().join(format!("lt-log-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut log = EventLog::open(&dir, 1000, 3).unwrap();
+        let line = "x".repeat(99);
+        for _ in 0..100 {
+            log.write_line(&line);
+        }
+        let files: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
+        assert_eq!(files.len(), 3, "{files:?}");
+        let total: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+        assert!(total <= 3 * 1000, "{total}");
+        assert_eq!(log.dropped_lines, 0);
+        // The directory is removed: it is made again and nothing is lost.
+        fs::remove_dir_all(&dir).unwrap();
+        log.write_line("again");
+        assert_eq!(log.dropped_lines, 0);
+        assert_eq!(fs::read_to_string(dir.join("events.jsonl")).unwrap(), "again\n");
+        // It cannot be made (a file is in the way): lines are dropped and
+        // counted, then writing resumes when it can.
+        fs::remove_dir_all(&dir).unwrap();
+        fs::write(&dir, b"in the way").unwrap();
+        log.write_line("lost");
+        assert_eq!(log.dropped_lines, 1);
+        fs::remove_file(&dir).unwrap();
+        log.write_line("back");
+        assert_eq!(fs::read_to_string(dir.join("events.jsonl")).unwrap(), "back\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ended_on_reopen() {
+        let dir = std::env::temp_dir().join(format!("lt-log-torn-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("events.jsonl"), "{\"a\":1}\n{\"b\":").unwrap();
+        let mut log = EventLog::open(&dir, 1 << 20, 2).unwrap();
+        assert_eq!(log.repaired_tails, 1);
+        log.write_line("{\"c\":3}");
+        let text = fs::read_to_string(dir.join("events.jsonl")).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"b\":\n{\"c\":3}\n");
+        // A clean file is left as it is.
+        drop(log);
+        let log = EventLog::open(&dir, 1 << 20, 2).unwrap();
+        assert_eq!(log.repaired_tails, 0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,339 @@
+//! Where results go: the live view, JSON lines, the plain-text table, the
+//! event log of `record`, the metrics endpoint. Each is a [`Sink`] on its
+//! own thread behind two bounded queues: incidents and evidence on a
+//! priority lane, samples on another. A sink that falls behind (a stuck
+//! pipe, a slow disk) loses events, which are counted and shown in every
+//! sample; it never holds up tracing, the OOM ring or the other sinks.
+pub mod eventlog;
+pub mod exec_oom;
+pub mod json;
+pub mod metrics;
+pub mod text;
+pub mod tui;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use crate::{
+    evidence::EvidenceEvent,
+    kernel::loader::{Capability, ProbeResult},
+    model::{incident::Incident, sample::Sample},
+};
+
+/// The first line of `--json` and of events.jsonl: what is live and why.
+#[derive(Debug, Serialize)]
+pub struct StatusLine {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub ts_ms: u64,
+    pub version: &'static str,
+    pub ebpf_toolchain: &'static str,
+    /// "iterator" or "hooks", and why.
+    pub data_path: &'static str,
+    pub data_path_why: String,
+    pub hooks: Vec<ProbeResult>,
+    pub capabilities: Vec<Capability>,
+    pub notes: Vec<String>,
+    pub oom_score_adj: OomScoreAdj,
+    /// The bounds leaktrace enforces on itself (docs/security.md).
+    pub limits: Vec<crate::limits::Bound>,
+}
+
+/// What leaktrace asked for its own oom_score_adj and what it got.
+#[derive(Debug, Serialize)]
+pub struct OomScoreAdj {
+    pub requested: i32,
+    pub effective: Option<i32>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Status(Arc<StatusLine>),
+    Sample(Arc<Sample>),
+    Evidence(Arc<EvidenceEvent>),
+    Incident(Arc<Incident>),
+}
+
+impl Event {
+    fn priority(&self) -> bool {
+        !matches!(self, Event::Sample(_))
+    }
+}
+
+/// Keep going, or stop leaktrace (stdout was closed, the user pressed q).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+pub trait Sink: Send {
+    fn name(&self) -> &'static str;
+    fn handle(&mut self, ev: &Event) -> anyhow::Result<Flow>;
+    /// Called once when leaktrace stops, after the last event.
+    fn finish(&mut self) {}
+}
+
+/// Samples queued per sink; incidents and evidence have their own queue.
+pub const QUEUE: usize = crate::limits::SINK_QUEUE_LEN;
+pub const PRIORITY_QUEUE: usize = crate::limits::PRIORITY_QUEUE_LEN;
+
+struct Handle {
+    name: &'static str,
+    tx: SyncSender<Event>,
+    prio: SyncSender<Event>,
+    dropped: Arc<AtomicU64>,
+    thread: JoinHandle<()>,
+}
+
+/// Sends every event to every sink, never blocking. A sink that asks
+/// leaktrace to stop sets the `stop` flag given to `new`.
+pub struct Fanout {
+    sinks: std::sync::Mutex<Vec<Handle>>,
+}
+
+impl Fanout {
+    pub fn new(sinks: Vec<Box<dyn Sink>>, stop: Arc<AtomicBool>) -> Self {
+        let handles = sinks
+            .into_iter()
+            .map(|mut s| {
+                let (tx, rx) = mpsc::sync_channel(QUEUE);
+                let (prio, prio_rx) = mpsc::sync_channel(PRIORITY_QUEUE);
+                let stop = stop.clone();
+                let name = s.name();
+                let thread = std::thread::Builder::new()
+                    .name(format!("lt-sink-{name}"))
+                    .spawn(move || run_sink(s.as_mut(), rx, prio_rx, &stop))
+                    .expect("spawning a sink thread");
+                Handle {
+                    name,
+                    tx,
+                    prio,
+                    dropped: Arc::new(AtomicU64::new(0)),
+                    thread,
+                }
+            })
+            .collect();
+        Self {
+            sinks: std::sync::Mutex::new(handles),
+        }
+    }
+
+    pub fn send(&self, ev: Event) {
+        let Ok(sinks) = self.sinks.lock() else { return };
+        for h in sinks.iter() {
+            let q = if ev.priority() { &h.prio } else { &h.tx };
+            match q.try_send(ev.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    h.dropped.fetch_add(1, Ordering::Relaxed);
+                    if ev.priority() {
+                        crate::limits::PRIORITY_QUEUE.hit();
+                    } else {
+                        crate::limits::SINK_QUEUE.hit();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Events each sink dropped so far.
+    pub fn drops(&self) -> Vec<(String, u64)> {
+        let Ok(sinks) = self.sinks.lock() else {
+            return Vec::new();
+        };
+        sinks
+            .iter()
+            .map(|h| (h.name.to_string(), h.dropped.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Closes the queues and waits for the sinks to write what they have,
+    /// until `deadline`; a sink stuck in a write is left behind.
+    /// Later sends are dropped silently.
+    pub fn shutdown(&self, deadline: Instant) {
+        let handles = match self.sinks.lock() {
+            Ok(mut s) => std::mem::take(&mut *s),
+            Err(_) => return,
+        };
+        let mut threads = Vec::new();
+        for h in handles {
+            drop(h.tx);
+            drop(h.prio);
+            threads.push((h.name, h.thread));
+        }
+        for (name, t) in threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!("sink {name} did not finish in time (stuck writing?); leaving it behind");
+            }
+        }
+    }
+}
+
+fn run_sink(s: &mut dyn Sink, rx: Receiver<Event>, prio: Receiver<Event>, stop: &AtomicBool) {
+    let mut open = true;
+    loop {
+        // The priority lane first, always.
+        while let Ok(ev) = prio.try_recv() {
+            if deliver(s, &ev, stop) {
+                open = false;
+            }
+        }
+        if !open {
+            break;
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ev) => {
+                if deliver(s, &ev, stop) {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                while let Ok(ev) = prio.try_recv() {
+                    deliver(s, &ev, stop);
+                }
+                break;
+            }
+        }
+    }
+    s.finish();
+}
+
+/// Hands one event to the sink; true if the sink is done for good.
+fn deliver(s: &mut dyn Sink, ev: &Event, stop: &AtomicBool) -> bool {
+    match s.handle(ev) {
+        Ok(Flow::Continue) => false,
+        Ok(Flow::Stop) => {
+            stop.store(true, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            log::warn!("{}: {e:#}", s.name());
+            false
+        }
+    }
+}
+
+/// Which processes an output shows: --pid, --top, --all.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    pub pids: Vec<u32>,
+    /// At most this many processes and groups; None = all.
+    pub top: Option<usize>,
+}
+
+impl View {
+    /// The rows of `s` this view shows: the chosen pids, or the top N by
+    /// growth (the sample is sorted by growth) and every flagged process
+    /// (one that crossed a trigger lately).
+    pub fn rows<'a>(&self, s: &'a Sample) -> Vec<&'a crate::model::sample::ProcessRow> {
+        let it = s
+            .processes
+            .iter()
+            .filter(|p| self.pids.is_empty() || self.pids.contains(&p.pid));
+        match self.top {
+            Some(n) => it
+                .enumerate()
+                .filter(|(i, p)| *i < n || p.flagged)
+                .map(|x| x.1)
+                .collect(),
+            None => it.collect(),
+        }
+    }
+
+    pub fn groups<'a>(&self, s: &'a Sample) -> Vec<&'a crate::model::sample::GroupRow> {
+        let it = s
+            .groups
+            .iter()
+            .filter(|g| self.pids.is_empty() || g.pids.iter().any(|p| self.pids.contains(p)));
+        match self.top {
+            Some(n) => it.take(n).collect(),
+            None => it.collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A sink that never returns from its first write (a consumer that
+    /// never reads), and one that records what it got.
+    struct Stuck;
+    impl Sink for Stuck {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+        fn handle(&mut self, _: &Event) -> anyhow::Result<Flow> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(Flow::Continue)
+        }
+    }
+    struct Rec(Arc<Mutex<Vec<&'static str>>>);
+    impl Sink for Rec {
+        fn name(&self) -> &'static str {
+            "rec"
+        }
+        fn handle(&mut self, ev: &Event) -> anyhow::Result<Flow> {
+            self.0.lock().unwrap().push(match ev {
+                Event::Sample(_) => "sample",
+                Event::Incident(_) => "incident",
+                _ => "other",
+            });
+            Ok(Flow::Continue)
+        }
+    }
+
+    fn sample() -> Event {
+        Event::Sample(Arc::new(Sample {
+            kind: "sample",
+            ts_ms: 0,
+            interval_s: 1.0,
+            processes_total: 0,
+            processes: vec![],
+            groups: vec![],
+            cgroups: vec![],
+            kernel: Default::default(),
+        }))
+    }
+
+    #[test]
+    fn a_stuck_sink_drops_and_counts_while_the_others_get_everything() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let f = Fanout::new(vec![Box::new(Stuck), Box::new(Rec(got.clone()))], stop);
+        for _ in 0..100 {
+            f.send(sample());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let drops = f.drops();
+        assert_eq!(drops[0].0, "stuck");
+        assert!(drops[0].1 >= 100 - QUEUE as u64 - 1, "{drops:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(got.lock().unwrap().len(), 100, "the other sink lost nothing");
+        assert_eq!(drops[1].1, 0);
+        let t = Instant::now();
+        f.shutdown(Instant::now() + Duration::from_millis(300));
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a stuck sink does not hold up shutdown"
+        );
+    }
+}
