@@ -407,6 +407,14 @@ fn report_probes(l: &Loaded, verbose: u8) {
             None if p.skipped.iter().any(|s| s.reason.starts_with("not attached")) => {
                 log::info!("hook {:<7} not attached on the {} path", p.job, l.data_path)
             }
+            // Refinements of what the report text already gives (this
+            // host's normal case): not worth a warning.
+            None if p.job == "oom-control" || p.job.starts_with("oom-lock") => {
+                log::info!(
+                    "hook {:<7} not available; the OOM report text is used instead",
+                    p.job
+                )
+            }
             None => log::warn!("hook {:<7} not available; leaktrace continues without it", p.job),
         }
         for s in &p.skipped {
