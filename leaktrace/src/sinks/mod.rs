@@ -30,11 +30,19 @@ use crate::{
 };
 
 /// The first line of `--json` and of events.jsonl: what is live and why.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StatusLine {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The version of the JSON contract ([`crate::schema::VERSION`]):
+    /// raised when a field changes meaning or goes away.
+    pub schema: u32,
     pub ts_ms: u64,
+    /// The host name, capped and decoded lossily.
+    pub host: String,
+    /// /proc/sys/kernel/random/boot_id: pids and monotonic timestamps are
+    /// only comparable within one boot.
+    pub boot_id: Option<String>,
     pub version: &'static str,
     pub ebpf_toolchain: &'static str,
     /// "iterator" or "hooks", and why.
@@ -49,7 +57,7 @@ pub struct StatusLine {
 }
 
 /// What leaktrace asked for its own oom_score_adj and what it got.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OomScoreAdj {
     pub requested: i32,
     pub effective: Option<i32>,
