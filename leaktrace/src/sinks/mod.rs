@@ -207,7 +207,15 @@ fn run_sink(s: &mut dyn Sink, rx: Receiver<Event>, prio: Receiver<Event>, stop: 
         }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => {
-                if deliver(s, &ev, stop) {
+                // What reached the priority lane while this thread waited
+                // goes first: the status line, sent before the first
+                // sample, must stay the first line (the JSON contract).
+                while let Ok(p) = prio.try_recv() {
+                    if deliver(s, &p, stop) {
+                        open = false;
+                    }
+                }
+                if !open || deliver(s, &ev, stop) {
                     break;
                 }
             }
@@ -320,6 +328,35 @@ mod tests {
             cgroups: vec![],
             kernel: Default::default(),
         }))
+    }
+
+    #[test]
+    fn a_priority_event_sent_first_is_written_first() {
+        // The sink thread is waiting on the sample lane when both arrive:
+        // the status line (priority) must still come out first.
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let f = Fanout::new(vec![Box::new(Rec(got.clone()))], stop);
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(20));
+            f.send(Event::Evidence(Arc::new(EvidenceEvent {
+                kind: "evidence",
+                ts_ms: 0,
+                pid: 1,
+                comm: String::new(),
+                reason: "pid",
+                detail: String::new(),
+                dir: None,
+                error: None,
+            })));
+            f.send(sample());
+        }
+        f.shutdown(Instant::now() + Duration::from_secs(2));
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 40);
+        for pair in got.chunks(2) {
+            assert_eq!(pair, ["other", "sample"], "{got:?}");
+        }
     }
 
     #[test]
