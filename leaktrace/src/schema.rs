@@ -50,6 +50,11 @@ pub const FILES: &[(&str, Option<&str>, &str)] = &[
         "events.jsonl: the periodic summary of the top growers (record).",
     ),
     (
+        "doctor",
+        Some("doctor"),
+        "leaktrace doctor --json: the checklist, the slow-console risk and the remedies.",
+    ),
+    (
         "bundle-meta",
         None,
         "meta.json of an evidence bundle: trigger, thresholds, the process and its place.",
@@ -107,6 +112,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
                 "oom_kill" => generate::<Incident>(stem, kind, about),
                 "oom_stall" => generate::<StallLine<'static>>(stem, kind, about),
                 "summary" => generate::<SummaryLine<'static>>(stem, kind, about),
+                "doctor" => generate::<crate::commands::doctor::Report>(stem, kind, about),
                 "bundle-meta" => generate::<Meta<'static>>(stem, kind, about),
                 _ => unreachable!("every file has a type"),
             };

@@ -42,7 +42,7 @@ fn checked_in_schemas_are_current() {
     assert!(st.success(), "leaktrace __schemas: {st}");
     let fresh = files(&out.0);
     let checked_in = files(&schema_dir());
-    assert!(fresh.len() >= 7, "{:?}", fresh.keys());
+    assert!(fresh.len() >= 8, "{:?}", fresh.keys());
     assert_eq!(
         fresh.keys().collect::<Vec<_>>(),
         checked_in.keys().collect::<Vec<_>>(),
@@ -277,4 +277,25 @@ fn text_header_has_an_rfc3339_timestamp() {
         };
         assert!(ok, "{ts} is not RFC 3339 UTC to the second");
     }
+}
+
+/// `doctor --json` is one line of its own type, checked like the others.
+#[test]
+fn doctor_json_validates() {
+    require_root();
+    let contract = Contract::load();
+    let o = Command::new(leaktrace_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(2)),
+        "doctor: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(contract.check_line("doctor --json", &v), "doctor");
 }
