@@ -8,6 +8,7 @@ mod limits;
 mod model;
 mod outdir;
 mod pipeline;
+mod schema;
 mod sinks;
 
 use std::process::ExitCode;
@@ -110,6 +111,10 @@ enum Cmd {
     /// resource limits (evidence/symbolize.rs). Not for people.
     #[command(name = "__symbolize", hide = true)]
     Symbolize,
+    /// Internal: writes the JSON schemas of every line type into DIR
+    /// (docs/schema/ is made this way; src/schema.rs).
+    #[command(name = "__schemas", hide = true)]
+    Schemas { dir: std::path::PathBuf },
 }
 
 /// Exit codes (also in `leaktrace --help` and docs/security.md).
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
         Cmd::Record(args) => commands::watch::record(args, cli.verbose).map(|()| 0),
         Cmd::Report(args) => commands::report::run(args).map(|()| 0),
         Cmd::Symbolize => Ok(evidence::symbolize::child_main()),
+        Cmd::Schemas { dir } => schema::write_all(&dir).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -331,20 +331,7 @@ fn num(v: &Value) -> String {
 }
 
 pub fn when(ms: u64) -> String {
-    // UTC, to the second, without a date-time crate.
-    let s = ms / 1000;
-    let (days, rem) = (s / 86400, s % 86400);
-    let (h, m, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    let (y, mo, d, h, m, sec) = crate::fmt::civil_utc(ms);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{sec:02} UTC")
 }
 

@@ -58,13 +58,18 @@ pub struct BundleInput<'a> {
     pub stacks: String,
 }
 
-#[derive(Serialize)]
-struct Meta<'a> {
+/// meta.json of a bundle.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Meta<'a> {
     ts_ms: u64,
     pid: u32,
     comm: &'a str,
     cmdline: &'a str,
     cgroup: &'a str,
+    /// unit, slice, runtime, container_id, pod_uid (null when they do not
+    /// apply; docs/attribution.md).
+    #[serde(flatten)]
+    attribution: &'a crate::host::attribution::Attribution,
     trigger: &'a Trigger,
     thresholds: Thresholds,
     limit_bytes: u64,
@@ -79,8 +84,8 @@ struct Meta<'a> {
     stack_period: u32,
 }
 
-#[derive(Serialize)]
-struct Thresholds {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Thresholds {
     rss_pct: f64,
     time_to_limit_s: f64,
     psi_full_pct: f64,
@@ -116,6 +121,7 @@ fn fill_bundle(b: &BundleInput, tmp: &OutDir) -> Result<()> {
         comm: &b.row.comm,
         cmdline: &b.row.cmdline,
         cgroup: &b.row.cgroup,
+        attribution: &b.row.attribution,
         trigger: b.trigger,
         thresholds: Thresholds {
             rss_pct: b.args.rss_pct,
@@ -276,6 +282,9 @@ mod tests {
         let meta: serde_json::Value =
             serde_json::from_slice(&fs::read(d.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["trigger"]["reason"], "pid");
+        for k in ["unit", "slice", "runtime", "container_id", "pod_uid"] {
+            assert!(meta.get(k).is_some(), "meta.json lacks {k}: {meta}");
+        }
         // A crash leaves a temp bundle; the next start removes it, and
         // only it.
         fs::create_dir(path.join("evidence/.tmp-2000-43-y")).unwrap();

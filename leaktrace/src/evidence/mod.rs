@@ -90,7 +90,7 @@ fn positive_secs(s: &str) -> Result<f64, String> {
 }
 
 /// Why a bundle was written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Trigger {
     /// "rss-pct", "time-to-limit", "psi", "pid"
     pub reason: &'static str,
@@ -195,7 +195,7 @@ pub fn is_suspect(row: &Subject, limit: u64, args: &TriggerArgs) -> bool {
         || (limit > 0 && row.rss_bytes as f64 * 100.0 / limit as f64 >= args.rss_pct / 2.0)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EvidenceEvent {
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -30,7 +30,7 @@ use super::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace.bpf.o"));
 pub const EBPF_TOOLCHAIN: &str = env!("LEAKTRACE_EBPF_TOOLCHAIN");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
     TpBtf,
@@ -404,7 +404,7 @@ pub static FLOOR_PROBES: &[ProbeSpec] = &[
 ];
 
 /// Which data path to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DataPath {
     /// The task iterator where the kernel has it, else the per-fault hooks.
@@ -426,13 +426,13 @@ pub struct LoadOptions {
     pub verbose: u8,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Skipped {
     pub program: &'static str,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProbeResult {
     pub job: &'static str,
     pub required: bool,
@@ -443,7 +443,7 @@ pub struct ProbeResult {
 }
 
 /// Kernel facilities leaktrace checks for and reports, besides the hooks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Capability {
     pub name: &'static str,
     pub available: bool,

@@ -380,7 +380,10 @@ fn hooks_line(l: &Loaded) -> String {
 fn status_line(l: &Loaded, adj: OomScoreAdj) -> StatusLine {
     StatusLine {
         kind: "status",
+        schema: crate::schema::VERSION,
         ts_ms: crate::fmt::now_ms(),
+        host: crate::host::hostname(),
+        boot_id: crate::host::boot_id(),
         version: env!("CARGO_PKG_VERSION"),
         ebpf_toolchain: loader::EBPF_TOOLCHAIN,
         data_path: l.data_path,

@@ -47,7 +47,7 @@ pub struct ProcSnapshot {
 }
 
 /// A pool (groups.rs): a parent and the children that run its image.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct GroupInfo {
     /// "pool".
     pub kind: &'static str,
@@ -64,7 +64,7 @@ pub struct GroupInfo {
 
 /// Another process in the OOM's scope that grew in the window, with its
 /// RSS over the window, for the report's chart.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GrowerSeries {
     pub pid: u32,
     pub comm: String,
@@ -73,7 +73,7 @@ pub struct GrowerSeries {
 }
 
 /// The OOM memcg's own usage over the window before the kill.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MemcgGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
@@ -81,7 +81,7 @@ pub struct MemcgGrowth {
     pub limit_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Grower {
     #[serde(flatten)]
     pub attribution: Attribution,
@@ -159,7 +159,7 @@ pub trait OomContext {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Invoker {
     /// From its cgroup, when leaktrace knew the process.
     #[serde(flatten)]
@@ -173,7 +173,7 @@ pub struct Invoker {
     pub order: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Victim {
     #[serde(flatten)]
     pub attribution: Attribution,
@@ -190,13 +190,13 @@ pub struct Victim {
     pub oom_score_adj: i32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Line {
     pub ts_ns: u64,
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CandidateOut {
     pub pid: u32,
     pub uid: Option<u32>,
@@ -212,21 +212,21 @@ pub struct CandidateOut {
     pub oom_score_adj: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Timings {
     pub to_kill: Option<f64>,
     pub to_exit: Option<f64>,
     pub to_reaped: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VictimGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
     pub secs: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StalledTask {
     pub pid: u32,
     pub comm: String,
@@ -237,7 +237,7 @@ pub struct StalledTask {
 }
 
 /// How long the OOM froze things, and why (seed 004).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Stall {
     /// From "invoked oom-killer" to the victim being marked.
     pub report_ms: Option<f64>,
@@ -269,7 +269,7 @@ pub struct Stall {
 /// takes about a millisecond even at 1 Mbit/s).
 pub const CONSOLE_GAP_FLOOR_NS: u64 = 100_000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Incident {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -391,7 +391,7 @@ fn oom_control_out(r: &Record, ctx: &dyn OomContext, page: u64) -> OomControl {
 }
 
 /// The separate line for a notable freeze.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StallLine<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
