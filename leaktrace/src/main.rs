@@ -110,6 +110,14 @@ enum Cmd {
     /// resource limits (evidence/symbolize.rs). Not for people.
     #[command(name = "__symbolize", hide = true)]
     Symbolize,
+    /// Internal: build-ids, file offsets and names of a process's stack
+    /// addresses, in a limited child (evidence/stackfiles.rs).
+    #[command(name = "__stackinfo", hide = true)]
+    StackInfo,
+    /// Internal: offline symbolization for `report --symbolize`, in a
+    /// limited child (evidence/stackfiles.rs).
+    #[command(name = "__symbolize-offline", hide = true)]
+    SymbolizeOffline,
 }
 
 /// Exit codes (also in `leaktrace --help` and docs/security.md).
@@ -169,6 +177,8 @@ fn main() -> ExitCode {
         Cmd::Record(args) => commands::watch::record(args, cli.verbose).map(|()| 0),
         Cmd::Report(args) => commands::report::run(args).map(|()| 0),
         Cmd::Symbolize => Ok(evidence::symbolize::child_main()),
+        Cmd::StackInfo => Ok(evidence::stackfiles::info_child_main()),
+        Cmd::SymbolizeOffline => Ok(evidence::stackfiles::offline_child_main()),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
