@@ -28,6 +28,16 @@ pub struct ReportArgs {
     /// --html it always is).
     #[arg(long)]
     pub text: bool,
+    /// Print the bundles' stacks symbolized on this machine from their
+    /// stacks.raw.json (build-ids and file offsets): for bundles recorded
+    /// on another machine. A binary is used only if its build-id matches;
+    /// DIR may also be one bundle. Nothing else is printed.
+    #[arg(long)]
+    pub symbolize: bool,
+    /// With --symbolize: also look for debug files under
+    /// DIR/.build-id/xx/yyyy.debug (repeatable; /usr/lib/debug always).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 /// Longest line `report` reads (an incident with a full task dump is about
@@ -1621,6 +1631,10 @@ fn loose_html(dir: &Path, loose: &[&Value]) -> String {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    if args.symbolize {
+        print!("{}", super::offline::symbolize_text(&args.dir, &args.debug_dirs)?);
+        return Ok(());
+    }
     let rec = load(&args.dir)?;
     if args.html.is_none() || args.text {
         print!("{}", render_text(&args.dir, &rec));

@@ -33,16 +33,25 @@ pub fn python_kind(pid: u32) -> Option<String> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     if let Some(b) = exe.as_ref().and_then(|e| e.file_name()).and_then(|b| b.to_str()) {
         if b.starts_with("python") {
-            return Some(format!("exe {}", crate::fmt::term(&b.chars().take(64).collect::<String>())));
+            return Some(format!(
+                "exe {}",
+                crate::fmt::term(&b.chars().take(64).collect::<String>())
+            ));
         }
     }
-    let (maps, _) = crate::host::procfs::read_capped(Path::new(&format!("/proc/{pid}/maps")), MAPS_CAP).ok()?;
+    let (maps, _) =
+        crate::host::procfs::read_capped(Path::new(&format!("/proc/{pid}/maps")), MAPS_CAP).ok()?;
     String::from_utf8_lossy(&maps)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter_map(|p| Path::new(p).file_name()?.to_str())
         .find(|b| b.starts_with("libpython"))
-        .map(|b| format!("maps {}", crate::fmt::term(&b.chars().take(64).collect::<String>())))
+        .map(|b| {
+            format!(
+                "maps {}",
+                crate::fmt::term(&b.chars().take(64).collect::<String>())
+            )
+        })
 }
 
 /// Where py-spy is: `--py-spy`, else the first `py-spy` in $PATH or the
@@ -211,7 +220,15 @@ pub fn python_stacks(pid: u32, detected_by: String, py_spy: Option<&Path>) -> (O
         }
     }
     let pid_s = pid.to_string();
-    match run_capped(&[&tool_s, "dump", "--pid", &pid_s], PY_TIMEOUT, PY_OUTPUT_CAP) {
+    let dump = || run_capped(&[&tool_s, "dump", "--pid", &pid_s], PY_TIMEOUT, PY_OUTPUT_CAP);
+    let mut res = dump();
+    // py-spy fails on an interpreter that is still starting up (it cannot
+    // find the version yet): one more try a moment later.
+    if res.as_ref().is_ok_and(|r| !r.success && !r.timed_out) {
+        std::thread::sleep(Duration::from_millis(300));
+        res = dump();
+    }
+    match res {
         Err(e) => {
             m.status = "failed";
             m.error = Some(format!("cannot run {}: {e}", crate::fmt::term(&tool_s)));
@@ -265,7 +282,12 @@ pub struct GoMeta {
 /// Go, if the frame names show its runtime.
 pub fn go_meta<'a>(mut names: impl Iterator<Item = &'a str>) -> Option<GoMeta> {
     names
-        .any(|n| matches!(n, "runtime.goexit" | "runtime.main" | "runtime.mallocgc" | "runtime.goexit.abi0"))
+        .any(|n| {
+            matches!(
+                n,
+                "runtime.goexit" | "runtime.main" | "runtime.mallocgc" | "runtime.goexit.abi0"
+            )
+        })
         .then_some(GoMeta {
             detected_by: "Go runtime symbols in the sampled stacks",
             goroutines: None,
@@ -289,7 +311,12 @@ mod tests {
 
     #[test]
     fn capped_run_keeps_the_cap_and_times_out() {
-        let r = run_capped(&["/bin/sh", "-c", "yes | head -c 100000"], Duration::from_secs(5), 1000).unwrap();
+        let r = run_capped(
+            &["/bin/sh", "-c", "yes | head -c 100000"],
+            Duration::from_secs(5),
+            1000,
+        )
+        .unwrap();
         assert!(r.truncated && r.out.len() == 1000 && r.success);
         let t = Instant::now();
         let r = run_capped(&["/bin/sleep", "30"], Duration::from_millis(300), 10).unwrap();

@@ -349,12 +349,15 @@ pub fn build(pid: u32, comm: &str, period: u32, page: u64, stacks: &[(Vec<u64>, 
     let ans = if uniq.is_empty() {
         Ok(InfoAnswer::default())
     } else {
-        serde_json::to_vec(&InfoRequest { pid, addrs: uniq.clone() })
-            .map_err(|e| e.to_string())
-            .and_then(|r| run_sandboxed("__stackinfo", r))
-            .and_then(|b| {
-                serde_json::from_slice::<InfoAnswer>(&b).map_err(|e| format!("answer cut or unreadable: {e}"))
-            })
+        serde_json::to_vec(&InfoRequest {
+            pid,
+            addrs: uniq.clone(),
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| run_sandboxed("__stackinfo", r))
+        .and_then(|b| {
+            serde_json::from_slice::<InfoAnswer>(&b).map_err(|e| format!("answer cut or unreadable: {e}"))
+        })
     };
     let ans = match ans {
         Ok(a) => a,
@@ -363,8 +366,10 @@ pub fn build(pid: u32, comm: &str, period: u32, page: u64, stacks: &[(Vec<u64>, 
             InfoAnswer::default()
         }
     };
-    raw.errors.extend(ans.normalize_error.iter().map(|e| format!("normalize: {e}")));
-    raw.errors.extend(ans.symbolize_error.iter().map(|e| format!("symbolize: {e}")));
+    raw.errors
+        .extend(ans.normalize_error.iter().map(|e| format!("normalize: {e}")));
+    raw.errors
+        .extend(ans.symbolize_error.iter().map(|e| format!("symbolize: {e}")));
     // Indexes from the child are checked: a bad one is dropped.
     let nmap = ans.mappings.len();
     raw.mappings = ans.mappings;
@@ -394,7 +399,10 @@ pub fn build(pid: u32, comm: &str, period: u32, page: u64, stacks: &[(Vec<u64>, 
             })
             .collect();
         folded += &folded_line(&frames, &raw.mappings, *count);
-        raw.stacks.push(RawStack { count: *count, frames });
+        raw.stacks.push(RawStack {
+            count: *count,
+            frames,
+        });
     }
     StackFiles { folded, raw }
 }
@@ -405,17 +413,19 @@ pub fn folded_line(frames: &[RawFrame], mappings: &[Mapping], count: u64) -> Str
     let names: Vec<String> = frames
         .iter()
         .rev()
-        .map(|f| match (&f.name, f.mapping.and_then(|m| mappings.get(m)), f.file_offset) {
-            (Some(n), _, _) => folded_frame(n),
-            (None, Some(m), Some(off)) => {
-                let base = Path::new(&m.path)
-                    .file_name()
-                    .map(|b| b.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| m.path.clone());
-                folded_frame(&format!("{base}+{off:#x}"))
-            }
-            _ => format!("{:#x}", f.addr),
-        })
+        .map(
+            |f| match (&f.name, f.mapping.and_then(|m| mappings.get(m)), f.file_offset) {
+                (Some(n), _, _) => folded_frame(n),
+                (None, Some(m), Some(off)) => {
+                    let base = Path::new(&m.path)
+                        .file_name()
+                        .map(|b| b.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| m.path.clone());
+                    folded_frame(&format!("{base}+{off:#x}"))
+                }
+                _ => format!("{:#x}", f.addr),
+            },
+        )
         .collect();
     if names.is_empty() {
         return format!("[no frames] {count}\n");
@@ -439,7 +449,10 @@ pub fn bundle_extras(
     page: u64,
     samples: Option<&[(Vec<u64>, u64)]>,
     py_spy: Option<&Path>,
-) -> (Vec<(&'static str, Vec<u8>)>, serde_json::Map<String, serde_json::Value>) {
+) -> (
+    Vec<(&'static str, Vec<u8>)>,
+    serde_json::Map<String, serde_json::Value>,
+) {
     use serde_json::json;
     let mut files = Vec::new();
     let mut meta = serde_json::Map::new();
@@ -472,7 +485,12 @@ pub fn bundle_extras(
             sf.raw.stacks_truncated += n;
             raw = serde_json::to_vec(&sf.raw).unwrap_or_default();
         }
-        let names = sf.raw.stacks.iter().flat_map(|s| s.frames.iter()).filter_map(|f| f.name.as_deref());
+        let names = sf
+            .raw
+            .stacks
+            .iter()
+            .flat_map(|s| s.frames.iter())
+            .filter_map(|f| f.name.as_deref());
         if let Some(g) = super::langstacks::go_meta(names) {
             meta.insert("go".into(), serde_json::to_value(&g).unwrap_or_default());
         }
@@ -532,7 +550,9 @@ pub fn offline_child_main() -> i32 {
         Ids(BuildIdRequest),
         Sym(OfflineRequest),
     }
-    let Some(req) = read_request::<Req>() else { return 1 };
+    let Some(req) = read_request::<Req>() else {
+        return 1;
+    };
     match req {
         Req::Ids(r) => {
             let ids: Vec<Option<String>> = r
@@ -586,7 +606,11 @@ fn candidates(m: &Mapping, debug_dirs: &[PathBuf]) -> Vec<PathBuf> {
     if let Some(id) = &m.build_id {
         if id.len() > 2 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
             for d in debug_dirs {
-                v.push(d.join(".build-id").join(&id[..2]).join(format!("{}.debug", &id[2..])));
+                v.push(
+                    d.join(".build-id")
+                        .join(&id[..2])
+                        .join(format!("{}.debug", &id[2..])),
+                );
             }
         }
     }
@@ -626,7 +650,11 @@ pub fn symbolize_offline(mut raw: RawStacks, debug_dirs: &[PathBuf]) -> Offline 
                 .get(i)
                 .into_iter()
                 .flatten()
-                .find(|p| id_of.get(p).is_some_and(|id| id.as_deref() == Some(want.as_str())))
+                .find(|p| {
+                    id_of
+                        .get(p)
+                        .is_some_and(|id| id.as_deref() == Some(want.as_str()))
+                })
                 .cloned()
                 .ok_or_else(|| format!("no file with build-id {want} here"))
         })
@@ -702,7 +730,10 @@ mod tests {
     fn folded_frames_cannot_break_a_line() {
         assert_eq!(folded_frame("main"), "main");
         let f = folded_frame("a;b\nc\x1b[2J 7\r");
-        assert!(!f.contains(';') && !f.contains('\n') && !f.contains('\x1b') && !f.contains('\r'), "{f}");
+        assert!(
+            !f.contains(';') && !f.contains('\n') && !f.contains('\x1b') && !f.contains('\r'),
+            "{f}"
+        );
         assert_eq!(folded_frame(""), "[empty]");
         assert!(folded_frame(&"x".repeat(5000)).len() < 600);
         let frames = vec![
@@ -736,7 +767,13 @@ mod tests {
     fn a_failed_child_still_writes_raw_addresses() {
         // In the unit-test binary the child is not leaktrace: the lookup
         // fails, the files keep raw addresses and say why.
-        let s = build(1, "x", 16, 4096, &[(vec![0x401000, 0x402000], 3), (vec![0x401000], 1)]);
+        let s = build(
+            1,
+            "x",
+            16,
+            4096,
+            &[(vec![0x401000, 0x402000], 3), (vec![0x401000], 1)],
+        );
         assert_eq!(s.folded, "0x402000;0x401000 3\n0x401000 1\n");
         assert_eq!(s.raw.total_samples, 4);
         assert_eq!(s.raw.stacks.len(), 2);

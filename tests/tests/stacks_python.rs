@@ -1,0 +1,183 @@
+//! Python stacks in a bundle: a CPython script leaking in a named function
+//! inside a memcg is OOM-killed under `record`; the bundle, written before
+//! the kill, holds py-spy's dump naming the function and its file:line,
+//! and stacks.folded / stacks.raw.json beside stacks.txt. Then
+//! `report --symbolize` symbolizes the bundle from stacks.raw.json alone.
+//! Installs py-spy (PyPI) under target/tmp if it is not there.
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use leaktrace_tests::*;
+
+const MB: u64 = 1 << 20;
+
+/// Debian's CPython (the version this machine documents), else python3.
+fn python() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/python3");
+    if p.exists() {
+        p
+    } else {
+        ensure_package("python3", "python3")
+    }
+}
+
+/// py-spy, installed with pip into target/tmp/py-spy if missing.
+fn ensure_py_spy() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/py-spy");
+    let bin = dir.join("bin/py-spy");
+    if bin.exists() {
+        return bin;
+    }
+    eprintln!("installing py-spy (PyPI) into {}", dir.display());
+    let pip = |py: &str| {
+        Command::new(py)
+            .args(["-m", "pip", "install", "-q", "--target"])
+            .arg(&dir)
+            .arg("py-spy")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !pip("python3") && !pip("/usr/bin/python3") {
+        ensure_package("pip3", "python3-pip");
+        assert!(pip("/usr/bin/python3"), "pip install py-spy failed");
+    }
+    assert!(bin.exists(), "py-spy not at {} after pip install", bin.display());
+    bin
+}
+
+const SCRIPT: &str = r#"import time
+buf = []
+
+def fetch_big_file():
+    chunk = bytearray(b"\x01") * (4 << 20)
+    buf.append(chunk)
+    time.sleep(0.1)
+
+def main():
+    print("ready", flush=True)
+    while True:
+        fetch_big_file()
+
+main()
+"#;
+
+#[test]
+fn python_bundle_names_the_leaking_function_and_line() {
+    require_root();
+    let py_spy = ensure_py_spy();
+    let out = TempDir::new("stacks-python");
+    let script = out.0.join("leak_fetch.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let rec = Record::start(
+        &out.0.join("rec"),
+        &["--interval", "0.5", "--py-spy", py_spy.to_str().unwrap()],
+    );
+    let cg = MemCg::new("pyleak", 256 * MB);
+    let py = python();
+    let mut h = Proc::spawn(&mut cg.command(&[py.to_str().unwrap(), script.to_str().unwrap()]));
+    let pid = h.pid();
+    let st = h.wait();
+    assert!(!st.success(), "the leaker must be OOM-killed");
+    rec.wait_for(Duration::from_secs(30), "the incident", |l| {
+        l.iter()
+            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+    });
+    let events = rec.events();
+    let inc = events
+        .iter()
+        .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap()
+        .clone();
+    let ev = events
+        .iter()
+        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
+        .unwrap_or_else(|| panic!("no evidence event for {pid}"))
+        .clone();
+    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    eprintln!("meta.python: {}", meta["python"]);
+    eprintln!("meta.stack_files: {}", meta["stack_files"]);
+    assert!(
+        meta["ts_ms"].as_u64().unwrap() < inc["ts_ms"].as_u64().unwrap(),
+        "bundle {} before the kill {}",
+        meta["ts_ms"],
+        inc["ts_ms"]
+    );
+    assert_eq!(meta["python"]["tool"], "py-spy", "{}", meta["python"]);
+    assert_eq!(meta["python"]["status"], "ok", "{}", meta["python"]);
+    let pys = std::fs::read_to_string(dir.join("python_stacks.txt")).expect("python_stacks.txt");
+    eprintln!("python_stacks.txt:\n{pys}");
+    let named = pys.lines().any(|l| {
+        l.trim_start().starts_with("fetch_big_file (leak_fetch.py:")
+            && l.trim_end().ends_with(')')
+            && l.rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches(')')
+                .parse::<u32>()
+                .is_ok()
+    });
+    assert!(
+        named,
+        "python_stacks.txt does not name fetch_big_file (leak_fetch.py:LINE)"
+    );
+    for f in ["python_stacks.txt", "stacks.folded", "stacks.raw.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        let m = std::fs::metadata(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(m.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    // The native stacks, folded: root first, "frames COUNT" per line.
+    let folded = std::fs::read_to_string(dir.join("stacks.folded")).unwrap();
+    eprintln!(
+        "stacks.folded (first 3 lines):\n{}",
+        folded.lines().take(3).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!folded.is_empty(), "no folded stacks");
+    for l in folded.lines() {
+        let (stack, n) = l.rsplit_once(' ').expect("frames COUNT");
+        assert!(n.parse::<u64>().is_ok(), "count in {l}");
+        assert!(!stack.is_empty() && !stack.chars().any(|c| c.is_control()), "{l}");
+    }
+    // stacks.raw.json: interpreter frames with its build-id and offsets.
+    let raw: Value = serde_json::from_slice(&std::fs::read(dir.join("stacks.raw.json")).unwrap()).unwrap();
+    let maps = raw["mappings"].as_array().unwrap();
+    eprintln!("stacks.raw.json mappings: {maps:?}");
+    assert!(
+        maps.iter()
+            .any(|m| m["path"].as_str().unwrap_or("").contains("python3")
+                && m["build_id"].as_str().is_some_and(|b| b.len() >= 16)),
+        "the interpreter's mapping with its build-id: {maps:?}"
+    );
+    let with_off = raw["stacks"][0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["file_offset"].is_u64() && f["mapping"].is_u64())
+        .count();
+    assert!(
+        with_off > 0,
+        "frames with mapping and file offset: {}",
+        raw["stacks"][0]
+    );
+    // Offline: symbolized from stacks.raw.json only (the binaries are here).
+    let o = Command::new(leaktrace_bin())
+        .args(["report", "--symbolize"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!(
+        "report --symbolize (first 25 lines):\n{}",
+        text.lines().take(25).collect::<Vec<_>>().join("\n")
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("found /usr/bin/python3"),
+        "the interpreter found by build-id"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("(python3.11+0x") && !l.contains(" ?? ")),
+        "an interpreter frame symbolized offline"
+    );
+    assert!(rec.stop().success());
+}
