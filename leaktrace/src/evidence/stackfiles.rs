@@ -438,6 +438,9 @@ pub fn folded_line(frames: &[RawFrame], mappings: &[Mapping], count: u64) -> Str
 /// meta.json says so.
 pub const FILE_CAP: usize = 4 << 20;
 
+/// Files for a bundle: name and bounded content.
+pub type ExtraFiles = Vec<(&'static str, Vec<u8>)>;
+
 /// The files a bundle gets besides stacks.txt, and their meta.json fields:
 /// stacks.folded and stacks.raw.json when stacks were sampled
 /// (`samples` is Some), python_stacks.txt for a CPython process, and the
@@ -449,10 +452,7 @@ pub fn bundle_extras(
     page: u64,
     samples: Option<&[(Vec<u64>, u64)]>,
     py_spy: Option<&Path>,
-) -> (
-    Vec<(&'static str, Vec<u8>)>,
-    serde_json::Map<String, serde_json::Value>,
-) {
+) -> (ExtraFiles, serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let mut files = Vec::new();
     let mut meta = serde_json::Map::new();
