@@ -181,3 +181,53 @@ fn python_bundle_names_the_leaking_function_and_line() {
     );
     assert!(rec.stop().success());
 }
+
+/// Without py-spy the bundle says so: python_stacks.txt and meta.json name
+/// the missing tool and the install hint. (A sleeping interpreter, bundled
+/// on demand with --evidence-pid: no OOM needed.)
+#[test]
+fn python_bundle_without_py_spy_says_how_to_get_it() {
+    require_root();
+    let out = TempDir::new("stacks-python-nospy");
+    let script = out.0.join("idle.py");
+    std::fs::write(
+        &script,
+        "import time\ndef wait_here():\n    print('ready', flush=True)\n    time.sleep(120)\nwait_here()\n",
+    )
+    .unwrap();
+    let py = python();
+    let mut h = Proc::spawn(Command::new(&py).arg(&script));
+    h.wait_line("ready", Duration::from_secs(10));
+    let pid = h.pid();
+    let missing = out.0.join("no-such-py-spy");
+    let rec = Record::start(
+        &out.0.join("rec"),
+        &[
+            "--interval",
+            "0.5",
+            "--evidence-pid",
+            &pid.to_string(),
+            "--py-spy",
+            missing.to_str().unwrap(),
+        ],
+    );
+    rec.wait_for(Duration::from_secs(20), "the evidence event", |l| {
+        l.iter().any(|v| v["type"] == "evidence" && v["pid"] == pid)
+    });
+    let ev = rec
+        .events()
+        .into_iter()
+        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
+        .unwrap();
+    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    eprintln!("meta.python: {}", meta["python"]);
+    assert_eq!(meta["python"]["status"], "missing");
+    assert_eq!(meta["python"]["install_hint"], "pip install py-spy");
+    assert!(meta["python"]["tool"].is_null());
+    assert_eq!(meta["python"]["file"], "python_stacks.txt");
+    let pys = std::fs::read_to_string(dir.join("python_stacks.txt")).unwrap();
+    eprintln!("python_stacks.txt:\n{pys}");
+    assert!(pys.contains("pip install py-spy"), "{pys}");
+    assert!(rec.stop().success());
+}

@@ -1595,7 +1595,24 @@ fn bundle_html(rec_dir: &Path, d: &str, who: &str) -> String {
             esc(&st.join("\n"))
         );
     }
+    s += &python_stacks_html(&b);
     s + "</div>"
+}
+
+/// Most bytes of python_stacks.txt shown.
+const PY_STACKS_CAP: u64 = 64 * 1024;
+
+/// A CPython bundle's python_stacks.txt (py-spy's dump, escaped when it
+/// was written, escaped again for HTML here), open by default: for a
+/// Python program it says more than the interpreter's native stacks.
+fn python_stacks_html(b: &Path) -> String {
+    match read_bundle_file(b, "python_stacks.txt", PY_STACKS_CAP) {
+        Some(t) => format!(
+            "<details open><summary>Python stacks, as in python_stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
+            esc(&t)
+        ),
+        None => String::new(),
+    }
 }
 
 /// Evidence bundles that no incident links to (a leak caught before any
@@ -1919,5 +1936,20 @@ mod tests {
         let deep: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
         f.add(deep.iter().map(String::as_str), 1);
         assert_eq!(f.depth, FLAME_DEPTH);
+    }
+
+    #[test]
+    fn python_stacks_are_shown_escaped() {
+        let b = tmp("pystacks");
+        assert_eq!(python_stacks_html(&b), "");
+        std::fs::write(
+            b.join("python_stacks.txt"),
+            "Thread 1 (idle)\n    fetch_big_file (leak.py:7)\n    <script>x</script> (a.py:1)\n",
+        )
+        .unwrap();
+        let h = python_stacks_html(&b);
+        assert!(h.contains("fetch_big_file (leak.py:7)"), "{h}");
+        assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "{h}");
+        std::fs::remove_dir_all(&b).unwrap();
     }
 }

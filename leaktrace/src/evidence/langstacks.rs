@@ -200,16 +200,27 @@ pub fn python_stacks(pid: u32, detected_by: String, py_spy: Option<&Path>) -> (O
         detected_by,
         ..Default::default()
     };
-    let Some(tool) = find_py_spy(py_spy) else {
-        m.status = "missing";
-        m.install_hint = Some(PY_SPY_HINT);
-        m.error = Some("py-spy not found in PATH (or give --py-spy PATH)".into());
-        let text = format!(
-            "# leaktrace python_stacks.txt: pid {pid} is CPython ({}), but py-spy is not installed.\n\
-             # Install it with `{PY_SPY_HINT}` (or give its path with --py-spy) to get the Python stacks.\n",
-            m.detected_by
-        );
-        return (Some(text), m);
+    let found = match py_spy {
+        Some(p) if !p.is_file() => Err(format!(
+            "--py-spy {} is not a file",
+            crate::fmt::term(&p.to_string_lossy())
+        )),
+        p => find_py_spy(p).ok_or_else(|| "py-spy not found in PATH (or give --py-spy PATH)".to_string()),
+    };
+    let tool = match found {
+        Ok(t) => t,
+        Err(e) => {
+            m.status = "missing";
+            m.install_hint = Some(PY_SPY_HINT);
+            m.file = Some("python_stacks.txt");
+            let text = format!(
+                "# leaktrace python_stacks.txt: pid {pid} is CPython ({}), but py-spy is missing: {e}.\n\
+                 # Install it with `{PY_SPY_HINT}` (or give its path with --py-spy) to get the Python stacks.\n",
+                m.detected_by
+            );
+            m.error = Some(e);
+            return (Some(text), m);
+        }
     };
     let tool_s = tool.to_string_lossy().into_owned();
     m.tool = Some("py-spy");
