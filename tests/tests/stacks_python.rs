@@ -50,7 +50,7 @@ buf = []
 def fetch_big_file():
     chunk = bytearray(b"\x01") * (4 << 20)
     buf.append(chunk)
-    time.sleep(0.1)
+    time.sleep(0.2)
 
 def main():
     print("ready", flush=True)
@@ -90,7 +90,14 @@ fn python_bundle_names_the_leaking_function_and_line() {
     let ev = events
         .iter()
         .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap_or_else(|| panic!("no evidence event for {pid}"))
+        .unwrap_or_else(|| {
+            let about: Vec<String> = events
+                .iter()
+                .filter(|v| v["type"] != "summary" || v.to_string().contains(&format!("\"pid\":{pid},")))
+                .map(|v| v.to_string().chars().take(400).collect())
+                .collect();
+            panic!("no evidence event for {pid}; events:\n{}", about.join("\n"))
+        })
         .clone();
     let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
     let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
@@ -178,6 +185,21 @@ fn python_bundle_names_the_leaking_function_and_line() {
         text.lines()
             .any(|l| l.contains("(python3.11+0x") && !l.contains(" ?? ")),
         "an interpreter frame symbolized offline"
+    );
+    // The HTML report shows the Python stacks of the bundle.
+    let html = out.0.join("report.html");
+    let o = Command::new(leaktrace_bin())
+        .arg("report")
+        .arg(out.0.join("rec"))
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let h = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        h.contains("Python stacks, as in python_stacks.txt") && h.contains("fetch_big_file (leak_fetch.py:"),
+        "report.html shows the Python stacks"
     );
     assert!(rec.stop().success());
 }

@@ -474,7 +474,9 @@ pub fn bundle_extras(
             folded_cut = folded[end..].lines().count();
             folded.truncate(end);
         }
-        let mut raw = serde_json::to_vec(&sf.raw).unwrap_or_default();
+        let mut raw = crate::fmt::json_line(&sf.raw)
+            .map(String::into_bytes)
+            .unwrap_or_default();
         let mut raw_dropped = 0usize;
         while raw.len() > FILE_CAP && !sf.raw.stacks.is_empty() {
             let n = sf.raw.stacks.len().div_ceil(4);
@@ -483,7 +485,9 @@ pub fn bundle_extras(
                 sf.raw.samples_truncated += st.count;
             }
             sf.raw.stacks_truncated += n;
-            raw = serde_json::to_vec(&sf.raw).unwrap_or_default();
+            raw = crate::fmt::json_line(&sf.raw)
+                .map(String::into_bytes)
+                .unwrap_or_default();
         }
         let names = sf
             .raw
@@ -761,6 +765,48 @@ mod tests {
             build_id: None,
         }];
         assert_eq!(folded_line(&frames, &m, 7), "0x3000;app+0x20;leaf:x 7\n");
+    }
+
+    #[test]
+    fn offline_uses_only_files_whose_build_id_matches() {
+        let raw = RawStacks {
+            format: RAW_FORMAT.into(),
+            mappings: vec![
+                Mapping {
+                    path: "/nonexistent/app".into(),
+                    build_id: Some("abcdef0123".into()),
+                },
+                Mapping {
+                    path: "/bin/sh".into(),
+                    build_id: None,
+                },
+            ],
+            stacks: vec![RawStack {
+                count: 2,
+                frames: vec![RawFrame {
+                    addr: 0x1000,
+                    mapping: Some(1),
+                    file_offset: Some(0x10),
+                    name: None,
+                }],
+            }],
+            ..Default::default()
+        };
+        let o = symbolize_offline(raw, &[PathBuf::from("/nonexistent-debug")]);
+        assert!(o.found[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("no file with build-id abcdef0123"));
+        // Same path here, but no build-id recorded: not trusted.
+        assert!(o.found[1].as_ref().unwrap_err().contains("without a build-id"));
+        assert!(o.raw.stacks[0].frames[0].name.is_none());
+        assert_eq!(
+            candidates(&o.raw.mappings[0], &[PathBuf::from("/d")]),
+            vec![
+                PathBuf::from("/nonexistent/app"),
+                PathBuf::from("/d/.build-id/ab/cdef0123.debug")
+            ]
+        );
     }
 
     #[test]
