@@ -253,3 +253,49 @@ fn python_bundle_without_py_spy_says_how_to_get_it() {
     assert!(pys.contains("pip install py-spy"), "{pys}");
     assert!(rec.stop().success());
 }
+
+/// A script whose file name carries terminal escapes and a bidi override:
+/// py-spy prints it, python_stacks.txt must show it escaped, never raw.
+#[test]
+fn python_stacks_escape_hostile_file_names() {
+    require_root();
+    let py_spy = ensure_py_spy();
+    let out = TempDir::new("stacks-python-hostile");
+    let script = out.0.join("evil\x1b]52;c;aGk=\x07\u{202e}yp.py");
+    std::fs::write(
+        &script,
+        "import time\ndef wait_here():\n    print('ready', flush=True)\n    time.sleep(120)\nwait_here()\n",
+    )
+    .unwrap();
+    let mut h = Proc::spawn(Command::new(python()).arg(&script));
+    h.wait_line("ready", Duration::from_secs(10));
+    let pid = h.pid();
+    let rec = Record::start(
+        &out.0.join("rec"),
+        &[
+            "--interval",
+            "0.5",
+            "--evidence-pid",
+            &pid.to_string(),
+            "--py-spy",
+            py_spy.to_str().unwrap(),
+        ],
+    );
+    rec.wait_for(Duration::from_secs(20), "the evidence event", |l| {
+        l.iter().any(|v| v["type"] == "evidence" && v["pid"] == pid)
+    });
+    let ev = rec
+        .events()
+        .into_iter()
+        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
+        .unwrap();
+    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let pys = std::fs::read_to_string(dir.join("python_stacks.txt")).unwrap();
+    eprintln!("python_stacks.txt:\n{pys}");
+    assert!(pys.contains("wait_here ("), "names the function: {pys}");
+    for bad in ['\x1b', '\x07', '\u{202e}'] {
+        assert!(!pys.contains(bad), "{bad:?} reached python_stacks.txt");
+    }
+    assert!(pys.contains("\\x1b]52"), "the escape is made visible");
+    assert!(rec.stop().success());
+}
