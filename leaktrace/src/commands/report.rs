@@ -28,6 +28,16 @@ pub struct ReportArgs {
     /// --html it always is).
     #[arg(long)]
     pub text: bool,
+    /// Print the bundles' stacks symbolized on this machine from their
+    /// stacks.raw.json (build-ids and file offsets): for bundles recorded
+    /// on another machine. A binary is used only if its build-id matches;
+    /// DIR may also be one bundle. Nothing else is printed.
+    #[arg(long)]
+    pub symbolize: bool,
+    /// With --symbolize: also look for debug files under
+    /// DIR/.build-id/xx/yyyy.debug (repeatable; /usr/lib/debug always).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 /// Longest line `report` reads (an incident with a full task dump is about
@@ -1572,7 +1582,24 @@ fn bundle_html(rec_dir: &Path, d: &str, who: &str) -> String {
             esc(&st.join("\n"))
         );
     }
+    s += &python_stacks_html(&b);
     s + "</div>"
+}
+
+/// Most bytes of python_stacks.txt shown.
+const PY_STACKS_CAP: u64 = 64 * 1024;
+
+/// A CPython bundle's python_stacks.txt (py-spy's dump, escaped when it
+/// was written, escaped again for HTML here), open by default: for a
+/// Python program it says more than the interpreter's native stacks.
+fn python_stacks_html(b: &Path) -> String {
+    match read_bundle_file(b, "python_stacks.txt", PY_STACKS_CAP) {
+        Some(t) => format!(
+            "<details open><summary>Python stacks, as in python_stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
+            esc(&t)
+        ),
+        None => String::new(),
+    }
 }
 
 /// Evidence bundles that no incident links to (a leak caught before any
@@ -1608,6 +1635,10 @@ fn loose_html(dir: &Path, loose: &[&Value]) -> String {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    if args.symbolize {
+        print!("{}", super::offline::symbolize_text(&args.dir, &args.debug_dirs)?);
+        return Ok(());
+    }
     let rec = load(&args.dir)?;
     if args.html.is_none() || args.text {
         print!("{}", render_text(&args.dir, &rec));
@@ -1892,5 +1923,20 @@ mod tests {
         let deep: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
         f.add(deep.iter().map(String::as_str), 1);
         assert_eq!(f.depth, FLAME_DEPTH);
+    }
+
+    #[test]
+    fn python_stacks_are_shown_escaped() {
+        let b = tmp("pystacks");
+        assert_eq!(python_stacks_html(&b), "");
+        std::fs::write(
+            b.join("python_stacks.txt"),
+            "Thread 1 (idle)\n    fetch_big_file (leak.py:7)\n    <script>x</script> (a.py:1)\n",
+        )
+        .unwrap();
+        let h = python_stacks_html(&b);
+        assert!(h.contains("fetch_big_file (leak.py:7)"), "{h}");
+        assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "{h}");
+        std::fs::remove_dir_all(&b).unwrap();
     }
 }

@@ -56,6 +56,11 @@ pub struct BundleInput<'a> {
     pub args: &'a TriggerArgs,
     pub timeline: Vec<(u64, u64)>,
     pub stacks: String,
+    /// More files (stacks.folded, stacks.raw.json, python_stacks.txt):
+    /// name and content, each already bounded by its maker.
+    pub extra_files: Vec<(&'static str, Vec<u8>)>,
+    /// More meta.json fields (stack_files, python, go).
+    pub extra_meta: serde_json::Map<String, serde_json::Value>,
 }
 
 /// meta.json of a bundle.
@@ -82,6 +87,8 @@ pub(crate) struct Meta<'a> {
     growth_bytes_per_sec_long: f64,
     trend: crate::model::trend::Trend,
     stack_period: u32,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -138,6 +145,7 @@ fn fill_bundle(b: &BundleInput, tmp: &OutDir) -> Result<()> {
         growth_bytes_per_sec_long: b.row.growth_bytes_per_sec_long,
         trend: b.row.trend,
         stack_period: b.args.stack_period,
+        extra: &b.extra_meta,
     };
     tmp.write_atomic("meta.json", crate::fmt::json_line(&meta)?.as_bytes())?;
     for f in [
@@ -168,6 +176,9 @@ fn fill_bundle(b: &BundleInput, tmp: &OutDir) -> Result<()> {
         })?,
     )?;
     tmp.write_atomic("stacks.txt", b.stacks.as_bytes())?;
+    for (name, data) in &b.extra_files {
+        tmp.write_atomic(name, data)?;
+    }
     Ok(())
 }
 
@@ -266,6 +277,8 @@ mod tests {
             args: &a,
             timeline: vec![(1, 2)],
             stacks: "stack\n".into(),
+            extra_files: vec![("stacks.folded", b"main;f 1\n".to_vec())],
+            extra_meta: Default::default(),
         };
         let (d, _) = write_bundle(&b).unwrap();
         assert!(d.ends_with("evidence/1000-42-x"));

@@ -2,6 +2,8 @@
 //! with their user stacks, and evidence bundles written atomically.
 pub mod bundle;
 pub mod exec;
+pub mod langstacks;
+pub mod stackfiles;
 pub mod symbolize;
 
 use std::{
@@ -77,6 +79,10 @@ pub struct TriggerArgs {
     /// Kill the --exec-on-trigger command after this many seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = positive_secs)]
     pub exec_timeout: f64,
+    /// py-spy, for the Python stacks of CPython processes
+    /// (python_stacks.txt). Default: the first py-spy in PATH.
+    #[arg(long, value_name = "PATH")]
+    pub py_spy: Option<std::path::PathBuf>,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -256,6 +262,7 @@ pub(crate) mod tests_support {
             stack_period: 16,
             exec_on_trigger: None,
             exec_timeout: 30.0,
+            py_spy: None,
         }
     }
 

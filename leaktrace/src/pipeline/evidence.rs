@@ -241,20 +241,29 @@ impl Worker {
             .exec
             .as_ref()
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
-        let stacks = match &self.stacks {
-            Some(s) => {
-                let samples = s.lock().map(|s| s.collect(row.pid)).unwrap_or_default();
-                symbolize::render(
-                    row.pid,
-                    &row.comm,
-                    self.args.stack_period,
-                    crate::fmt::page_size(),
-                    &samples,
-                    20,
-                )
-            }
+        let samples = self
+            .stacks
+            .as_ref()
+            .map(|s| s.lock().map(|s| s.collect(row.pid)).unwrap_or_default());
+        let stacks = match &samples {
+            Some(samples) => symbolize::render(
+                row.pid,
+                &row.comm,
+                self.args.stack_period,
+                crate::fmt::page_size(),
+                samples,
+                20,
+            ),
             None => format!("# stack sampling unavailable ({})\n", self.stack_mode),
         };
+        let (extra_files, extra_meta) = evidence::stackfiles::bundle_extras(
+            row.pid,
+            &row.comm,
+            self.args.stack_period,
+            crate::fmt::page_size(),
+            samples.as_deref(),
+            self.args.py_spy.as_deref(),
+        );
         let timeline = self
             .tracker
             .lock()
@@ -270,6 +279,8 @@ impl Worker {
             args: &self.args,
             timeline,
             stacks,
+            extra_files,
+            extra_meta,
         };
         match bundle::write_bundle(&input) {
             Ok((d, handle)) => {

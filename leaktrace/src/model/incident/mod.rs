@@ -337,7 +337,7 @@ pub struct Incident {
     pub oom_lock: Option<OomLock>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct OomControl {
     /// "fentry oom_kill_process" or "kprobe oom_kill_process".
     pub source: &'static str,
@@ -356,7 +356,7 @@ pub struct OomControl {
     pub gfp_mask: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct OomLock {
     /// "fexit out_of_memory" or "kretprobe out_of_memory".
     pub source: &'static str,
