@@ -190,6 +190,15 @@ impl Drop for Installed {
     }
 }
 
+/// Files the package installs (checked absent before and after).
+const INSTALLED: &[&str] = &[
+    "/usr/bin/leaktrace",
+    "/etc/default/leaktrace",
+    "/usr/lib/systemd/system/leaktrace.service",
+    "/usr/share/man/man8/leaktrace.8.gz",
+    "/usr/share/bash-completion/completions/leaktrace",
+];
+
 fn package_installed() -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", "leaktrace"])
@@ -227,7 +236,9 @@ fn deb_installs_runs_and_purges() {
         "./usr/share/bash-completion/completions/leaktrace",
         "./usr/share/zsh/vendor-completions/_leaktrace",
         "./usr/share/fish/vendor_completions.d/leaktrace.fish",
-        "./lib/systemd/system/leaktrace.service",
+        // cargo-deb puts units under /usr/lib (the same directory as /lib
+        // on merged-/usr systems: Debian 12, Ubuntu 22.04 and later).
+        "./usr/lib/systemd/system/leaktrace.service",
         "./etc/default/leaktrace",
     ] {
         assert!(
@@ -269,7 +280,7 @@ fn deb_installs_runs_and_purges() {
     assert!(Path::new("/usr/share/bash-completion/completions/leaktrace").exists());
     assert!(Path::new("/etc/default/leaktrace").exists());
 
-    let unit = Path::new("/lib/systemd/system/leaktrace.service");
+    let unit = Path::new("/usr/lib/systemd/system/leaktrace.service");
     assert!(unit.exists());
     if Command::new("systemd-analyze").arg("--version").output().is_ok() {
         let o = output(Command::new("systemd-analyze").arg("verify").arg(unit));
