@@ -217,11 +217,7 @@ fn deb_installs_runs_and_purges() {
         !package_installed(),
         "a leaktrace package is already installed on this machine; not touching it"
     );
-    for p in [
-        "/usr/bin/leaktrace",
-        "/etc/default/leaktrace",
-        "/lib/systemd/system/leaktrace.service",
-    ] {
+    for p in INSTALLED {
         assert!(
             !Path::new(p).exists(),
             "{p} exists outside the package; not overwriting it"
@@ -298,11 +294,12 @@ fn deb_installs_runs_and_purges() {
     ok(Command::new("dpkg").args(["--purge", "leaktrace"]));
     std::mem::forget(guard);
     assert!(!package_installed(), "still installed after dpkg --purge");
-    for p in [
-        "/usr/bin/leaktrace",
-        "/etc/default/leaktrace",
-        "/lib/systemd/system/leaktrace.service",
-    ] {
+    for p in INSTALLED {
         assert!(!Path::new(p).exists(), "{p} left behind after purge");
     }
+    // The maintainer scripts mask the unit on removal and unmask it on purge.
+    assert!(
+        std::fs::symlink_metadata("/etc/systemd/system/leaktrace.service").is_err(),
+        "a mask for leaktrace.service was left behind"
+    );
 }
