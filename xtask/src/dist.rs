@@ -24,14 +24,8 @@ use crate::{cargo, run, step, toolchain};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
-/// What `dist` produced.
-pub struct Dist {
-    pub dir: PathBuf,
-    pub tarball: PathBuf,
-    pub deb: PathBuf,
-}
-
-pub fn run_dist(root: &Path) -> Result<Dist> {
+/// Builds both artifacts; returns the directory that holds them.
+pub fn run_dist(root: &Path) -> Result<PathBuf> {
     let t0 = Instant::now();
     let bin = build_release(root)?;
     let gen = root.join("target/release/dist-gen");

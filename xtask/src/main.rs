@@ -136,7 +136,7 @@ fn real_main() -> Result<()> {
                 ])
                 .args(&args)
                 .env("LEAKTRACE_BIN", &bin)
-                .env("LEAKTRACE_DIST_DIR", &dist.dir);
+                .env("LEAKTRACE_DIST_DIR", &dist);
             run_tests(&mut cmd)?;
         }
         Cmd::VmTest {
