@@ -48,11 +48,7 @@ pub fn run_dist(root: &Path) -> Result<PathBuf> {
         }
     );
     println!("dist: done in {:.0} s", t0.elapsed().as_secs_f64());
-    Ok(Dist {
-        dir: dist,
-        tarball,
-        deb,
-    })
+    Ok(dist)
 }
 
 /// The eBPF object, then the release loader that embeds it.
