@@ -277,7 +277,17 @@ fn deb_installs_runs_and_purges() {
     assert!(Path::new("/etc/default/leaktrace").exists());
 
     let unit = Path::new("/usr/lib/systemd/system/leaktrace.service");
-    assert!(unit.exists());
+    let text = std::fs::read_to_string(unit).unwrap();
+    for line in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=30",
+        "EnvironmentFile=-/etc/default/leaktrace",
+        "ExecStart=/usr/bin/leaktrace record --dir /var/lib/leaktrace $LEAKTRACE_ARGS",
+        "RestartPreventExitStatus=64 77",
+    ] {
+        assert!(text.lines().any(|l| l == line), "the unit lacks {line:?}");
+    }
     if Command::new("systemd-analyze").arg("--version").output().is_ok() {
         let o = output(Command::new("systemd-analyze").arg("verify").arg(unit));
         let err = String::from_utf8_lossy(&o.stderr);
