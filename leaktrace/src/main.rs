@@ -6,6 +6,7 @@ mod host;
 mod kernel;
 mod limits;
 mod model;
+mod notify;
 mod outdir;
 mod pipeline;
 mod schema;
@@ -13,7 +14,7 @@ mod sinks;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const LONG_ABOUT: &str = "\
 leaktrace shows, live, which processes on this host are growing in memory, how fast, \
@@ -123,6 +124,14 @@ enum Cmd {
     /// limited child (evidence/stackfiles.rs).
     #[command(name = "__symbolize-offline", hide = true)]
     SymbolizeOffline,
+    /// Internal, for `cargo xtask dist`: writes the man pages (leaktrace.8
+    /// and one per subcommand) generated from this command line into DIR.
+    #[command(name = "__gen-man", hide = true)]
+    GenMan { dir: std::path::PathBuf },
+    /// Internal, for `cargo xtask dist`: writes bash, zsh and fish
+    /// completions into DIR.
+    #[command(name = "__gen-completions", hide = true)]
+    GenCompletions { dir: std::path::PathBuf },
 }
 
 /// Exit codes (also in `leaktrace --help` and docs/security.md).
@@ -148,6 +157,9 @@ pub mod exit {
 pub struct NoPermission(pub String);
 
 fn main() -> ExitCode {
+    // First, while there is one thread: NOTIFY_SOCKET and friends leave
+    // the environment here.
+    notify::init_from_env();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -162,7 +174,8 @@ fn main() -> ExitCode {
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    env_logger::Builder::new()
+    let mut logger = env_logger::Builder::new();
+    logger
         .filter_level(level)
         .filter_module(
             "aya",
@@ -173,8 +186,18 @@ fn main() -> ExitCode {
             },
         )
         .format_timestamp(None)
-        .format_target(false)
-        .init();
+        .format_target(false);
+    if notify::journal() {
+        // Under systemd with stderr on the journal: sd-daemon priority
+        // prefixes instead of "[WARN ]", so `journalctl -p warning` works.
+        logger
+            .write_style(env_logger::WriteStyle::Never)
+            .format(|buf, r| {
+                use std::io::Write;
+                buf.write_all(notify::journal_lines(r.level(), &r.args().to_string()).as_bytes())
+            });
+    }
+    logger.init();
 
     let result = match cli.cmd {
         Cmd::Watch(args) => commands::watch::watch(args, cli.verbose).map(|()| 0),
@@ -185,12 +208,21 @@ fn main() -> ExitCode {
         Cmd::Schemas { dir } => schema::write_all(&dir).map(|()| 0),
         Cmd::StackInfo => Ok(evidence::stackfiles::info_child_main()),
         Cmd::SymbolizeOffline => Ok(evidence::stackfiles::offline_child_main()),
+        Cmd::GenMan { dir } => gen_man(&dir).map(|()| 0),
+        Cmd::GenCompletions { dir } => gen_completions(&dir).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             // One clear sentence (with its causes), no backtrace.
-            eprintln!("leaktrace: {e:#}");
+            if notify::journal() {
+                eprint!(
+                    "{}",
+                    notify::journal_lines(log::Level::Error, &format!("leaktrace: {e:#}"))
+                );
+            } else {
+                eprintln!("leaktrace: {e:#}");
+            }
             ExitCode::from(if e.downcast_ref::<NoPermission>().is_some() {
                 exit::NO_PERMISSION
             } else {
@@ -198,4 +230,63 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// leaktrace.8, and leaktrace-<sub>.8 for each visible subcommand, from the
+/// same clap definition that parses the command line.
+fn gen_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    // Propagates the global -v into the subcommands' pages.
+    cmd.build();
+    let mut pages = vec![("leaktrace".to_string(), cmd.clone())];
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        // A one-shot generator: leaking the few names is fine (clap wants
+        // 'static names without its "string" feature).
+        let name: &'static str = Box::leak(format!("leaktrace-{}", sub.get_name()).into_boxed_str());
+        pages.push((name.to_string(), sub.clone().name(name)));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .section("8")
+            .manual("System Administration")
+            .source(concat!("leaktrace ", env!("CARGO_PKG_VERSION")))
+            .render(&mut out)?;
+        let path = dir.join(format!("{name}.8"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// leaktrace.bash, _leaktrace (zsh) and leaktrace.fish.
+fn gen_completions(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let mut cmd = public_command();
+        clap_complete::generate_to(shell, &mut cmd, "leaktrace", dir)
+            .with_context(|| format!("writing {shell} completions into {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The command line without the hidden internal subcommands (zsh's
+/// completion generator would offer them otherwise).
+fn public_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("leaktrace")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .subcommand_required(true)
+        .args(full.get_arguments().cloned());
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
 }

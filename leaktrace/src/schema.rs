@@ -101,11 +101,23 @@ fn generate<T: JsonSchema>(stem: &str, kind: Option<&str>, about: &str) -> Schem
 fn bundle_extras(s: &mut Schema) {
     if let Some(props) = s.get_mut("properties").and_then(|p| p.as_object_mut()) {
         for (k, about) in [
-            ("python", "py-spy's Python stacks: tool, version, status (python_stacks.txt)"),
-            ("go", "a Go program: what its stacks say; goroutines is null (not read)"),
-            ("stack_files", "stacks.folded / stacks.raw.json: what was written and what was cut"),
+            (
+                "python",
+                "py-spy's Python stacks: tool, version, status (python_stacks.txt)",
+            ),
+            (
+                "go",
+                "a Go program: what its stacks say; goroutines is null (not read)",
+            ),
+            (
+                "stack_files",
+                "stacks.folded / stacks.raw.json: what was written and what was cut",
+            ),
         ] {
-            props.insert(k.into(), serde_json::json!({"type": "object", "description": about}));
+            props.insert(
+                k.into(),
+                serde_json::json!({"type": "object", "description": about}),
+            );
         }
     }
     s.insert("additionalProperties".into(), false.into());

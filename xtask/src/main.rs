@@ -3,6 +3,7 @@
 //! `cargo xtask run -- watch` and `cargo xtask test` are the two commands a
 //! new user needs; both set up everything on a fresh machine first.
 mod bench;
+mod dist;
 mod scale;
 mod stats;
 mod toolchain;
@@ -41,8 +42,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build what installs without a Rust toolchain: dist/leaktrace-<version>-x86_64.tar.gz
+    /// (binary with the eBPF object inside, man pages, completions, unit,
+    /// /etc/default/leaktrace) and dist/leaktrace_<version>_amd64.deb
+    /// (cargo-deb, installed into .toolchain/cargo-deb the first time).
+    Dist,
     /// Build everything and run all tests: unit tests and the integration
-    /// tests that load the real programs (needs root). Extra arguments go to
+    /// tests that load the real programs (needs root). Runs `dist` first
+    /// for the install test (LEAKTRACE_DIST_DIR). Extra arguments go to
     /// the test binaries, e.g. `cargo xtask test -- watch_growing`.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -110,7 +117,12 @@ fn real_main() -> Result<()> {
                 std::process::exit(status.code().unwrap_or(1));
             }
         }
+        Cmd::Dist => {
+            dist::run_dist(&root)?;
+        }
         Cmd::Test { args } => {
+            // The install test runs the release artifacts; build them first.
+            let dist = dist::run_dist(&root)?;
             let bin = build_all(&root, false)?;
             step("running unit and integration tests (integration tests load eBPF: needs root)");
             // Integration tests change global kernel state (cgroups) and
@@ -126,7 +138,8 @@ fn real_main() -> Result<()> {
                     "--test-threads=1",
                 ])
                 .args(&args)
-                .env("LEAKTRACE_BIN", &bin);
+                .env("LEAKTRACE_BIN", &bin)
+                .env("LEAKTRACE_DIST_DIR", &dist);
             run_tests(&mut cmd)?;
         }
         Cmd::VmTest {

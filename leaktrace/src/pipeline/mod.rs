@@ -120,6 +120,7 @@ async fn run_async(mut cfg: Config) -> Result<()> {
     set_bounds(&cfg);
     raise_nofile();
     let adj = set_oom_score_adj(cfg.oom_score_adj);
+    crate::notify::status("loading and attaching the eBPF programs");
     let mut loaded = loader::load(cfg.load)?;
     report_probes(&loaded, cfg.load.verbose);
     forward_kernel_logs(&mut loaded);
@@ -151,9 +152,15 @@ async fn run_async(mut cfg: Config) -> Result<()> {
         log::info!("metrics on http://{addr}/metrics");
     }
     let threads = start_threads(cfg, exec, parts, fanout.clone(), stop.clone())?;
+    // Ready for systemd (Type=notify) only now: the programs are attached,
+    // the status line is out and the sampling thread runs.
+    crate::notify::status(&format!("hooks live: {}", hooks_line(&loaded)));
+    crate::notify::send("READY=1");
 
     wait_for_stop(&stop).await?;
     stop.store(true, Ordering::Relaxed);
+    crate::notify::send("STOPPING=1");
+    crate::notify::status("stopping: flushing the sinks and detaching the programs");
     let deadline = Instant::now() + STOP_GRACE;
     // The sampling and OOM threads notice within 100 ms; the OOM thread
     // closes pending incidents as they stand. Then the sinks flush.
@@ -166,6 +173,12 @@ async fn run_async(mut cfg: Config) -> Result<()> {
     let t = Instant::now();
     detach_all(&mut loaded.ebpf);
     drop(loaded);
+    if crate::notify::dropped() > 0 {
+        log::warn!(
+            "{} message(s) to the service manager could not be sent",
+            crate::notify::dropped()
+        );
+    }
     if std::env::var_os("LEAKTRACE_MEMDBG").is_some() {
         eprintln!(
             "stop: programs detached in {:.0} ms",
@@ -264,6 +277,7 @@ fn start_threads(
         rows: cfg.rows,
         pids: cfg.view.pids.clone(),
         debug_map_pids: cfg.debug_map_pids,
+        watchdog: crate::notify::Watchdog::from_env(),
         deadline: cfg.duration.map(|d| Instant::now() + Duration::from_secs_f64(d)),
     };
     let oom = oom::OomThread {

@@ -66,6 +66,9 @@ pub struct Sampling {
     pub pids: Vec<u32>,
     pub debug_map_pids: bool,
     pub deadline: Option<Instant>,
+    /// systemd's watchdog, pinged from this loop only: if sampling hangs,
+    /// the pings stop and systemd restarts leaktrace.
+    pub watchdog: Option<crate::notify::Watchdog>,
 }
 
 /// Waits on `fd` for at most `timeout`; true if it became readable.
@@ -81,6 +84,23 @@ fn wait_readable(fd: Option<RawFd>, timeout: Duration) -> bool {
     };
     // SAFETY: one valid pollfd, for the given number of ms.
     unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(1000) as i32) > 0 }
+}
+
+/// Test hook: LEAKTRACE_TEST_HANG_SAMPLER="TICK:SECS" makes the sampling
+/// thread sleep SECS seconds in sample number TICK, as a sampler stuck in
+/// the kernel would (the watchdog test checks that the pings stop).
+fn test_hang(tick: u64) {
+    static HANG: std::sync::OnceLock<Option<(u64, f64)>> = std::sync::OnceLock::new();
+    let hang = HANG.get_or_init(|| {
+        let v = std::env::var("LEAKTRACE_TEST_HANG_SAMPLER").ok()?;
+        let (t, s) = v.split_once(':')?;
+        Some((t.parse().ok()?, s.parse().ok()?))
+    });
+    if let Some((t, s)) = *hang {
+        if t == tick {
+            std::thread::sleep(Duration::from_secs_f64(s));
+        }
+    }
 }
 
 /// What the loop keeps between ticks.
@@ -129,6 +149,9 @@ impl Sampling {
             if self.stop.load(Ordering::Relaxed) {
                 return false;
             }
+            if let Some(w) = self.watchdog.as_mut() {
+                w.tick();
+            }
             let now = Instant::now();
             if now >= next {
                 return true;
@@ -141,6 +164,7 @@ impl Sampling {
     /// False if the model is unusable (a poisoned lock).
     fn tick(&mut self, st: &mut State) -> bool {
         st.ticks += 1;
+        test_hang(st.ticks);
         let t0 = Instant::now();
         let stats = match self.sampler.sample(&mut st.procs) {
             Ok(s) => s,
