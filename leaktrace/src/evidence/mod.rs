@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod exec;
 pub mod symbolize;
+pub mod unwind;
 
 use std::{
     collections::HashMap,

@@ -243,7 +243,14 @@ impl Worker {
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
         let stacks = match &self.stacks {
             Some(s) => {
-                let samples = s.lock().map(|s| s.collect(row.pid)).unwrap_or_default();
+                let (samples, copies) = s
+                    .lock()
+                    .map(|mut s| {
+                        s.drain_copies();
+                        (s.collect_with_ids(row.pid), s.copies(row.pid))
+                    })
+                    .unwrap_or_default();
+                let samples = symbolize::unwind_merge(row.pid, samples, &copies);
                 symbolize::render(
                     row.pid,
                     &row.comm,
