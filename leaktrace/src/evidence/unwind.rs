@@ -7,7 +7,7 @@
 //! through /proc/PID/map_files (the very file mapped, even if deleted or
 //! replaced since), else /proc/PID/root/PATH, each up to
 //! `limits::UNWIND_MODULE_BYTES`, at most `limits::UNWIND_MODULES` of them.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
@@ -35,9 +35,11 @@ pub struct CopyReq {
 
 impl From<&RawCopy> for CopyReq {
     fn from(c: &RawCopy) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut data = String::with_capacity(c.data.len() * 2);
         for b in &c.data {
-            data.push_str(&format!("{b:02x}"));
+            data.push(HEX[(b >> 4) as usize] as char);
+            data.push(HEX[(b & 15) as usize] as char);
         }
         Self {
             ip: c.ip,
@@ -164,10 +166,10 @@ fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
 pub fn unwind_all(pid: u32, copies: &[CopyReq]) -> Vec<Vec<u64>> {
     let mut unwinder: UnwinderX86_64<Vec<u8>> = UnwinderX86_64::new();
     let maps = exec_mappings(pid);
-    let mut seen: HashMap<(u64, u64), ()> = HashMap::new();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut n = 0usize;
     for m in &maps {
-        if seen.insert((m.start, m.end), ()).is_some() {
+        if !seen.insert((m.start, m.end)) {
             continue;
         }
         if n >= crate::limits::UNWIND_MODULES_MAX {
