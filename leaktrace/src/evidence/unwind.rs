@@ -279,6 +279,60 @@ mod tests {
         assert_eq!(m, vec![(vec![1, 2, 3], 13), (vec![5, 6, 7], 4)]);
     }
 
+    /// The end of the mapping holding `addr` in this process.
+    fn mapping_end(addr: u64) -> u64 {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        for l in maps.lines() {
+            let r = l.split_ascii_whitespace().next().unwrap();
+            let (a, b) = r.split_once('-').unwrap();
+            let (a, b) = (
+                u64::from_str_radix(a, 16).unwrap(),
+                u64::from_str_radix(b, 16).unwrap(),
+            );
+            if (a..b).contains(&addr) {
+                return b;
+            }
+        }
+        panic!("{addr:#x} is not mapped");
+    }
+
+    /// Copies this thread's stack as the kernel would and unwinds it with
+    /// the test binary's own .eh_frame: the module loading and its base
+    /// address (a PIE binary) must be right for more than one frame.
+    #[test]
+    #[inline(never)]
+    fn unwinds_its_own_stack_with_cfi() {
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads rip, rsp and rbp into registers; no memory access.
+        unsafe {
+            std::arch::asm!(
+                "lea {ip}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                ip = out(reg) ip,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+            );
+        }
+        let base = sp & !(leaktrace_common::STACK_COPY_CHUNK as u64 - 1);
+        let len = (mapping_end(sp) - base).min(leaktrace_common::STACK_COPY_BYTES as u64) as usize;
+        // SAFETY: [base, base + len) lies inside this thread's mapped stack
+        // (clamped to the end of its mapping), and is only read.
+        let data = unsafe { std::slice::from_raw_parts(base as *const u8, len) }.to_vec();
+        let c = RawCopy {
+            stack_id: 0,
+            ip,
+            sp,
+            bp,
+            base,
+            data,
+        };
+        let u = unwind_all(std::process::id(), &[CopyReq::from(&c)]);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].first(), Some(&ip));
+        assert!(u[0].len() >= 6, "only {} frames: {:x?}", u[0].len(), u[0]);
+    }
+
     #[test]
     fn hex_round_trips() {
         let c = RawCopy {
