@@ -130,6 +130,16 @@ pub mod oom_kind {
     /// `vals[0]` = begin ns, `vals[1]` = end ns, `vals[2]` = 1 for memcg
     /// reclaim, 0 for direct reclaim.
     pub const RECLAIM_STALL: u32 = 9;
+    /// oom_kill_process() entered (fentry or kprobe), in the invoker's
+    /// context: `struct oom_control` itself. `target` = chosen tgid;
+    /// `vals` = constraint (enum value), totalpages, chosen_points (as
+    /// i64), memcg kernfs id (0 = no memcg), order (as i32), gfp_mask.
+    pub const OOM_CONTROL: u32 = 10;
+    /// out_of_memory() returned (fexit or kretprobe): the time spent in it,
+    /// with oom_lock held by its caller. `vals[0]` = entry ns, `vals[1]` =
+    /// return ns, `vals[2]` = its return value (1: a victim was chosen or
+    /// one was already dying).
+    pub const OOM_LOCK_HELD: u32 = 11;
 }
 
 /// Maximum bytes of one log line carried by an [`OomEvent`].
@@ -269,7 +279,18 @@ pub mod off {
     pub const SIG_MAXRSS: usize = 26;
     pub const TASK_GROUP_LEADER: usize = 27;
     pub const TASK_EXIT_CODE: usize = 28;
-    pub const NUM: usize = 32;
+    /// struct oom_control, read at oom_kill_process() (fentry or kprobe):
+    /// memcg, gfp_mask, order, totalpages, chosen, chosen_points,
+    /// constraint; and mem_cgroup->css, to name the memcg by kernfs id.
+    pub const OC_MEMCG: usize = 29;
+    pub const OC_GFP_MASK: usize = 30;
+    pub const OC_ORDER: usize = 31;
+    pub const OC_TOTALPAGES: usize = 32;
+    pub const OC_CHOSEN: usize = 33;
+    pub const OC_CHOSEN_POINTS: usize = 34;
+    pub const OC_CONSTRAINT: usize = 35;
+    pub const MEMCG_CSS: usize = 36;
+    pub const NUM: usize = 40;
 }
 
 /// Kinds of the records the task iterator writes, back to back. Every

@@ -33,6 +33,32 @@ pub fn now_ms() -> u64 {
 
 /// CLOCK_MONOTONIC now, in ns: the clock of bpf_ktime_get_ns and of
 /// task->start_time, so kernel timestamps compare with it directly.
+/// Unix milliseconds as a UTC civil date and time, to the second:
+/// (year, month, day, hour, minute, second), without a date-time crate.
+pub fn civil_utc(ms: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let s = ms / 1000;
+    let (days, rem) = (s / 86400, s % 86400);
+    let (h, m, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    (y, mo, d, h, m, sec)
+}
+
+/// Unix milliseconds as RFC 3339 in UTC, to the second:
+/// `2026-11-22T21:07:43Z`.
+pub fn rfc3339(ms: u64) -> String {
+    let (y, mo, d, h, m, sec) = civil_utc(ms);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{sec:02}Z")
+}
+
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -203,6 +229,13 @@ mod tests {
         assert_eq!(term("\\x1b"), "\\\\x1b");
         assert_eq!(term("tab\tnl\n"), "tab\\x09nl\\x0a");
         assert!(!term("\u{1b}[31mred").contains('\u{1b}'));
+    }
+
+    #[test]
+    fn rfc3339_utc_to_the_second() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_304_114_687), "2026-11-21T23:35:14Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 
     #[test]

@@ -287,7 +287,7 @@ pub static TEMP_BUNDLES: Limit = Limit::new(
 );
 
 /// One bound, for the status line.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Bound {
     pub name: &'static str,
     pub bound: u64,
@@ -319,6 +319,34 @@ impl Serialize for Hits {
             m.serialize_entry(k, v)?;
         }
         m.end()
+    }
+}
+
+/// Every limit by name, each a count: the names are fixed, so all are
+/// required and no other is allowed.
+impl schemars::JsonSchema for Hits {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Hits".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let props: serde_json::Map<String, serde_json::Value> = ALL
+            .iter()
+            .map(|l| {
+                (
+                    l.name.to_string(),
+                    serde_json::json!({"type": "integer", "minimum": 0}),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = ALL.iter().map(|l| l.name).collect();
+        schemars::json_schema!({
+            "description": "How often each of leaktrace's own bounds was hit (docs/security.md).",
+            "type": "object",
+            "properties": props,
+            "required": names,
+            "additionalProperties": false
+        })
     }
 }
 

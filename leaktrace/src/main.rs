@@ -8,6 +8,7 @@ mod limits;
 mod model;
 mod outdir;
 mod pipeline;
+mod schema;
 mod sinks;
 
 use std::process::ExitCode;
@@ -110,6 +111,18 @@ enum Cmd {
     /// resource limits (evidence/symbolize.rs). Not for people.
     #[command(name = "__symbolize", hide = true)]
     Symbolize,
+    /// Internal: writes the JSON schemas of every line type into DIR
+    /// (docs/schema/ is made this way; src/schema.rs).
+    #[command(name = "__schemas", hide = true)]
+    Schemas { dir: std::path::PathBuf },
+    /// Internal: build-ids, file offsets and names of a process's stack
+    /// addresses, in a limited child (evidence/stackfiles.rs).
+    #[command(name = "__stackinfo", hide = true)]
+    StackInfo,
+    /// Internal: offline symbolization for `report --symbolize`, in a
+    /// limited child (evidence/stackfiles.rs).
+    #[command(name = "__symbolize-offline", hide = true)]
+    SymbolizeOffline,
 }
 
 /// Exit codes (also in `leaktrace --help` and docs/security.md).
@@ -169,6 +182,9 @@ fn main() -> ExitCode {
         Cmd::Record(args) => commands::watch::record(args, cli.verbose).map(|()| 0),
         Cmd::Report(args) => commands::report::run(args).map(|()| 0),
         Cmd::Symbolize => Ok(evidence::symbolize::child_main()),
+        Cmd::Schemas { dir } => schema::write_all(&dir).map(|()| 0),
+        Cmd::StackInfo => Ok(evidence::stackfiles::info_child_main()),
+        Cmd::SymbolizeOffline => Ok(evidence::stackfiles::offline_child_main()),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

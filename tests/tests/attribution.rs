@@ -39,13 +39,25 @@ impl Tree {
     }
 
     /// Makes `rel` (and its parents) under the test root; returns the dir.
+    /// On cgroup2 each level hands the memory controller down to its
+    /// children, so that a leaf has memory.max (a parent with processes
+    /// could not, but these parents never have any).
     fn make(&mut self, rel: &str) -> PathBuf {
+        let v2 = !self.mount.ends_with("memory");
+        let delegate = |d: &std::path::Path| {
+            if v2 {
+                std::fs::write(d.join("cgroup.subtree_control"), "+memory")
+                    .unwrap_or_else(|e| panic!("+memory in {}: {e}", d.display()));
+            }
+        };
         let mut d = self.root.clone();
         if !d.exists() {
             std::fs::create_dir(&d).unwrap();
             self.made.push(d.clone());
         }
-        for c in rel.split('/') {
+        let parts: Vec<&str> = rel.split('/').collect();
+        for c in &parts {
+            delegate(&d);
             d = d.join(c);
             if !d.exists() {
                 std::fs::create_dir(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));

@@ -69,6 +69,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         filters: Vec<String>,
     },
+    /// Regenerate the JSON schemas of every output line type into
+    /// docs/schema/ (from the Rust types; the tests fail when they are stale).
+    Schemas,
     /// Benchmarks. `overhead`: page-fault loop with and without leaktrace
     /// (and bpftrace if installable), alternated, prints faults/s and ratios.
     Bench {
@@ -141,6 +144,12 @@ fn real_main() -> Result<()> {
                     filters,
                 },
             )?;
+        }
+        Cmd::Schemas => {
+            let bin = build_all(&root, false)?;
+            let dir = root.join("docs/schema");
+            run(Command::new(&bin).arg("__schemas").arg(&dir))?;
+            step(&format!("wrote the schemas into {}", dir.display()));
         }
         Cmd::Bench { which } => {
             let bin = build_all(&root, true)?;

@@ -6,6 +6,7 @@ pub mod iter;
 pub mod kread;
 pub mod lifecycle;
 pub mod oom;
+pub mod oomctl;
 pub mod reclaim;
 pub mod rss;
 

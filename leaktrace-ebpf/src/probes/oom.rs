@@ -187,7 +187,7 @@ static EVENT_SCRATCH: PerCpuArray<OomEvent> = PerCpuArray::with_max_entries(1, 0
 
 /// Sends a victim, kill, reaper or exit event on the small ring. For a
 /// victim, the text carries its `Life` (birth RSS, argv at exec).
-fn emit_crit(kind: u32, target: u32, vals: [u64; 8], life: Option<*const Life>) {
+pub(super) fn emit_crit(kind: u32, target: u32, vals: [u64; 8], life: Option<*const Life>) {
     let Some(mut entry) = OOM_CRIT.reserve::<OomEvent>(0) else {
         bump(counter::OOM_CRIT_LOST);
         return;

@@ -20,7 +20,7 @@ pub struct DoctorArgs {
     pub console_threshold: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Check {
     pub section: &'static str,
     pub name: String,
@@ -29,7 +29,7 @@ pub struct Check {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ConsoleRisk {
     pub console: String,
     pub baud: u32,
@@ -43,7 +43,7 @@ pub struct ConsoleRisk {
     pub at_risk: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Report {
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -1,4 +1,5 @@
 //! The subcommands: setup and dispatch only.
 pub mod doctor;
+pub mod offline;
 pub mod report;
 pub mod watch;

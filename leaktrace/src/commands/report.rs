@@ -28,6 +28,16 @@ pub struct ReportArgs {
     /// --html it always is).
     #[arg(long)]
     pub text: bool,
+    /// Print the bundles' stacks symbolized on this machine from their
+    /// stacks.raw.json (build-ids and file offsets): for bundles recorded
+    /// on another machine. A binary is used only if its build-id matches;
+    /// DIR may also be one bundle. Nothing else is printed.
+    #[arg(long)]
+    pub symbolize: bool,
+    /// With --symbolize: also look for debug files under
+    /// DIR/.build-id/xx/yyyy.debug (repeatable; /usr/lib/debug always).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    pub debug_dirs: Vec<PathBuf>,
 }
 
 /// Longest line `report` reads (an incident with a full task dump is about
@@ -331,20 +341,7 @@ fn num(v: &Value) -> String {
 }
 
 pub fn when(ms: u64) -> String {
-    // UTC, to the second, without a date-time crate.
-    let s = ms / 1000;
-    let (days, rem) = (s / 86400, s % 86400);
-    let (h, m, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    let (y, mo, d, h, m, sec) = crate::fmt::civil_utc(ms);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{sec:02} UTC")
 }
 
@@ -1585,7 +1582,24 @@ fn bundle_html(rec_dir: &Path, d: &str, who: &str) -> String {
             esc(&st.join("\n"))
         );
     }
+    s += &python_stacks_html(&b);
     s + "</div>"
+}
+
+/// Most bytes of python_stacks.txt shown.
+const PY_STACKS_CAP: u64 = 64 * 1024;
+
+/// A CPython bundle's python_stacks.txt (py-spy's dump, escaped when it
+/// was written, escaped again for HTML here), open by default: for a
+/// Python program it says more than the interpreter's native stacks.
+fn python_stacks_html(b: &Path) -> String {
+    match read_bundle_file(b, "python_stacks.txt", PY_STACKS_CAP) {
+        Some(t) => format!(
+            "<details open><summary>Python stacks, as in python_stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
+            esc(&t)
+        ),
+        None => String::new(),
+    }
 }
 
 /// Evidence bundles that no incident links to (a leak caught before any
@@ -1621,6 +1635,10 @@ fn loose_html(dir: &Path, loose: &[&Value]) -> String {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    if args.symbolize {
+        print!("{}", super::offline::symbolize_text(&args.dir, &args.debug_dirs)?);
+        return Ok(());
+    }
     let rec = load(&args.dir)?;
     if args.html.is_none() || args.text {
         print!("{}", render_text(&args.dir, &rec));
@@ -1905,5 +1923,20 @@ mod tests {
         let deep: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
         f.add(deep.iter().map(String::as_str), 1);
         assert_eq!(f.depth, FLAME_DEPTH);
+    }
+
+    #[test]
+    fn python_stacks_are_shown_escaped() {
+        let b = tmp("pystacks");
+        assert_eq!(python_stacks_html(&b), "");
+        std::fs::write(
+            b.join("python_stacks.txt"),
+            "Thread 1 (idle)\n    fetch_big_file (leak.py:7)\n    <script>x</script> (a.py:1)\n",
+        )
+        .unwrap();
+        let h = python_stacks_html(&b);
+        assert!(h.contains("fetch_big_file (leak.py:7)"), "{h}");
+        assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "{h}");
+        std::fs::remove_dir_all(&b).unwrap();
     }
 }

@@ -56,15 +56,25 @@ pub struct BundleInput<'a> {
     pub args: &'a TriggerArgs,
     pub timeline: Vec<(u64, u64)>,
     pub stacks: String,
+    /// More files (stacks.folded, stacks.raw.json, python_stacks.txt):
+    /// name and content, each already bounded by its maker.
+    pub extra_files: Vec<(&'static str, Vec<u8>)>,
+    /// More meta.json fields (stack_files, python, go).
+    pub extra_meta: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Serialize)]
-struct Meta<'a> {
+/// meta.json of a bundle.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Meta<'a> {
     ts_ms: u64,
     pid: u32,
     comm: &'a str,
     cmdline: &'a str,
     cgroup: &'a str,
+    /// unit, slice, runtime, container_id, pod_uid (null when they do not
+    /// apply; docs/attribution.md).
+    #[serde(flatten)]
+    attribution: &'a crate::host::attribution::Attribution,
     trigger: &'a Trigger,
     thresholds: Thresholds,
     limit_bytes: u64,
@@ -77,10 +87,12 @@ struct Meta<'a> {
     growth_bytes_per_sec_long: f64,
     trend: crate::model::trend::Trend,
     stack_period: u32,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Serialize)]
-struct Thresholds {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct Thresholds {
     rss_pct: f64,
     time_to_limit_s: f64,
     psi_full_pct: f64,
@@ -116,6 +128,7 @@ fn fill_bundle(b: &BundleInput, tmp: &OutDir) -> Result<()> {
         comm: &b.row.comm,
         cmdline: &b.row.cmdline,
         cgroup: &b.row.cgroup,
+        attribution: &b.row.attribution,
         trigger: b.trigger,
         thresholds: Thresholds {
             rss_pct: b.args.rss_pct,
@@ -132,6 +145,7 @@ fn fill_bundle(b: &BundleInput, tmp: &OutDir) -> Result<()> {
         growth_bytes_per_sec_long: b.row.growth_bytes_per_sec_long,
         trend: b.row.trend,
         stack_period: b.args.stack_period,
+        extra: &b.extra_meta,
     };
     tmp.write_atomic("meta.json", crate::fmt::json_line(&meta)?.as_bytes())?;
     for f in [
@@ -162,6 +176,9 @@ fn fill_bundle(b: &BundleInput, tmp: &OutDir) -> Result<()> {
         })?,
     )?;
     tmp.write_atomic("stacks.txt", b.stacks.as_bytes())?;
+    for (name, data) in &b.extra_files {
+        tmp.write_atomic(name, data)?;
+    }
     Ok(())
 }
 
@@ -260,6 +277,8 @@ mod tests {
             args: &a,
             timeline: vec![(1, 2)],
             stacks: "stack\n".into(),
+            extra_files: vec![("stacks.folded", b"main;f 1\n".to_vec())],
+            extra_meta: Default::default(),
         };
         let (d, _) = write_bundle(&b).unwrap();
         assert!(d.ends_with("evidence/1000-42-x"));
@@ -276,6 +295,9 @@ mod tests {
         let meta: serde_json::Value =
             serde_json::from_slice(&fs::read(d.join("meta.json")).unwrap()).unwrap();
         assert_eq!(meta["trigger"]["reason"], "pid");
+        for k in ["unit", "slice", "runtime", "container_id", "pod_uid"] {
+            assert!(meta.get(k).is_some(), "meta.json lacks {k}: {meta}");
+        }
         // A crash leaves a temp bundle; the next start removes it, and
         // only it.
         fs::create_dir(path.join("evidence/.tmp-2000-43-y")).unwrap();

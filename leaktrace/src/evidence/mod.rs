@@ -2,6 +2,8 @@
 //! with their user stacks, and evidence bundles written atomically.
 pub mod bundle;
 pub mod exec;
+pub mod langstacks;
+pub mod stackfiles;
 pub mod symbolize;
 pub mod unwind;
 
@@ -78,6 +80,10 @@ pub struct TriggerArgs {
     /// Kill the --exec-on-trigger command after this many seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = positive_secs)]
     pub exec_timeout: f64,
+    /// py-spy, for the Python stacks of CPython processes
+    /// (python_stacks.txt). Default: the first py-spy in PATH.
+    #[arg(long, value_name = "PATH")]
+    pub py_spy: Option<std::path::PathBuf>,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -91,7 +97,7 @@ fn positive_secs(s: &str) -> Result<f64, String> {
 }
 
 /// Why a bundle was written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Trigger {
     /// "rss-pct", "time-to-limit", "psi", "pid"
     pub reason: &'static str,
@@ -196,7 +202,7 @@ pub fn is_suspect(row: &Subject, limit: u64, args: &TriggerArgs) -> bool {
         || (limit > 0 && row.rss_bytes as f64 * 100.0 / limit as f64 >= args.rss_pct / 2.0)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EvidenceEvent {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -257,6 +263,7 @@ pub(crate) mod tests_support {
             stack_period: 16,
             exec_on_trigger: None,
             exec_timeout: 30.0,
+            py_spy: None,
         }
     }
 

@@ -118,7 +118,7 @@ pub fn parse_printk(text: &str) -> Option<Printk> {
 /// (6), the "Killed process" line at KERN_ERR (3). A line reaches the
 /// console when its level is below console_loglevel. Sizes are typical
 /// lengths seen in real reports (tests/fixtures/oom).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema, PartialEq)]
 pub struct Estimate {
     pub lines: u64,
     pub bytes: u64,

@@ -63,7 +63,7 @@ const WORKERS: usize = 2;
 const MAX_WORKERS: usize = 8;
 const STUCK_AFTER: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct MetaStats {
     pub requested: u64,
     pub answered: u64,

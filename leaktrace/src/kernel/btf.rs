@@ -209,6 +209,21 @@ impl Btf {
         })
     }
 
+    /// The number of arguments a raw tracepoint's BTF prototype has
+    /// (`btf_trace_<event>`: typedef -> pointer -> func_proto), the leading
+    /// `void *` included.
+    pub fn tracepoint_args(&self, event: &str) -> Option<usize> {
+        let name = format!("btf_trace_{event}");
+        let id = (1..self.offs.len() as u32)
+            .find(|&id| self.kind(id) == KIND_TYPEDEF && self.name(id) == name.as_bytes())?;
+        let ptr = self.resolve(id);
+        if self.kind(ptr) != KIND_PTR {
+            return None;
+        }
+        let proto = self.resolve(self.size_or_type(ptr));
+        (self.kind(proto) == KIND_FUNC_PROTO).then(|| self.vlen(proto))
+    }
+
     /// The struct with this name that has members (a complete definition).
     pub fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
         (1..self.offs.len() as u32)
@@ -360,6 +375,22 @@ impl RssLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 6.2 and later (this host is 6.18): rss_stat's prototype is
+    /// (void *, mm, member); the kernel's BTF says so.
+    #[test]
+    fn running_kernel_rss_stat_prototype() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            eprintln!("skipping: /sys/kernel/btf/vmlinux not readable");
+            return;
+        };
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut v = release.split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        let want = if (major, minor) >= (6, 2) { 3 } else { 4 };
+        assert_eq!(btf.tracepoint_args("rss_stat"), Some(want), "kernel {release}");
+        assert_eq!(btf.tracepoint_args("no_such_event_here"), None);
+    }
 
     /// Builds a tiny BTF blob by hand: int, a struct with an anonymous union.
     fn blob() -> Vec<u8> {

@@ -7,7 +7,7 @@ use aya::{
 };
 use leaktrace_common::counter;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Counters {
     pub rss_unattributed: u64,
     pub rss_bad_member: u64,

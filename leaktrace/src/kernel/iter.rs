@@ -41,7 +41,7 @@ pub fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
 }
 
 /// Bytes the kernel wrote in the last pass, and what was in them.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct PassStats {
     pub bytes: usize,
     pub processes: usize,

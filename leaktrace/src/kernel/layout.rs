@@ -45,6 +45,20 @@ const OPTIONAL: &[(usize, &str, &str)] = &[
     (off::SIG_MAXRSS, "signal_struct", "maxrss"),
 ];
 
+/// struct oom_control and mem_cgroup->css, for the oom-control hook. Not
+/// part of `missing` (that list is about the task sampler): a kernel
+/// without one of them just gets 0 there.
+const OOM_CONTROL: &[(usize, &str, &str)] = &[
+    (off::OC_MEMCG, "oom_control", "memcg"),
+    (off::OC_GFP_MASK, "oom_control", "gfp_mask"),
+    (off::OC_ORDER, "oom_control", "order"),
+    (off::OC_TOTALPAGES, "oom_control", "totalpages"),
+    (off::OC_CHOSEN, "oom_control", "chosen"),
+    (off::OC_CHOSEN_POINTS, "oom_control", "chosen_points"),
+    (off::OC_CONSTRAINT, "oom_control", "constraint"),
+    (off::MEMCG_CSS, "mem_cgroup", "css"),
+];
+
 impl TaskLayout {
     pub fn from_btf(btf: &Btf) -> Result<Self, BtfError> {
         let mut offs = [u64::MAX; off::NUM];
@@ -56,6 +70,11 @@ impl TaskLayout {
             match btf.member(s, m) {
                 Ok((o, _)) => offs[*i] = o as u64,
                 Err(_) => missing.push(*m),
+            }
+        }
+        for (i, s, m) in OOM_CONTROL {
+            if let Ok((o, _)) = btf.member(s, m) {
+                offs[*i] = o as u64;
             }
         }
         let rss = RssLayout::from_btf(btf)?;
@@ -86,5 +105,13 @@ mod tests {
         assert!(l.missing.is_empty(), "missing: {:?}", l.missing);
         assert!(l.offs[off::TASK_TGID] > 0 && l.offs[off::TASK_TGID] < 8192);
         assert_ne!(l.offs[off::CSS_SET_MEMCG], u64::MAX);
+        for i in [
+            off::OC_CHOSEN,
+            off::OC_CONSTRAINT,
+            off::OC_TOTALPAGES,
+            off::MEMCG_CSS,
+        ] {
+            assert_ne!(l.offs[i], u64::MAX, "oom_control member {i}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    programs::{links::FdLink, BtfTracePoint, FEntry, Iter, PerfEvent, TracePoint},
+    programs::{links::FdLink, BtfTracePoint, FEntry, FExit, Iter, KProbe, PerfEvent, TracePoint},
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use leaktrace_common::globals as g;
@@ -30,13 +30,20 @@ use super::{
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace.bpf.o"));
 pub const EBPF_TOOLCHAIN: &str = env!("LEAKTRACE_EBPF_TOOLCHAIN");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HookKind {
     TpBtf,
     Tracepoint,
     /// A BPF iterator (`group` is the iterator type, e.g. "task").
     Iter,
+    /// fentry/fexit on the kernel function `event` (needs BTF and a kernel
+    /// that allows BPF trampolines).
+    FEntry,
+    FExit,
+    /// kprobe/kretprobe on the kernel function `event` (CONFIG_KPROBES).
+    KProbe,
+    KRetProbe,
 }
 
 impl HookKind {
@@ -45,6 +52,10 @@ impl HookKind {
             HookKind::TpBtf => "tp_btf",
             HookKind::Tracepoint => "tracepoint",
             HookKind::Iter => "iter",
+            HookKind::FEntry => "fentry",
+            HookKind::FExit => "fexit",
+            HookKind::KProbe => "kprobe",
+            HookKind::KRetProbe => "kretprobe",
         }
     }
 }
@@ -263,6 +274,63 @@ pub static PROBES: &[ProbeSpec] = &[
         }],
     },
     ProbeSpec {
+        job: "oom-control",
+        what: "struct oom_control at oom_kill_process() (constraint, totalpages, chosen points, memcg, order, gfp mask)",
+        required: false,
+        candidates: &[
+            Hook {
+                program: "oom_kill_process_fentry",
+                kind: HookKind::FEntry,
+                group: "",
+                event: "oom_kill_process",
+            },
+            Hook {
+                program: "oom_kill_process_kprobe",
+                kind: HookKind::KProbe,
+                group: "",
+                event: "oom_kill_process",
+            },
+        ],
+    },
+    ProbeSpec {
+        job: "oom-lock-enter",
+        what: "out_of_memory() entered, oom_lock held (time held = until it returns)",
+        required: false,
+        candidates: &[
+            Hook {
+                program: "out_of_memory_fentry",
+                kind: HookKind::FEntry,
+                group: "",
+                event: "out_of_memory",
+            },
+            Hook {
+                program: "out_of_memory_kprobe",
+                kind: HookKind::KProbe,
+                group: "",
+                event: "out_of_memory",
+            },
+        ],
+    },
+    ProbeSpec {
+        job: "oom-lock-exit",
+        what: "out_of_memory() returned: time spent with oom_lock held",
+        required: false,
+        candidates: &[
+            Hook {
+                program: "out_of_memory_fexit",
+                kind: HookKind::FExit,
+                group: "",
+                event: "out_of_memory",
+            },
+            Hook {
+                program: "out_of_memory_kretprobe",
+                kind: HookKind::KRetProbe,
+                group: "",
+                event: "out_of_memory",
+            },
+        ],
+    },
+    ProbeSpec {
         job: "oom-reaper-wake",
         what: "OOM reaper woken (oom:wake_reaper)",
         required: false,
@@ -336,7 +404,7 @@ pub static FLOOR_PROBES: &[ProbeSpec] = &[
 ];
 
 /// Which data path to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DataPath {
     /// The task iterator where the kernel has it, else the per-fault hooks.
@@ -358,13 +426,13 @@ pub struct LoadOptions {
     pub verbose: u8,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Skipped {
     pub program: &'static str,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProbeResult {
     pub job: &'static str,
     pub required: bool,
@@ -375,7 +443,7 @@ pub struct ProbeResult {
 }
 
 /// Kernel facilities leaktrace checks for and reports, besides the hooks.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Capability {
     pub name: &'static str,
     pub available: bool,
@@ -433,6 +501,9 @@ impl TpOffsets {
 /// What the object needs from the kernel's BTF, computed before it is loaded.
 struct Offsets {
     rss: Option<RssLayout>,
+    /// Arguments of kmem:rss_stat's raw tracepoint prototype: 3 from 6.2
+    /// (void *, mm, member), 4 before (void *, mm, member, count).
+    rss_stat_args: Option<usize>,
     task: Option<[u64; leaktrace_common::off::NUM]>,
 }
 
@@ -475,6 +546,7 @@ fn offsets(notes: &mut Vec<String>, btf: Option<&Btf>) -> Result<Offsets> {
         }
     }
     Ok(Offsets {
+        rss_stat_args: btf.and_then(|b| b.tracepoint_args("rss_stat")),
         rss: layout.and_then(|r| r.ok()),
         task: task_offs,
     })
@@ -491,7 +563,8 @@ fn attach_targets(tables: &[&[ProbeSpec]]) -> Vec<(String, u32)> {
                 match h.kind {
                     HookKind::TpBtf => v.push((format!("btf_trace_{}", h.event), KIND_TYPEDEF)),
                     HookKind::Iter => v.push((format!("bpf_iter_{}", h.group), KIND_FUNC)),
-                    HookKind::Tracepoint => {}
+                    HookKind::FEntry | HookKind::FExit => v.push((h.event.to_string(), KIND_FUNC)),
+                    HookKind::Tracepoint | HookKind::KProbe | HookKind::KRetProbe => {}
                 }
             }
         }
@@ -591,6 +664,9 @@ struct Ctx<'a> {
     rss_layout: bool,
     task_layout: bool,
     force_classic: bool,
+    rss_stat_args: Option<usize>,
+    /// kprobe_events exists in tracefs.
+    kprobes: bool,
     verbose: u8,
 }
 
@@ -600,6 +676,14 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, c: &Ctx) -> Result<Option<TaskIter>, Str
     let verbose = c.verbose;
     if c.force_classic && hook.kind == HookKind::TpBtf {
         return Err("skipped: --force-classic".into());
+    }
+    if hook.program.starts_with("rss_stat_btf") && c.rss_stat_args.is_some_and(|n| n != 3) {
+        return Err(format!(
+            "this kernel's rss_stat prototype has {} arguments (before 6.2: mm, member, count, with \
+             mm->rss_stat an atomic_long_t array); the programs are built for 6.2's (mm, member) \
+             with per-CPU counters, so the classic tracepoint, whose record carries the value, is used",
+            c.rss_stat_args.unwrap_or(0).saturating_sub(1)
+        ));
     }
     if hook.program.starts_with("rss_stat_btf") && !c.rss_layout {
         return Err("struct offsets not available from kernel BTF".into());
@@ -617,6 +701,34 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, c: &Ctx) -> Result<Option<TaskIter>, Str
             p.load(hook.event, btf)
                 .map_err(|e| format!("load: {}", describe(&e, verbose)))?;
             p.attach()
+                .map_err(|e| format!("attach: {}", describe(&e, verbose)))?;
+            Ok(None)
+        }
+        HookKind::FEntry => {
+            let btf = c.aya_btf.ok_or("no kernel BTF")?;
+            let p: &mut FEntry = prog.try_into().map_err(|e| describe(&e, verbose))?;
+            p.load(hook.event, btf)
+                .map_err(|e| format!("load: {}", describe(&e, verbose)))?;
+            p.attach()
+                .map_err(|e| format!("attach: {}", describe(&e, verbose)))?;
+            Ok(None)
+        }
+        HookKind::FExit => {
+            let btf = c.aya_btf.ok_or("no kernel BTF")?;
+            let p: &mut FExit = prog.try_into().map_err(|e| describe(&e, verbose))?;
+            p.load(hook.event, btf)
+                .map_err(|e| format!("load: {}", describe(&e, verbose)))?;
+            p.attach()
+                .map_err(|e| format!("attach: {}", describe(&e, verbose)))?;
+            Ok(None)
+        }
+        HookKind::KProbe | HookKind::KRetProbe => {
+            if !c.kprobes {
+                return Err("no kprobe_events in tracefs (CONFIG_KPROBES off)".into());
+            }
+            let p: &mut KProbe = prog.try_into().map_err(|e| describe(&e, verbose))?;
+            p.load().map_err(|e| format!("load: {}", describe(&e, verbose)))?;
+            p.attach(hook.event, 0)
                 .map_err(|e| format!("attach: {}", describe(&e, verbose)))?;
             Ok(None)
         }
@@ -664,6 +776,9 @@ fn try_spec(ebpf: &mut Ebpf, spec: &ProbeSpec, c: &Ctx) -> (ProbeResult, Option<
     for hook in spec.candidates {
         let target = match hook.kind {
             HookKind::Iter => format!("iter/{} ({})", hook.group, hook.event),
+            HookKind::FEntry | HookKind::FExit | HookKind::KProbe | HookKind::KRetProbe => {
+                format!("{} {}", hook.kind.as_str(), hook.event)
+            }
             _ => format!("{} {}:{}", hook.kind.as_str(), hook.group, hook.event),
         };
         match attach(ebpf, hook, c) {
@@ -756,6 +871,8 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
         rss_layout: rss_layout.is_some(),
         task_layout,
         force_classic: opts.force_classic,
+        rss_stat_args: offs.rss_stat_args,
+        kprobes: tracefs_root.join("kprobe_events").exists(),
         verbose,
     };
 
@@ -917,29 +1034,38 @@ fn stack_job(
 }
 
 /// Where the OOM killer's own parameters (constraint, memcg, gfp mask,
-/// order) come from. fentry on oom_kill_process would give struct
-/// oom_control directly; leaktrace does not implement that path yet, and
-/// this kernel may not allow fentry at all, so they are parsed from the
-/// report lines that printk:console captured.
+/// order, totalpages, chosen points) come from: struct oom_control itself
+/// when the oom-control hook (fentry or kprobe on oom_kill_process) is
+/// live, else the report lines printk:console captured (this development
+/// host refuses fentry and has no kprobes).
 fn oom_context_row(probes: &[ProbeResult], caps: &[Capability]) -> ProbeResult {
     let report_live = probes.iter().any(|p| p.job == "oom-report" && p.live.is_some());
-    let fentry = caps.iter().find(|c| c.name == "fentry");
-    let reason = match fentry {
-        Some(c) if c.available => {
-            "fentry is allowed here, but leaktrace has no fentry oom_kill_process program yet".to_string()
+    let control = probes.iter().find(|p| p.job == "oom-control");
+    let mut skipped = Vec::new();
+    let live = match control.and_then(|c| c.live.clone()) {
+        Some(hook) => Some(format!("struct oom_control ({hook}); report lines as well")),
+        None => {
+            let why: Vec<String> = control
+                .map(|c| c.skipped.iter().map(|s| s.reason.clone()).collect())
+                .unwrap_or_default();
+            let fentry = caps
+                .iter()
+                .find(|c| c.name == "fentry" && !c.available)
+                .map(|c| format!("; fentry: {}", c.detail))
+                .unwrap_or_default();
+            skipped.push(Skipped {
+                program: "oom_kill_process_fentry",
+                reason: format!("struct oom_control unavailable: {}{fentry}", why.join("; ")),
+            });
+            report_live.then(|| "report-line parsing (printk:console)".to_string())
         }
-        Some(c) => format!("fentry not allowed on this kernel: {}", c.detail),
-        None => "fentry not checked".to_string(),
     };
     ProbeResult {
         job: "oom-context",
         required: false,
-        live: report_live.then(|| "report-line parsing (printk:console)".to_string()),
+        live,
         program: None,
-        skipped: vec![Skipped {
-            program: "fentry oom_kill_process",
-            reason,
-        }],
+        skipped,
     }
 }
 

@@ -95,7 +95,7 @@ pub trait Sampler: Send {
 }
 
 /// What one sampling pass cost and found.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct SampleStats {
     pub processes: usize,
     /// Wall time of the pass in ms (kernel time included).

@@ -112,7 +112,7 @@ pub enum StackMode {
 /// Most threads per suspect that get an event (each is a file descriptor).
 pub const MAX_THREADS_PER_SUSPECT: usize = crate::limits::STACK_THREADS_PER_SUSPECT;
 
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct StackStats {
     /// Suspects being sampled now.
     pub suspects: usize,

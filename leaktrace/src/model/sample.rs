@@ -4,7 +4,7 @@ use serde::Serialize;
 use super::trend::Trend;
 use crate::kernel::Counters;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcessRow {
     /// unit, slice, runtime, container_id, pod_uid from its cgroup path
     /// (null when they do not apply; docs/attribution.md).
@@ -47,7 +47,7 @@ pub struct ProcessRow {
     pub flagged: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GroupRow {
     /// The leader's unit, container and pod.
     #[serde(flatten)]
@@ -72,7 +72,7 @@ pub struct GroupRow {
 }
 
 /// One cgroup's processes together: the top cgroups by RSS in a sample.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CgroupRow {
     pub cgroup: String,
     #[serde(flatten)]
@@ -90,7 +90,7 @@ pub struct CgroupRow {
 
 /// The health of the data path, carried by every sample: nothing is lost
 /// without a count here.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct KernelStatus {
     /// "iterator" or "hooks".
     pub data_path: &'static str,
@@ -119,7 +119,7 @@ pub struct KernelStatus {
     pub map_pids: Option<Vec<u32>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Sample {
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -793,6 +793,16 @@ impl Tracker {
         }
     }
 
+    /// The cgroup path of a memcg by its kernfs id, from the processes
+    /// (alive or lingering) last seen in it.
+    pub fn memcg_path_by_id(&self, id: u64) -> Option<String> {
+        self.procs
+            .values()
+            .chain(self.gone.iter())
+            .find(|t| t.memcg_id == id && !t.cgroup.is_empty())
+            .map(|t| t.cgroup.clone())
+    }
+
     /// For processes in memcg `id`: the limiting memcg's usage and its
     /// growth over the short window (bytes/s), as of the last sample.
     pub fn memcg_state(&self, id: u64) -> Option<(u64, f64)> {

@@ -241,27 +241,37 @@ impl Worker {
             .exec
             .as_ref()
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
-        let stacks = match &self.stacks {
-            Some(s) => {
-                let (samples, copies) = s
-                    .lock()
-                    .map(|mut s| {
-                        s.drain_copies();
-                        (s.collect_with_ids(row.pid), s.copies(row.pid))
-                    })
-                    .unwrap_or_default();
-                let samples = symbolize::unwind_merge(row.pid, samples, &copies);
-                symbolize::render(
-                    row.pid,
-                    &row.comm,
-                    self.args.stack_period,
-                    crate::fmt::page_size(),
-                    &samples,
-                    20,
-                )
-            }
+        let samples = self.stacks.as_ref().map(|s| {
+            let (fp, copies) = s
+                .lock()
+                .map(|mut s| {
+                    s.drain_copies();
+                    (s.collect_with_ids(row.pid), s.copies(row.pid))
+                })
+                .unwrap_or_default();
+            // Frame-pointer stacks, replaced by CFI-unwound ones where
+            // the stack copies go deeper (docs/stacks.md).
+            symbolize::unwind_merge(row.pid, fp, &copies)
+        });
+        let stacks = match &samples {
+            Some(samples) => symbolize::render(
+                row.pid,
+                &row.comm,
+                self.args.stack_period,
+                crate::fmt::page_size(),
+                samples,
+                20,
+            ),
             None => format!("# stack sampling unavailable ({})\n", self.stack_mode),
         };
+        let (extra_files, extra_meta) = evidence::stackfiles::bundle_extras(
+            row.pid,
+            &row.comm,
+            self.args.stack_period,
+            crate::fmt::page_size(),
+            samples.as_deref(),
+            self.args.py_spy.as_deref(),
+        );
         let timeline = self
             .tracker
             .lock()
@@ -277,6 +287,8 @@ impl Worker {
             args: &self.args,
             timeline,
             stacks,
+            extra_files,
+            extra_meta,
         };
         match bundle::write_bundle(&input) {
             Ok((d, handle)) => {

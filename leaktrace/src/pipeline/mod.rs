@@ -380,7 +380,10 @@ fn hooks_line(l: &Loaded) -> String {
 fn status_line(l: &Loaded, adj: OomScoreAdj) -> StatusLine {
     StatusLine {
         kind: "status",
+        schema: crate::schema::VERSION,
         ts_ms: crate::fmt::now_ms(),
+        host: crate::host::hostname(),
+        boot_id: crate::host::boot_id(),
         version: env!("CARGO_PKG_VERSION"),
         ebpf_toolchain: loader::EBPF_TOOLCHAIN,
         data_path: l.data_path,
@@ -406,6 +409,14 @@ fn report_probes(l: &Loaded, verbose: u8) {
             },
             None if p.skipped.iter().any(|s| s.reason.starts_with("not attached")) => {
                 log::info!("hook {:<7} not attached on the {} path", p.job, l.data_path)
+            }
+            // Refinements of what the report text already gives (this
+            // host's normal case): not worth a warning.
+            None if p.job == "oom-control" || p.job.starts_with("oom-lock") => {
+                log::info!(
+                    "hook {:<7} not available; the OOM report text is used instead",
+                    p.job
+                )
             }
             None => log::warn!("hook {:<7} not available; leaktrace continues without it", p.job),
         }

@@ -59,6 +59,9 @@ impl OomContext for View<'_> {
             .map(|t| t.reclaimers(scope, window_s, at_ns.map(|n| n as f64 / 1e9)))
             .unwrap_or_default()
     }
+    fn memcg_path(&self, id: u64) -> Option<String> {
+        self.0.lock().ok()?.memcg_path_by_id(id)
+    }
     fn mono_to_unix_ms(&self, ns: u64) -> u64 {
         crate::fmt::mono_to_unix_ms(ns)
     }

@@ -194,8 +194,8 @@ impl EventLogSink {
 }
 
 /// The compact periodic line of `record`.
-#[derive(Serialize)]
-struct SummaryLine<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct SummaryLine<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     ts_ms: u64,
@@ -206,8 +206,8 @@ struct SummaryLine<'a> {
     dropped_lines: u64,
 }
 
-#[derive(Serialize)]
-struct SummaryRow<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct SummaryRow<'a> {
     pid: u32,
     comm: &'a str,
     cgroup: &'a str,

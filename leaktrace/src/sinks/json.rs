@@ -24,7 +24,7 @@ impl JsonSink {
 
 /// A sample as `--json` prints it: the rows of the view, and how many
 /// processes there were in all.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct SampleOut<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,

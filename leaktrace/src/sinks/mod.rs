@@ -30,11 +30,19 @@ use crate::{
 };
 
 /// The first line of `--json` and of events.jsonl: what is live and why.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StatusLine {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The version of the JSON contract ([`crate::schema::VERSION`]):
+    /// raised when a field changes meaning or goes away.
+    pub schema: u32,
     pub ts_ms: u64,
+    /// The host name, capped and decoded lossily.
+    pub host: String,
+    /// /proc/sys/kernel/random/boot_id: pids and monotonic timestamps are
+    /// only comparable within one boot.
+    pub boot_id: Option<String>,
     pub version: &'static str,
     pub ebpf_toolchain: &'static str,
     /// "iterator" or "hooks", and why.
@@ -49,7 +57,7 @@ pub struct StatusLine {
 }
 
 /// What leaktrace asked for its own oom_score_adj and what it got.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OomScoreAdj {
     pub requested: i32,
     pub effective: Option<i32>,
@@ -199,7 +207,15 @@ fn run_sink(s: &mut dyn Sink, rx: Receiver<Event>, prio: Receiver<Event>, stop: 
         }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => {
-                if deliver(s, &ev, stop) {
+                // What reached the priority lane while this thread waited
+                // goes first: the status line, sent before the first
+                // sample, must stay the first line (the JSON contract).
+                while let Ok(p) = prio.try_recv() {
+                    if deliver(s, &p, stop) {
+                        open = false;
+                    }
+                }
+                if !open || deliver(s, &ev, stop) {
                     break;
                 }
             }
@@ -312,6 +328,35 @@ mod tests {
             cgroups: vec![],
             kernel: Default::default(),
         }))
+    }
+
+    #[test]
+    fn a_priority_event_sent_first_is_written_first() {
+        // The sink thread is waiting on the sample lane when both arrive:
+        // the status line (priority) must still come out first.
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let f = Fanout::new(vec![Box::new(Rec(got.clone()))], stop);
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(20));
+            f.send(Event::Evidence(Arc::new(EvidenceEvent {
+                kind: "evidence",
+                ts_ms: 0,
+                pid: 1,
+                comm: String::new(),
+                reason: "pid",
+                detail: String::new(),
+                dir: None,
+                error: None,
+            })));
+            f.send(sample());
+        }
+        f.shutdown(Instant::now() + Duration::from_secs(2));
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 40);
+        for pair in got.chunks(2) {
+            assert_eq!(pair, ["other", "sample"], "{got:?}");
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub fn render(s: &Sample, view: &View, out: &mut String) {
     let _ = writeln!(
         out,
         "--- {} {} processes ({} data path, pass {:.1} ms)",
-        crate::commands::report::when(s.ts_ms),
+        crate::fmt::rfc3339(s.ts_ms),
         s.processes_total,
         s.kernel.data_path,
         s.kernel.pass_ms,

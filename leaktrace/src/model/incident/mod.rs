@@ -47,7 +47,7 @@ pub struct ProcSnapshot {
 }
 
 /// A pool (groups.rs): a parent and the children that run its image.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct GroupInfo {
     /// "pool".
     pub kind: &'static str,
@@ -64,7 +64,7 @@ pub struct GroupInfo {
 
 /// Another process in the OOM's scope that grew in the window, with its
 /// RSS over the window, for the report's chart.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GrowerSeries {
     pub pid: u32,
     pub comm: String,
@@ -73,7 +73,7 @@ pub struct GrowerSeries {
 }
 
 /// The OOM memcg's own usage over the window before the kill.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MemcgGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
@@ -81,7 +81,7 @@ pub struct MemcgGrowth {
     pub limit_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Grower {
     #[serde(flatten)]
     pub attribution: Attribution,
@@ -131,6 +131,10 @@ pub trait OomContext {
     fn memcg_history(&self, _path: &str, _from_s: f64, _to_s: f64) -> Option<(u64, Vec<(u64, u64)>)> {
         None
     }
+    /// The path of the memcg with this kernfs id, when leaktrace knows it.
+    fn memcg_path(&self, _id: u64) -> Option<String> {
+        None
+    }
     /// CLOCK_MONOTONIC ns (the kernel's timestamps) to unix ms.
     fn mono_to_unix_ms(&self, ns: u64) -> u64;
     fn page_size(&self) -> u64;
@@ -155,7 +159,7 @@ pub trait OomContext {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Invoker {
     /// From its cgroup, when leaktrace knew the process.
     #[serde(flatten)]
@@ -169,7 +173,7 @@ pub struct Invoker {
     pub order: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Victim {
     #[serde(flatten)]
     pub attribution: Attribution,
@@ -186,13 +190,13 @@ pub struct Victim {
     pub oom_score_adj: i32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Line {
     pub ts_ns: u64,
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CandidateOut {
     pub pid: u32,
     pub uid: Option<u32>,
@@ -208,21 +212,21 @@ pub struct CandidateOut {
     pub oom_score_adj: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Timings {
     pub to_kill: Option<f64>,
     pub to_exit: Option<f64>,
     pub to_reaped: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VictimGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
     pub secs: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StalledTask {
     pub pid: u32,
     pub comm: String,
@@ -233,7 +237,7 @@ pub struct StalledTask {
 }
 
 /// How long the OOM froze things, and why (seed 004).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Stall {
     /// From "invoked oom-killer" to the victim being marked.
     pub report_ms: Option<f64>,
@@ -265,7 +269,7 @@ pub struct Stall {
 /// takes about a millisecond even at 1 Mbit/s).
 pub const CONSOLE_GAP_FLOOR_NS: u64 = 100_000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Incident {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -324,10 +328,70 @@ pub struct Incident {
     /// The task whose context the report lines were printed in, when it was
     /// not the invoker (it held the console lock and printed them for it).
     pub report_printed_by: Option<u32>,
+    /// struct oom_control as oom_kill_process() received it, where the
+    /// kernel allows the oom-control hook (fentry, else kprobe); null where
+    /// only the report text is available.
+    pub oom_control: Option<OomControl>,
+    /// How long out_of_memory() ran with oom_lock held, measured by fexit
+    /// or kretprobe; null where neither is allowed.
+    pub oom_lock: Option<OomLock>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct OomControl {
+    /// "fentry oom_kill_process" or "kprobe oom_kill_process".
+    pub source: &'static str,
+    /// global, cpuset, mempolicy or memcg (enum oom_constraint).
+    pub constraint: &'static str,
+    /// The memory the OOM killer weighed candidates against, in pages.
+    pub totalpages: u64,
+    pub totalpages_bytes: u64,
+    pub chosen_pid: u32,
+    /// oom_badness() of the victim: its pages plus oom_score_adj scaled.
+    pub chosen_points: i64,
+    /// The OOM memcg's kernfs id and, when leaktrace knows it, its path.
+    pub memcg_id: Option<u64>,
+    pub memcg: Option<String>,
+    pub order: i32,
+    pub gfp_mask: String,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct OomLock {
+    /// "fexit out_of_memory" or "kretprobe out_of_memory".
+    pub source: &'static str,
+    pub held_ms: f64,
+}
+
+fn oom_control_out(r: &Record, ctx: &dyn OomContext, page: u64) -> OomControl {
+    let constraint = match r.vals[0] {
+        0 => "global",
+        1 => "cpuset",
+        2 => "mempolicy",
+        3 => "memcg",
+        _ => "unknown",
+    };
+    let memcg_id = (r.vals[6] != 0 && r.vals[3] != 0).then_some(r.vals[3]);
+    OomControl {
+        source: if r.vals[7] == 2 {
+            "kprobe oom_kill_process"
+        } else {
+            "fentry oom_kill_process"
+        },
+        constraint,
+        totalpages: r.vals[1],
+        totalpages_bytes: r.vals[1].saturating_mul(page),
+        chosen_pid: r.target,
+        chosen_points: r.vals[2] as i64,
+        memcg_id,
+        memcg: memcg_id.and_then(|id| ctx.memcg_path(id)),
+        order: r.vals[4] as u32 as i32,
+        gfp_mask: format!("{:#x}", r.vals[5] as u32),
+    }
 }
 
 /// The separate line for a notable freeze.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StallLine<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -377,6 +441,10 @@ struct Pending {
     host: Option<crate::host::facts::Facts>,
     /// The task the report lines came from, when it was not the invoker.
     report_task: Option<u32>,
+    /// struct oom_control from the oom-control hook (OOM_CONTROL record).
+    control: Option<Record>,
+    /// out_of_memory()'s run with oom_lock held (OOM_LOCK_HELD record).
+    lock_held: Option<Record>,
 }
 
 impl Pending {
@@ -500,6 +568,28 @@ impl Assembler {
                     p.reap_skipped = true;
                 }
             }
+            oom_kind::OOM_CONTROL => {
+                // oom_kill_process() runs before the victim is marked, in
+                // the invoker: the mark that follows finds this pending.
+                let tid = r.pid;
+                let p = match self.by_invoker(tid) {
+                    Some(p) if p.mark.is_none() && p.control.is_none() => p,
+                    _ => self.open(tid, r.tgid, &r.comm.clone(), r.ts_ns, lost),
+                };
+                p.control = Some(r);
+            }
+            oom_kind::OOM_LOCK_HELD => {
+                // out_of_memory() returned after the kill: the newest
+                // incident of this invoker that began inside that run.
+                let (b, e) = (r.vals[0], r.vals[1]);
+                if let Some(p) = self.pending.iter_mut().rev().find(|p| {
+                    (p.invoker_tid == r.target || p.report_task == Some(r.target))
+                        && p.lock_held.is_none()
+                        && (b..=e).contains(&p.mark.as_ref().map(|m| m.0).unwrap_or(p.created_ns))
+                }) {
+                    p.lock_held = Some(r);
+                }
+            }
             _ => {}
         }
     }
@@ -519,7 +609,24 @@ impl Assembler {
                 .map(|i| i.comm)
                 .unwrap_or_else(|| r.comm.clone());
             let psi = ctx.psi();
-            let p = self.open(tid, r.tgid, &comm, r.ts_ns, lost);
+            // oom_kill_process() is entered just before it prints the
+            // report: its struct oom_control record (the other ring, often
+            // read first) already opened this incident.
+            let opened = self.pending.iter().rposition(|p| {
+                p.invoker_tid == tid
+                    && p.control.is_some()
+                    && p.lines.is_empty()
+                    && p.mark.is_none()
+                    && p.start_ns.is_none()
+            });
+            let p = match opened {
+                Some(i) => {
+                    let p = &mut self.pending[i];
+                    p.invoker_comm = comm;
+                    p
+                }
+                None => self.open(tid, r.tgid, &comm, r.ts_ns, lost),
+            };
             p.start_ns = Some(r.ts_ns);
             p.psi_start = psi;
             p.host = ctx.host();
@@ -603,6 +710,8 @@ impl Assembler {
                     p.report_done = lines.report_done;
                     p.stalls.extend(lines.stalls);
                     p.report_task = Some(lines.invoker_tid);
+                    p.control = lines.control.or(p.control.take());
+                    p.lock_held = lines.lock_held.or(p.lock_held.take());
                 }
                 None => i += 1,
             }
@@ -644,6 +753,11 @@ impl Assembler {
             };
             if ready {
                 let p = self.pending.remove(i);
+                // oom_kill_process() entered but nothing followed (the
+                // chosen task was already exiting): not a kill.
+                if p.mark.is_none() && p.lines.is_empty() && p.control.is_some() {
+                    continue;
+                }
                 out.push(finish(p, ctx, lost));
             } else {
                 i += 1;
@@ -723,9 +837,23 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
                 "unknown".into()
             }
         });
+    let control = p.control.as_ref().map(|r| oom_control_out(r, ctx, page));
+    // The report text is what this host has; where the kernel gave
+    // struct oom_control and the report was cut (rate limit), it fills in.
+    let constraint = match &control {
+        Some(c) if constraint == "unknown" || (rep.constraint.is_none() && c.constraint != "global") => {
+            c.constraint.to_string()
+        }
+        _ => constraint,
+    };
+    let control_memcg = control
+        .as_ref()
+        .filter(|c| c.constraint == "memcg")
+        .and_then(|c| c.memcg.clone());
     let (memcg, memcg_from) = match rep.constraint.as_ref() {
         Some(c) if c.kind == "memcg" => (c.oom_memcg.clone(), c.oom_memcg.as_ref().map(|_| "report")),
         Some(_) => (None, None),
+        None if control_memcg.is_some() => (control_memcg, Some("oom_control")),
         None if memcg_kill && !snap.cgroup.is_empty() => (Some(snap.cgroup.clone()), Some("victim")),
         None => (None, None),
     };
@@ -882,6 +1010,14 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
     let stall = stall(&p, ctx, mark_ns, memcg.as_deref(), victim.as_ref().map(|v| v.pid));
     let invoked = rep.invoked.clone();
+    let oom_lock = p.lock_held.as_ref().map(|r| OomLock {
+        source: if r.vals[3] == 2 {
+            "kretprobe out_of_memory"
+        } else {
+            "fexit out_of_memory"
+        },
+        held_ms: r.vals[1].saturating_sub(r.vals[0]) as f64 / 1e6,
+    });
     let invoker_pid = p
         .mark
         .as_ref()
@@ -937,6 +1073,8 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         evidence_dir: None,
         closed_early: false,
         report_printed_by: p.report_task,
+        oom_control: control,
+        oom_lock,
     }
 }
 
@@ -1424,6 +1562,77 @@ mod tests {
         mv.vals = [1000, 100 * 1024, 0, 0, 0, 8, 1000, 0];
         a.handle(mv, ctx, 0);
         a.handle(rec(oom_kind::CONSOLE, tid, 0, t0 + 4, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1000kB, anon-rss:102400kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:1000"), ctx, 0);
+    }
+
+    fn control_rec(tid: u32, victim: u32, ts_ms: u64) -> Record {
+        let mut r = rec(oom_kind::OOM_CONTROL, tid, victim, ts_ms, "");
+        // memcg constraint, 32768 pages, 25050 points, memcg id 27, order
+        // 0, GFP_KERNEL, has memcg, via fentry.
+        r.vals = [3, 32768, 25050, 27, 0, 0xcc0, 1, 1];
+        r
+    }
+
+    /// struct oom_control comes on the victims' ring, the report on the
+    /// other: whichever is read first, one incident carries both, and the
+    /// oom_lock time lands in it too.
+    #[test]
+    fn oom_control_joins_its_report_in_either_ring_order() {
+        for control_first in [true, false] {
+            let mut a = Assembler::new();
+            let ctx = Ctx::default();
+            if control_first {
+                a.handle(control_rec(200, 100, 9_999), &ctx, 0);
+                report_lines(&mut a, &ctx, 200, 100, 10_000);
+            } else {
+                // The console ring drained first, all of it; then the
+                // victims' ring: the control record precedes the mark.
+                let mut b = Assembler::new();
+                report_lines(&mut b, &ctx, 200, 100, 10_000);
+                let mark = b.pending.iter_mut().find_map(|p| p.mark.take()).unwrap().1;
+                a = b;
+                a.pending.retain(|p| !p.lines.is_empty());
+                a.handle(control_rec(200, 100, 9_999), &ctx, 0);
+                a.handle(mark, &ctx, 0);
+            }
+            let mut lock = rec(oom_kind::OOM_LOCK_HELD, 200, 200, 10_010, "");
+            lock.vals = [9_998 * 1_000_000, 10_010 * 1_000_000, 1, 1, 0, 0, 0, 0];
+            a.handle(lock, &ctx, 0);
+            a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 10_020, ""), &ctx, 0);
+            a.handle(rec(oom_kind::FINISH_REAPING, 0, 100, 10_030, ""), &ctx, 0);
+            let out = a.poll(20_000 * 1_000_000, &ctx, 0);
+            assert_eq!(out.len(), 1, "control first: {control_first}");
+            let i = &out[0];
+            let oc = i.oom_control.as_ref().expect("oom_control");
+            assert_eq!(
+                (
+                    oc.constraint,
+                    oc.totalpages,
+                    oc.chosen_pid,
+                    oc.chosen_points,
+                    oc.memcg_id
+                ),
+                ("memcg", 32768, 100, 25050, Some(27))
+            );
+            assert_eq!(
+                (oc.source, oc.gfp_mask.as_str(), oc.order),
+                ("fentry oom_kill_process", "0xcc0", 0)
+            );
+            assert_eq!(i.report_lines.len(), 4);
+            assert_eq!(i.victim.as_ref().unwrap().pid, 100);
+            let lock = i.oom_lock.as_ref().expect("oom_lock");
+            assert_eq!((lock.source, lock.held_ms), ("fexit out_of_memory", 12.0));
+        }
+    }
+
+    /// oom_kill_process() entered, but the chosen task was already exiting
+    /// and nothing was killed: no incident.
+    #[test]
+    fn oom_control_alone_is_not_an_incident() {
+        let mut a = Assembler::new();
+        let ctx = Ctx::default();
+        a.handle(control_rec(200, 100, 10_000), &ctx, 0);
+        assert!(a.poll(100_000 * 1_000_000, &ctx, 0).is_empty());
+        assert!(a.pending.is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! tracepoint does not carry.
 use serde::Serialize;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Invoked {
     pub comm: String,
     pub gfp_mask: String,
@@ -16,7 +16,7 @@ pub struct Invoked {
     pub oom_score_adj: Option<i32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Constraint {
     /// "memcg", "global", "cpuset" or "mempolicy" (the kernel's
     /// CONSTRAINT_MEMCG, _NONE, _CPUSET, _MEMORY_POLICY).
@@ -32,7 +32,7 @@ pub struct Constraint {
 
 /// One row of the task dump (vm.oom_dump_tasks=1). Memory values are in
 /// pages as printed, except pgtables (bytes).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Candidate {
     pub pid: u32,
     pub uid: Option<u32>,
@@ -48,7 +48,7 @@ pub struct Candidate {
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Killed {
     pub pid: u32,
     pub comm: String,
@@ -63,7 +63,7 @@ pub struct Killed {
     pub oom_score_adj: Option<i32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Reaped {
     pub pid: u32,
     pub comm: String,
@@ -72,7 +72,7 @@ pub struct Reaped {
     pub shmem_rss_kb: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub invoked: Option<Invoked>,
     pub memcg_usage_kb: Option<u64>,
