@@ -26,8 +26,8 @@ fn build_c(name: &str, flags: &[&str]) -> PathBuf {
 }
 
 /// Runs `bin` in a memcg under `leaktrace record` until it is OOM-killed;
-/// returns its bundle's stacks.txt.
-fn stacks_of_leaker(tag: &str, bin: &std::path::Path) -> String {
+/// returns its bundle's stacks.txt and stacks.folded.
+fn stacks_of_leaker(tag: &str, bin: &std::path::Path) -> (String, String) {
     let out = TempDir::new(tag);
     let rec = Record::start(&out.0, &["--interval", "0.5"]);
     let cg = MemCg::new(tag, 256 * MB);
@@ -45,13 +45,15 @@ fn stacks_of_leaker(tag: &str, bin: &std::path::Path) -> String {
         .unwrap();
     let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
     let stacks = std::fs::read_to_string(dir.join("stacks.txt")).unwrap();
+    let folded = std::fs::read_to_string(dir.join("stacks.folded")).unwrap();
+    eprintln!("stacks.folded:\n{folded}");
     eprintln!(
         "stacks.txt:\n{}",
         stacks.lines().take(24).collect::<Vec<_>>().join("\n")
     );
     let st = rec.stop();
     assert!(st.success(), "SIGTERM must flush and exit 0, got {st}");
-    stacks
+    (stacks, folded)
 }
 
 /// The frames of stacks.txt's first (largest) stack.
@@ -69,11 +71,15 @@ fn first_stack(stacks: &str) -> String {
 fn frameless_callers_are_named() {
     require_root();
     let bin = build_c("frameless_leak", &["-O2", "-fomit-frame-pointer"]);
-    let s = stacks_of_leaker("stacks-frameless", &bin);
+    let (s, folded) = stacks_of_leaker("stacks-frameless", &bin);
     let top = first_stack(&s);
     for f in ["leak_inner", "leak_outer", "main"] {
         assert!(top.contains(f), "the largest stack does not name {f}:\n{s}");
     }
+    assert!(
+        folded.contains("main;leak_outer;leak_inner"),
+        "stacks.folded has the frame-pointer stack:\n{folded}"
+    );
 }
 
 /// (b) -O1 -fno-omit-frame-pointer -momit-leaf-frame-pointer: only the
@@ -86,9 +92,13 @@ fn the_caller_of_a_frameless_leaf_is_named() {
         "leaf_frameless_leak",
         &["-O1", "-fno-omit-frame-pointer", "-momit-leaf-frame-pointer"],
     );
-    let s = stacks_of_leaker("stacks-leaf", &bin);
+    let (s, folded) = stacks_of_leaker("stacks-leaf", &bin);
     let top = first_stack(&s);
     for f in ["touch_leaf", "leak_caller", "main"] {
         assert!(top.contains(f), "the largest stack does not name {f}:\n{s}");
     }
+    assert!(
+        folded.contains("main;leak_caller;touch_leaf"),
+        "stacks.folded has the frame-pointer stack:\n{folded}"
+    );
 }
