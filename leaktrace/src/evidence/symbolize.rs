@@ -143,8 +143,16 @@ pub fn unwind_merge(
         stacks: Vec::new(),
         copies: copies.iter().map(Into::into).collect(),
     };
+    let t0 = Instant::now();
     match in_child::<Vec<Vec<u64>>>(&req) {
-        Ok(unwound) if unwound.len() == copies.len() => super::unwind::merge(&fp, copies, &unwound),
+        Ok(unwound) if unwound.len() == copies.len() => {
+            log::info!(
+                "pid {pid}: {} stack copies unwound with CFI in {} ms",
+                copies.len(),
+                t0.elapsed().as_millis()
+            );
+            super::unwind::merge(&fp, copies, &unwound)
+        }
         Ok(_) => plain(fp),
         Err(e) => {
             log::debug!("CFI unwinding for pid {pid}: {e}");
