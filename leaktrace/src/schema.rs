@@ -95,6 +95,22 @@ fn generate<T: JsonSchema>(stem: &str, kind: Option<&str>, about: &str) -> Schem
     s
 }
 
+/// meta.json's per-bundle extras (evidence/stackfiles.rs `bundle_extras`)
+/// are a flattened map: name them as optional objects, and close the
+/// schema again (flatten opened it).
+fn bundle_extras(s: &mut Schema) {
+    if let Some(props) = s.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        for (k, about) in [
+            ("python", "py-spy's Python stacks: tool, version, status (python_stacks.txt)"),
+            ("go", "a Go program: what its stacks say; goroutines is null (not read)"),
+            ("stack_files", "stacks.folded / stacks.raw.json: what was written and what was cut"),
+        ] {
+            props.insert(k.into(), serde_json::json!({"type": "object", "description": about}));
+        }
+    }
+    s.insert("additionalProperties".into(), false.into());
+}
+
 /// Every schema, by file stem.
 pub fn all() -> Vec<(&'static str, Schema)> {
     use crate::{
@@ -113,7 +129,11 @@ pub fn all() -> Vec<(&'static str, Schema)> {
                 "oom_stall" => generate::<StallLine<'static>>(stem, kind, about),
                 "summary" => generate::<SummaryLine<'static>>(stem, kind, about),
                 "doctor" => generate::<crate::commands::doctor::Report>(stem, kind, about),
-                "bundle-meta" => generate::<Meta<'static>>(stem, kind, about),
+                "bundle-meta" => {
+                    let mut s = generate::<Meta<'static>>(stem, kind, about);
+                    bundle_extras(&mut s);
+                    s
+                }
                 _ => unreachable!("every file has a type"),
             };
             (stem, s)

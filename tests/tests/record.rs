@@ -282,7 +282,12 @@ fn report_text_and_html_in_chromium() {
     );
     assert!(
         dom.contains("<title>all \u{2014}") && dom.contains("leak_into_cache \u{2014} "),
-        "the flame graph names the leaking function"
+        "the flame graph names the leaking function: {}",
+        dom.match_indices("<title>")
+            .map(|(i, _)| &dom[i..(i + 80).min(dom.len())])
+            .take(12)
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     let shot = out.0.join("report.png");
     let _ = chromium(

@@ -266,6 +266,7 @@ mod tests {
         let t = Trigger {
             reason: "pid",
             detail: "x".into(),
+            secs_left: None,
         };
         let b = BundleInput {
             root: &root,

@@ -102,6 +102,8 @@ pub struct Trigger {
     /// "rss-pct", "time-to-limit", "psi", "pid"
     pub reason: &'static str,
     pub detail: String,
+    /// time-to-limit: the seconds left at the current rate.
+    pub secs_left: Option<f64>,
 }
 
 /// A cheap check, with no text built, that `check` can fire.
@@ -133,6 +135,7 @@ pub fn check(
         return Some(Trigger {
             reason: "pid",
             detail: "requested with --evidence-pid".into(),
+            secs_left: None,
         });
     }
     if limit > 0 {
@@ -144,6 +147,7 @@ pub fn check(
                     "RSS {:.0}% of {limit_source} ({} of {} bytes)",
                     pct, row.rss_bytes, limit
                 ),
+                secs_left: None,
             });
         }
         let g = row.growth_bytes_per_sec;
@@ -175,6 +179,7 @@ pub fn check(
                 return Some(Trigger {
                     reason: "time-to-limit",
                     detail,
+                    secs_left: Some(secs),
                 });
             }
         }
@@ -184,6 +189,7 @@ pub fn check(
             return Some(Trigger {
                 reason: "psi",
                 detail: format!("PSI memory full avg10 {p:.1}% (top grower)"),
+                secs_left: None,
             });
         }
     }

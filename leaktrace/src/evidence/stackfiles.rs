@@ -315,7 +315,17 @@ pub struct StackFiles {
 /// Builds stacks.folded and stacks.raw.json from the sampled stacks
 /// (innermost first, most samples first), looking the addresses up in a
 /// sandboxed child against the live process.
-pub fn build(pid: u32, comm: &str, period: u32, page: u64, stacks: &[(Vec<u64>, u64)]) -> StackFiles {
+/// `known`: names stacks.txt's symbolizer already found (it runs first,
+/// while the process is surely alive); they fill in what this lookup
+/// misses, e.g. when the process was killed in between.
+pub fn build(
+    pid: u32,
+    comm: &str,
+    period: u32,
+    page: u64,
+    stacks: &[(Vec<u64>, u64)],
+    known: &HashMap<u64, String>,
+) -> StackFiles {
     let mut raw = RawStacks {
         format: RAW_FORMAT.into(),
         pid,
@@ -394,7 +404,7 @@ pub fn build(pid: u32, comm: &str, period: u32, page: u64, stacks: &[(Vec<u64>, 
                     addr: *ip,
                     mapping: a.mapping,
                     file_offset: a.file_offset,
-                    name: a.name,
+                    name: a.name.or_else(|| known.get(ip).cloned()),
                 }
             })
             .collect();
@@ -452,6 +462,7 @@ pub fn bundle_extras(
     page: u64,
     samples: Option<&[(Vec<u64>, u64)]>,
     py_spy: Option<&Path>,
+    known: &HashMap<u64, String>,
 ) -> (ExtraFiles, serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let mut files = Vec::new();
@@ -466,7 +477,7 @@ pub fn bundle_extras(
         meta.insert("python".into(), serde_json::to_value(&m).unwrap_or_default());
     }
     if let Some(samples) = samples {
-        let mut sf = build(pid, comm, period, page, samples);
+        let mut sf = build(pid, comm, period, page, samples, known);
         let mut folded = sf.folded;
         let mut folded_cut = 0usize;
         if folded.len() > FILE_CAP {
@@ -819,8 +830,13 @@ mod tests {
             16,
             4096,
             &[(vec![0x401000, 0x402000], 3), (vec![0x401000], 1)],
+            &HashMap::new(),
         );
         assert_eq!(s.folded, "0x402000;0x401000 3\n0x401000 1\n");
+        // Names stacks.txt found fill in what the lookup could not.
+        let known: HashMap<u64, String> = [(0x401000, "leaf;fn".to_string())].into();
+        let named = build(1, "x", 16, 4096, &[(vec![0x401000, 0x402000], 3)], &known);
+        assert_eq!(named.folded, "0x402000;leaf:fn 3\n");
         assert_eq!(s.raw.total_samples, 4);
         assert_eq!(s.raw.stacks.len(), 2);
         assert!(!s.raw.errors.is_empty());

@@ -259,6 +259,7 @@ fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> 
 /// frames that cannot be symbolized are shown as addresses. Every name
 /// and path from a binary is escaped (`fmt::term`): this is a text file a
 /// person reads in a terminal.
+#[cfg(test)]
 pub fn render(
     pid: u32,
     comm: &str,
@@ -267,6 +268,19 @@ pub fn render(
     stacks: &[(Vec<u64>, u64)],
     top: usize,
 ) -> String {
+    render_named(pid, comm, period, page, stacks, top).0
+}
+
+/// `render`, and the names it found per address (for stacks.folded).
+pub fn render_named(
+    pid: u32,
+    comm: &str,
+    period: u32,
+    page: u64,
+    stacks: &[(Vec<u64>, u64)],
+    top: usize,
+) -> (String, std::collections::HashMap<u64, String>) {
+    let mut names = std::collections::HashMap::new();
     let total: u64 = stacks.iter().map(|s| s.1).sum();
     let mut s = format!(
         "# leaktrace stacks.txt: where pid {pid} ({}) touches its memory\n\
@@ -279,7 +293,7 @@ pub fn render(
     );
     if stacks.is_empty() {
         s += "# no samples: the process took no page faults while it was a suspect\n";
-        return s;
+        return (s, names);
     }
     let shown: Vec<Vec<u64>> = stacks.iter().take(top).map(|(ips, _)| ips.clone()).collect();
     let answer = in_child::<Answer>(&Request {
@@ -319,13 +333,14 @@ pub fn render(
                         .map(|f| format!(" ({}:{})", term(f), line.unwrap_or(0)))
                         .unwrap_or_default();
                     s += &format!("  {ip:#018x} {}+{offset:#x}{loc}\n", term(name));
+                    names.insert(*ip, name.clone());
                 }
                 Some(Frame::Unknown(reason)) => s += &format!("  {ip:#018x} ?? ({})\n", term(reason)),
                 None => s += &format!("  {ip:#018x} ??\n"),
             }
         }
     }
-    s
+    (s, names)
 }
 
 #[cfg(test)]

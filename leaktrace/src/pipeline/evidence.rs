@@ -137,7 +137,13 @@ impl Triggers {
             // or was named.
             let since = *self.sampled_since.entry(subj.pid).or_insert(now);
             let urgent = t.reason == "rss-pct" || t.reason == "pid";
-            if self.stacks_live && !urgent && now.duration_since(since) < STACK_WAIT {
+            // Near the limit, waiting the whole moment would leave too
+            // little time to write the bundle before the kill: a quarter
+            // of the time left at most.
+            let wait = t.secs_left.map_or(STACK_WAIT, |s| {
+                STACK_WAIT.min(Duration::from_secs_f64((s * 0.25).clamp(0.0, 1.0)))
+            });
+            if self.stacks_live && !urgent && now.duration_since(since) < wait {
                 suspects.push((f64::MAX, subj.pid));
                 continue;
             }
@@ -253,24 +259,27 @@ impl Worker {
             // the stack copies go deeper (docs/stacks.md).
             symbolize::unwind_merge(row.pid, fp, &copies)
         });
-        let stacks = match &samples {
-            Some(samples) => symbolize::render(
-                row.pid,
-                &row.comm,
-                self.args.stack_period,
-                crate::fmt::page_size(),
-                samples,
-                20,
+        // stacks.txt first, as soon as possible: it needs the process
+        // alive (its maps) and is the bundle's point. The other stack
+        // files (build-ids, offsets, py-spy) follow and reuse its names.
+        let period = self.args.stack_period;
+        let (stacks, names) = match &samples {
+            Some(samples) => {
+                symbolize::render_named(row.pid, &row.comm, period, crate::fmt::page_size(), samples, 20)
+            }
+            None => (
+                format!("# stack sampling unavailable ({})\n", self.stack_mode),
+                Default::default(),
             ),
-            None => format!("# stack sampling unavailable ({})\n", self.stack_mode),
         };
         let (extra_files, extra_meta) = evidence::stackfiles::bundle_extras(
             row.pid,
             &row.comm,
-            self.args.stack_period,
+            period,
             crate::fmt::page_size(),
             samples.as_deref(),
             self.args.py_spy.as_deref(),
+            &names,
         );
         let timeline = self
             .tracker
