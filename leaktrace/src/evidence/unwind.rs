@@ -166,10 +166,26 @@ fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
 pub fn unwind_all(pid: u32, copies: &[CopyReq]) -> Vec<Vec<u64>> {
     let mut unwinder: UnwinderX86_64<Vec<u8>> = UnwinderX86_64::new();
     let maps = exec_mappings(pid);
+    let copies: Vec<(&CopyReq, Vec<u8>)> = copies.iter().map(|c| (c, unhex(&c.data))).collect();
+    // Only the binaries a frame can be in: the one holding a sampled ip,
+    // and those holding a word of a copied stack (return addresses are
+    // such words). A process that maps hundreds of large libraries does
+    // not get them all read.
+    let mut wanted: HashSet<usize> = HashSet::new();
+    for (c, data) in &copies {
+        let words = data
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])));
+        for a in std::iter::once(c.ip).chain(words) {
+            if let Some(i) = maps.iter().position(|m| (m.start..m.end).contains(&a)) {
+                wanted.insert(i);
+            }
+        }
+    }
     let mut seen: HashSet<(u64, u64)> = HashSet::new();
     let mut n = 0usize;
-    for m in &maps {
-        if !seen.insert((m.start, m.end)) {
+    for (i, m) in maps.iter().enumerate() {
+        if !wanted.contains(&i) || !seen.insert((m.start, m.end)) {
             continue;
         }
         if n >= crate::limits::UNWIND_MODULES_MAX {
@@ -184,8 +200,7 @@ pub fn unwind_all(pid: u32, copies: &[CopyReq]) -> Vec<Vec<u64>> {
     let mut cache = CacheX86_64::<_>::new();
     copies
         .iter()
-        .map(|c| {
-            let data = unhex(&c.data);
+        .map(|(c, data)| {
             let base = c.base;
             let mut read = |addr: u64| -> Result<u64, ()> {
                 let off = addr.checked_sub(base).ok_or(())? as usize;
