@@ -74,6 +74,37 @@ pub struct FaultStackKey {
 }
 const _: () = assert!(core::mem::size_of::<FaultStackKey>() == 8);
 
+/// Bytes of user stack copied per sampled fault, from the sampled stack
+/// pointer up (see `StackCopy`).
+pub const STACK_COPY_BYTES: usize = 16384;
+/// The copy is made in chunks of this size, aligned to it, so that a chunk
+/// never straddles a page boundary: the first chunk that cannot be read
+/// (the top of the stack mapping) ends the copy.
+pub const STACK_COPY_CHUNK: usize = 512;
+
+/// A copy of the top of a suspect's user stack at a sampled page fault,
+/// with the registers a CFI unwinder starts from. Sent through the
+/// `STACK_COPIES` ring buffer; user space unwinds it with the binaries'
+/// .eh_frame/.debug_frame (frames without frame pointers).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackCopy {
+    pub tgid: u32,
+    /// The `FAULT_STACK_IDS` id of the same sample (frame-pointer walk),
+    /// or `u32::MAX` when the kernel could not record one.
+    pub stack_id: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// User address of `data[0]` (`sp` rounded down to a chunk).
+    pub base: u64,
+    /// Bytes of `data` that were read.
+    pub len: u32,
+    pub _pad: u32,
+    pub data: [u8; STACK_COPY_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<StackCopy>() == 48 + STACK_COPY_BYTES);
+
 /// Kinds of [`OomEvent`].
 pub mod oom_kind {
     /// A kernel log line (printk:console) from a task that is printing an
@@ -205,6 +236,9 @@ pub mod counter {
     pub const STACKS_LOST: u32 = 11;
     /// Process records the task iterator could not write (seq buffer).
     pub const ITER_WRITE_FAILED: u32 = 12;
+    /// User stack copies (for CFI unwinding) that did not fit in their
+    /// ring buffer.
+    pub const STACK_COPIES_LOST: u32 = 13;
     pub const NUM: u32 = 16;
 }
 

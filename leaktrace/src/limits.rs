@@ -29,6 +29,9 @@ pub const PRIORITY_QUEUE_LEN: usize = 256;
 pub const EVIDENCE_QUEUE_LEN: usize = 16;
 pub const SUSPECTS_MAX: usize = 64;
 pub const STACK_THREADS_PER_SUSPECT: usize = 256;
+pub const STACK_COPIES_PER_SUSPECT: usize = 16;
+pub const UNWIND_MODULES_MAX: usize = 128;
+pub const UNWIND_MODULE_BYTES: u64 = 256 << 20;
 pub const METRICS_CONNECTIONS_MAX: usize = 64;
 pub const METRICS_IO_SECS: u64 = 5;
 
@@ -219,6 +222,24 @@ pub static STACK_THREADS: Limit = Limit::new(
     "threads",
     "further threads of a suspect get no perf event of their own",
 );
+pub static STACK_COPIES: Limit = Limit::new(
+    "stack_copies_per_suspect",
+    STACK_COPIES_PER_SUSPECT as u64,
+    "16 KiB stack copies",
+    "a further copy replaces an older one of the same suspect (round robin)",
+);
+pub static UNWIND_MODULES: Limit = Limit::new(
+    "unwind_modules",
+    UNWIND_MODULES_MAX as u64,
+    "mapped binaries per process",
+    "further binaries of the process get no CFI: their frames fall back to frame pointers",
+);
+pub static UNWIND_MODULE_SIZE: Limit = Limit::new(
+    "unwind_module_bytes",
+    UNWIND_MODULE_BYTES,
+    "bytes",
+    "a larger binary is not read for CFI: its frames fall back to frame pointers",
+);
 
 pub static INCIDENT_FILES: Limit = Limit::new(
     "incident_directories",
@@ -227,7 +248,7 @@ pub static INCIDENT_FILES: Limit = Limit::new(
     "the oldest --exec-on-oom incident directory is deleted",
 );
 
-pub static ALL: [&Limit; 25] = [
+pub static ALL: [&Limit; 28] = [
     &CMDLINE,
     &COMM,
     &CGROUP_PATH,
@@ -249,6 +270,9 @@ pub static ALL: [&Limit; 25] = [
     &EXEC_OUTPUT,
     &SYMBOLIZER_MEMORY,
     &SYMBOLIZER_SECONDS,
+    &STACK_COPIES,
+    &UNWIND_MODULES,
+    &UNWIND_MODULE_SIZE,
     &SUSPECTS,
     &STACK_THREADS,
     &TEMP_BUNDLES,

@@ -5,6 +5,7 @@ pub mod exec;
 pub mod langstacks;
 pub mod stackfiles;
 pub mod symbolize;
+pub mod unwind;
 
 use std::{
     collections::HashMap,

@@ -27,10 +27,18 @@ const ANSWER_CAP: u64 = 8 << 20;
 /// Most bytes of request the child reads.
 const REQUEST_CAP: u64 = 4 << 20;
 
+/// Most stack copies sent to the child for one bundle (16 KiB each, twice
+/// that in hex): within `REQUEST_CAP`.
+const COPIES_PER_REQUEST: usize = 48;
+
 #[derive(Serialize, Deserialize)]
 struct Request {
     pid: u32,
     stacks: Vec<Vec<u64>>,
+    /// When present, the child unwinds these instead and answers with one
+    /// stack of addresses per copy.
+    #[serde(default)]
+    copies: Vec<super::unwind::CopyReq>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -73,6 +81,15 @@ pub fn child_main() -> i32 {
     let Ok(req) = serde_json::from_slice::<Request>(&raw) else {
         return 1;
     };
+    if !req.copies.is_empty() {
+        let unwound = super::unwind::unwind_all(req.pid, &req.copies);
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        if serde_json::to_writer(&mut out, &unwound).is_err() || out.flush().is_err() {
+            return 1;
+        }
+        return 0;
+    }
     let sym = Symbolizer::new();
     let src = Source::Process(Process::new(req.pid.into()));
     let answer: Answer = req
@@ -107,9 +124,46 @@ pub fn child_main() -> i32 {
     0
 }
 
-/// Symbolizes `stacks` of `pid` in a child process, under the limits in
+/// The frame-pointer stacks of `pid` (with their stack ids), where its
+/// stack copies unwind deeper with CFI (in the sandboxed child), replaced
+/// by the CFI stacks; counts merged per unique stack. Without copies, or
+/// when the child fails, the frame-pointer stacks as they are.
+pub fn unwind_merge(
+    pid: u32,
+    fp: Vec<(u32, Vec<u64>, u64)>,
+    copies: &[crate::kernel::stacks::RawCopy],
+) -> Vec<(Vec<u64>, u64)> {
+    let plain = |fp: Vec<(u32, Vec<u64>, u64)>| fp.into_iter().map(|(_, ips, n)| (ips, n)).collect();
+    if copies.is_empty() {
+        return plain(fp);
+    }
+    let copies = &copies[copies.len().saturating_sub(COPIES_PER_REQUEST)..];
+    let req = Request {
+        pid,
+        stacks: Vec::new(),
+        copies: copies.iter().map(Into::into).collect(),
+    };
+    let t0 = Instant::now();
+    match in_child::<Vec<Vec<u64>>>(&req) {
+        Ok(unwound) if unwound.len() == copies.len() => {
+            log::info!(
+                "pid {pid}: {} stack copies unwound with CFI in {} ms",
+                copies.len(),
+                t0.elapsed().as_millis()
+            );
+            super::unwind::merge(&fp, copies, &unwound)
+        }
+        Ok(_) => plain(fp),
+        Err(e) => {
+            log::debug!("CFI unwinding for pid {pid}: {e}");
+            plain(fp)
+        }
+    }
+}
+
+/// Runs `req` in a child process, under the limits in
 /// `limits::SYMBOLIZER_*`.
-fn in_child(pid: u32, stacks: &[Vec<u64>]) -> Result<Answer, String> {
+fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> {
     let mem = crate::limits::SYMBOLIZER_MEMORY.bound();
     let secs = crate::limits::SYMBOLIZER_SECONDS.bound();
     let mut cmd = Command::new("/proc/self/exe");
@@ -150,11 +204,7 @@ fn in_child(pid: u32, stacks: &[Vec<u64>]) -> Result<Answer, String> {
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the symbolizer: {e}"))?;
-    let req = serde_json::to_vec(&Request {
-        pid,
-        stacks: stacks.to_vec(),
-    })
-    .map_err(|e| e.to_string())?;
+    let req = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     // The child reads its whole request before it answers; a reader
@@ -235,6 +285,7 @@ pub fn render_named(
     let mut s = format!(
         "# leaktrace stacks.txt: where pid {pid} ({}) touches its memory\n\
          # user stacks of page faults, sampled in the kernel (1 in {period} faults) since it became a suspect;\n\
+         # frames: the kernel's frame-pointer walk, or, where it goes deeper, CFI (.eh_frame) unwinding of a 16 KiB stack copy;\n\
          # symbolized with blazesym from the live process's ELF symbols and DWARF, in a child process.\n\
          # {total} sampled faults in {} distinct stacks. Bytes = samples x {period} x page size ({page} B), an estimate.\n",
         term(comm),
@@ -245,7 +296,11 @@ pub fn render_named(
         return (s, names);
     }
     let shown: Vec<Vec<u64>> = stacks.iter().take(top).map(|(ips, _)| ips.clone()).collect();
-    let answer = in_child(pid, &shown);
+    let answer = in_child::<Answer>(&Request {
+        pid,
+        stacks: shown,
+        copies: Vec::new(),
+    });
     if let Err(e) = &answer {
         s += &format!("# symbolization failed: {}; addresses are raw\n", term(e));
     }

@@ -25,6 +25,8 @@ pub struct Counters {
     pub oom_active_expired: u64,
     pub stacks_lost: u64,
     pub iter_write_failed: u64,
+    /// User stack copies (CFI unwinding) that did not fit in their ring.
+    pub stack_copies_lost: u64,
 }
 
 pub struct CountersMap(PerCpuArray<MapData, u64>);
@@ -52,6 +54,7 @@ impl CountersMap {
             oom_active_expired: get(counter::OOM_ACTIVE_EXPIRED),
             stacks_lost: get(counter::STACKS_LOST),
             iter_write_failed: get(counter::ITER_WRITE_FAILED),
+            stack_copies_lost: get(counter::STACK_COPIES_LOST),
         }
     }
 }

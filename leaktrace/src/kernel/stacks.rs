@@ -16,10 +16,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap, MapData, StackTraceMap},
+    maps::{HashMap, MapData, RingBuf, StackTraceMap},
     Ebpf,
 };
-use leaktrace_common::FaultStackKey;
+use leaktrace_common::{FaultStackKey, StackCopy};
 
 /// perf_event_attr up to PERF_ATTR_SIZE_VER5 (112 bytes): the fields
 /// leaktrace sets; the kernel accepts this size on every version since 4.1.
@@ -122,6 +122,29 @@ pub struct StackStats {
     pub threads_over_cap: u64,
     /// perf_event_open or attach failures.
     pub open_failed: u64,
+    /// User stack copies received (for CFI unwinding).
+    pub copies: u64,
+}
+
+/// A suspect's user stack at one sampled fault, as the kernel copied it.
+#[derive(Clone, Debug)]
+pub struct RawCopy {
+    /// The frame-pointer stack of the same sample.
+    pub stack_id: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// User address of `data[0]`.
+    pub base: u64,
+    pub data: Vec<u8>,
+}
+
+/// Copies kept for one suspect: at most `STACK_COPIES_PER_SUSPECT`, then
+/// round robin.
+#[derive(Default)]
+struct CopyStore {
+    seen: u64,
+    kept: Vec<RawCopy>,
 }
 
 struct Suspect {
@@ -135,6 +158,8 @@ pub struct Stacks {
     suspects_map: HashMap<MapData, u32, u32>,
     mode: StackMode,
     perf: StdHashMap<u32, Suspect>,
+    copies_rb: Option<RingBuf<MapData>>,
+    copies: StdHashMap<u32, CopyStore>,
     pub stats: StackStats,
 }
 
@@ -150,8 +175,13 @@ impl Stacks {
                     .context("map FAULT_STACK_IDS missing")?,
             )?,
             suspects_map: HashMap::try_from(ebpf.take_map("SUSPECTS").context("map SUSPECTS missing")?)?,
+            // Absent from an older object: then only frame pointers.
+            copies_rb: ebpf
+                .take_map("STACK_COPIES")
+                .and_then(|m| RingBuf::try_from(m).ok()),
             mode,
             perf: StdHashMap::new(),
+            copies: StdHashMap::new(),
             stats: StackStats::default(),
         })
     }
@@ -163,8 +193,58 @@ impl Stacks {
         }
     }
 
+    /// Takes the stack copies the kernel sent since the last call and
+    /// keeps a bounded number per suspect. Copies of processes that are no
+    /// longer sampled are dropped.
+    pub fn drain_copies(&mut self) {
+        let Some(rb) = self.copies_rb.as_mut() else { return };
+        let cap = crate::limits::STACK_COPIES_PER_SUSPECT;
+        while let Some(item) = rb.next() {
+            if item.len() < std::mem::size_of::<StackCopy>() {
+                continue;
+            }
+            // SAFETY: the record is at least one StackCopy long, StackCopy
+            // is Pod (any bit pattern valid); read_unaligned copes with the
+            // ring buffer's 8-byte alignment.
+            let c: StackCopy = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const StackCopy) };
+            self.stats.copies += 1;
+            if !self.perf.contains_key(&c.tgid) {
+                continue;
+            }
+            let len = (c.len as usize).min(c.data.len());
+            let raw = RawCopy {
+                stack_id: c.stack_id,
+                ip: c.ip,
+                sp: c.sp,
+                bp: c.bp,
+                base: c.base,
+                data: c.data[..len].to_vec(),
+            };
+            let st = self.copies.entry(c.tgid).or_default();
+            if st.kept.len() < cap {
+                st.kept.push(raw);
+            } else {
+                let i = (st.seen % cap as u64) as usize;
+                st.kept[i] = raw;
+                crate::limits::STACK_COPIES.hit();
+            }
+            st.seen += 1;
+        }
+    }
+
+    /// The stack copies kept for `tgid`.
+    pub fn copies(&self, tgid: u32) -> Vec<RawCopy> {
+        self.copies.get(&tgid).map(|s| s.kept.clone()).unwrap_or_default()
+    }
+
     /// Makes the sampled set equal to `want` (tgid -> 1 in N faults).
     pub fn set_suspects(&mut self, want: &StdHashMap<u32, u32>) {
+        self.drain_copies();
+        // Copies outlive the suspect for a bundle written just after, but
+        // not beyond two suspect tables' worth.
+        if self.copies.len() > 2 * crate::limits::SUSPECTS_MAX {
+            self.copies.retain(|pid, _| want.contains_key(pid));
+        }
         match &self.mode {
             StackMode::FaultHook => {
                 let have: Vec<u32> = self.suspects_map.keys().filter_map(|k| k.ok()).collect();
@@ -208,8 +288,9 @@ impl Stacks {
         }
     }
 
-    /// Sampled stacks of `tgid`: (instruction pointers, sampled faults).
-    pub fn collect(&self, tgid: u32) -> Vec<(Vec<u64>, u64)> {
+    /// Sampled stacks of `tgid`: (stack id in the stack map, which stack
+    /// copies refer to; instruction pointers; sampled faults).
+    pub fn collect_with_ids(&self, tgid: u32) -> Vec<(u32, Vec<u64>, u64)> {
         let mut out = Vec::new();
         for item in self.stacks.iter() {
             let Ok((k, count)) = item else { continue };
@@ -217,10 +298,10 @@ impl Stacks {
                 continue;
             }
             if let Ok(st) = self.ids.get(&k.stack_id, 0) {
-                out.push((st.frames().iter().map(|f| f.ip).collect(), count));
+                out.push((k.stack_id, st.frames().iter().map(|f| f.ip).collect(), count));
             }
         }
-        out.sort_by_key(|s| std::cmp::Reverse(s.1));
+        out.sort_by_key(|s| std::cmp::Reverse(s.2));
         out
     }
 
@@ -235,6 +316,7 @@ impl Stacks {
         for k in dead {
             let _ = self.stacks.remove(&k);
         }
+        self.copies.retain(|pid, _| alive(*pid));
         // Stack ids nothing refers to any more: free them, or the stack map
         // fills up and new stacks stop being recorded.
         let used: HashSet<u32> = self

@@ -247,10 +247,18 @@ impl Worker {
             .exec
             .as_ref()
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
-        let samples = self
-            .stacks
-            .as_ref()
-            .map(|s| s.lock().map(|s| s.collect(row.pid)).unwrap_or_default());
+        let samples = self.stacks.as_ref().map(|s| {
+            let (fp, copies) = s
+                .lock()
+                .map(|mut s| {
+                    s.drain_copies();
+                    (s.collect_with_ids(row.pid), s.copies(row.pid))
+                })
+                .unwrap_or_default();
+            // Frame-pointer stacks, replaced by CFI-unwound ones where
+            // the stack copies go deeper (docs/stacks.md).
+            symbolize::unwind_merge(row.pid, fp, &copies)
+        });
         // stacks.txt first, as soon as possible: it needs the process
         // alive (its maps) and is the bundle's point. The other stack
         // files (build-ids, offsets, py-spy) follow and reuse its names.
