@@ -123,7 +123,11 @@ fn real_main() -> Result<()> {
         Cmd::Test { args } => {
             // The install test runs the release artifacts; build them first.
             let dist = dist::run_dist(&root)?;
-            let bin = build_all(&root, false)?;
+            // The integration tests drive the release binary, the one users
+            // run: a debug build's symbolizer and CFI unwinder (gimli,
+            // framehop, blazesym unoptimized) take seconds per bundle, and
+            // a bundle must be written before the OOM kill it precedes.
+            let bin = build_all(&root, true)?;
             step("running unit and integration tests (integration tests load eBPF: needs root)");
             // Integration tests change global kernel state (cgroups) and
             // measure rates, so they run one at a time.
