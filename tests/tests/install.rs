@@ -266,8 +266,12 @@ fn deb_installs_runs_and_purges() {
     ]));
     check_doctor(&o, "installed");
 
-    let m = output(Command::new("man").args(["-w", "leaktrace"]));
-    let m = String::from_utf8_lossy(&m.stdout).trim().to_string();
+    // man-db may be absent on a bare host: then the file itself is checked.
+    let m = Command::new("man")
+        .args(["-w", "leaktrace"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("(man not runnable: {e})"));
     eprintln!("man -w leaktrace: {m:?}");
     assert!(
         m == "/usr/share/man/man8/leaktrace.8.gz" || Path::new("/usr/share/man/man8/leaktrace.8.gz").exists(),

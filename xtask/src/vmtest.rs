@@ -252,7 +252,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         kernels.push(resolve_kernel(&vm_dir, s)?);
     }
 
-    let leaktrace = crate::build_all(root, false)?;
+    // The release binary, as `cargo xtask test` uses: a debug symbolizer and
+    // unwinder are too slow for a bundle to beat the kill, doubly so under
+    // emulation.
+    let leaktrace = crate::build_all(root, true)?;
     let bins = build_test_binaries(root)?;
     let out_dir = root.join("target/vmtest");
     fs::create_dir_all(&out_dir)?;
