@@ -505,6 +505,51 @@ impl Record {
     }
 
     /// SIGTERM and the exit status.
+    /// Waits for the evidence event of `pid` and returns it with its
+    /// bundle directory.
+    pub fn bundle_of(&self, pid: u32, timeout: Duration) -> (Value, PathBuf) {
+        self.wait_for(timeout, "the evidence event", |l| {
+            l.iter().any(|v| v["type"] == "evidence" && v["pid"] == pid)
+        });
+        let ev = self
+            .events()
+            .into_iter()
+            .find(|v| v["type"] == "evidence" && v["pid"] == pid)
+            .unwrap();
+        let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+        (ev, dir)
+    }
+
+    /// Waits for the OOM incident whose victim is `pid`, then returns it,
+    /// the evidence event written for `pid` and its bundle directory. With
+    /// no evidence event it panics listing the events about `pid`.
+    pub fn incident_and_bundle(&self, pid: u32) -> (Value, Value, PathBuf) {
+        self.wait_for(Duration::from_secs(30), "the incident", |l| {
+            l.iter()
+                .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+        });
+        let events = self.events();
+        let inc = events
+            .iter()
+            .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
+            .unwrap()
+            .clone();
+        let ev = events
+            .iter()
+            .find(|v| v["type"] == "evidence" && v["pid"] == pid)
+            .cloned()
+            .unwrap_or_else(|| {
+                let about: Vec<String> = events
+                    .iter()
+                    .filter(|v| v["type"] != "summary" || v.to_string().contains(&format!("\"pid\":{pid},")))
+                    .map(|v| v.to_string().chars().take(400).collect())
+                    .collect();
+                panic!("no evidence event for {pid}; events:\n{}", about.join("\n"))
+            });
+        let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+        (inc, ev, dir)
+    }
+
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };

@@ -20,23 +20,8 @@ fn bundle_before_the_kill_names_the_leaking_function() {
     let pid = h.pid();
     let st = h.wait();
     assert!(!st.success(), "the leaker must be OOM-killed");
-    rec.wait_for(Duration::from_secs(30), "the incident", |l| {
-        l.iter()
-            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
-    });
-    let events = rec.events();
-    let inc = events
-        .iter()
-        .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
-        .unwrap()
-        .clone();
-    let ev = events
-        .iter()
-        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap_or_else(|| panic!("no evidence event for {pid}"))
-        .clone();
+    let (inc, ev, dir) = rec.incident_and_bundle(pid);
     eprintln!("evidence: {ev}");
-    let dir = std::path::PathBuf::from(ev["dir"].as_str().expect("bundle written"));
     assert_eq!(inc["evidence_dir"], ev["dir"], "the incident links the bundle");
     let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     assert!(

@@ -35,15 +35,7 @@ fn stacks_of_leaker(tag: &str, bin: &std::path::Path) -> (String, String) {
     let pid = h.pid();
     let st = h.wait();
     assert!(!st.success(), "the leaker must be OOM-killed");
-    rec.wait_for(Duration::from_secs(30), "the evidence", |l| {
-        l.iter().any(|v| v["type"] == "evidence" && v["pid"] == pid)
-    });
-    let ev = rec
-        .events()
-        .into_iter()
-        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap();
-    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let (_, dir) = rec.bundle_of(pid, Duration::from_secs(30));
     let stacks = std::fs::read_to_string(dir.join("stacks.txt")).unwrap();
     let folded = std::fs::read_to_string(dir.join("stacks.folded")).unwrap();
     eprintln!("stacks.folded:\n{folded}");

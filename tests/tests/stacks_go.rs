@@ -9,7 +9,6 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Duration,
 };
 
 use leaktrace_tests::*;
@@ -111,22 +110,8 @@ fn go_bundle_names_the_goroutine_function() {
     let pid = h.pid();
     let st = h.wait();
     assert!(!st.success(), "the leaker must be OOM-killed");
-    rec.wait_for(Duration::from_secs(30), "the incident", |l| {
-        l.iter()
-            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
-    });
-    let events = rec.events();
-    let inc = events
-        .iter()
-        .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
-        .unwrap()
-        .clone();
-    let ev = events
-        .iter()
-        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap_or_else(|| panic!("no evidence event for {pid}"))
-        .clone();
-    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let (inc, ev, dir) = rec.incident_and_bundle(pid);
+    eprintln!("evidence: {ev}");
     let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     eprintln!("meta.go: {}", meta["go"]);
     eprintln!("meta.stack_files: {}", meta["stack_files"]);

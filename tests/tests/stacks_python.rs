@@ -77,29 +77,8 @@ fn python_bundle_names_the_leaking_function_and_line() {
     let pid = h.pid();
     let st = h.wait();
     assert!(!st.success(), "the leaker must be OOM-killed");
-    rec.wait_for(Duration::from_secs(30), "the incident", |l| {
-        l.iter()
-            .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
-    });
-    let events = rec.events();
-    let inc = events
-        .iter()
-        .find(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
-        .unwrap()
-        .clone();
-    let ev = events
-        .iter()
-        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap_or_else(|| {
-            let about: Vec<String> = events
-                .iter()
-                .filter(|v| v["type"] != "summary" || v.to_string().contains(&format!("\"pid\":{pid},")))
-                .map(|v| v.to_string().chars().take(400).collect())
-                .collect();
-            panic!("no evidence event for {pid}; events:\n{}", about.join("\n"))
-        })
-        .clone();
-    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let (inc, ev, dir) = rec.incident_and_bundle(pid);
+    eprintln!("evidence: {ev}");
     let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     eprintln!("meta.python: {}", meta["python"]);
     eprintln!("meta.stack_files: {}", meta["stack_files"]);
@@ -233,15 +212,7 @@ fn python_bundle_without_py_spy_says_how_to_get_it() {
             missing.to_str().unwrap(),
         ],
     );
-    rec.wait_for(Duration::from_secs(20), "the evidence event", |l| {
-        l.iter().any(|v| v["type"] == "evidence" && v["pid"] == pid)
-    });
-    let ev = rec
-        .events()
-        .into_iter()
-        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap();
-    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let (_, dir) = rec.bundle_of(pid, Duration::from_secs(20));
     let meta: Value = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     eprintln!("meta.python: {}", meta["python"]);
     assert_eq!(meta["python"]["status"], "missing");
@@ -281,15 +252,7 @@ fn python_stacks_escape_hostile_file_names() {
             py_spy.to_str().unwrap(),
         ],
     );
-    rec.wait_for(Duration::from_secs(20), "the evidence event", |l| {
-        l.iter().any(|v| v["type"] == "evidence" && v["pid"] == pid)
-    });
-    let ev = rec
-        .events()
-        .into_iter()
-        .find(|v| v["type"] == "evidence" && v["pid"] == pid)
-        .unwrap();
-    let dir = PathBuf::from(ev["dir"].as_str().expect("bundle written"));
+    let (_, dir) = rec.bundle_of(pid, Duration::from_secs(20));
     let pys = std::fs::read_to_string(dir.join("python_stacks.txt")).unwrap();
     eprintln!("python_stacks.txt:\n{pys}");
     assert!(pys.contains("wait_here ("), "names the function: {pys}");

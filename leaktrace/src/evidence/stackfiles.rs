@@ -18,10 +18,7 @@
 use std::{
     collections::HashMap,
     io::{Read, Write},
-    os::unix::process::{CommandExt, ExitStatusExt},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
@@ -186,84 +183,6 @@ pub fn info_child_main() -> i32 {
     write_answer(&ans)
 }
 
-/// Runs `leaktrace <sub>` (the same binary) sandboxed: an empty
-/// environment, the symbolizer's address-space and CPU limits, no core, no
-/// file writes, a wall-clock timeout, oom_score_adj 1000, death with its
-/// parent. Sends `req` on stdin and returns stdout (capped).
-fn run_sandboxed(sub: &str, req: Vec<u8>) -> Result<Vec<u8>, String> {
-    let mem = crate::limits::SYMBOLIZER_MEMORY.bound();
-    let secs = crate::limits::SYMBOLIZER_SECONDS.bound();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(sub)
-        .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls (setrlimit,
-    // prctl, open, write, close) on values prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (res, v) in [
-                (libc::RLIMIT_AS, mem),
-                (libc::RLIMIT_CPU, secs),
-                (libc::RLIMIT_CORE, 0),
-                (libc::RLIMIT_FSIZE, 0),
-            ] {
-                let r = libc::rlimit {
-                    rlim_cur: v,
-                    rlim_max: v,
-                };
-                if libc::setrlimit(res, &r) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
-            if fd >= 0 {
-                libc::write(fd, b"1000".as_ptr() as *const libc::c_void, 4);
-                libc::close(fd);
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {sub}: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut stdout = child.stdout.take().expect("piped");
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&req);
-    });
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = (&mut stdout).take(ANSWER_CAP).read_to_end(&mut buf);
-        buf
-    });
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = writer.join();
-                crate::limits::SYMBOLIZER_SECONDS.hit();
-                return Err(format!("{sub} took more than {secs} s and was killed"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(e.to_string()),
-        }
-    };
-    let _ = writer.join();
-    let buf = reader.join().unwrap_or_default();
-    if !status.success() {
-        return Err(match status.signal() {
-            Some(s) => format!("{sub} died (signal {s}); limits: {} MiB, {secs} s", mem >> 20),
-            None => format!("{sub} failed ({status})"),
-        });
-    }
-    Ok(buf)
-}
-
 /// stacks.raw.json.
 #[derive(Serialize, Deserialize, Default, Debug)]
 pub struct RawStacks {
@@ -364,7 +283,7 @@ pub fn build(
             addrs: uniq.clone(),
         })
         .map_err(|e| e.to_string())
-        .and_then(|r| run_sandboxed("__stackinfo", r))
+        .and_then(|r| super::symbolize::run_sandboxed("__stackinfo", r, ANSWER_CAP))
         .and_then(|b| {
             serde_json::from_slice::<InfoAnswer>(&b).map_err(|e| format!("answer cut or unreadable: {e}"))
         })
@@ -648,7 +567,7 @@ pub fn symbolize_offline(mut raw: RawStacks, debug_dirs: &[PathBuf]) -> Offline 
     } else {
         serde_json::to_vec(&serde_json::json!({"Ids": {"paths": all}}))
             .map_err(|e| e.to_string())
-            .and_then(|r| run_sandboxed("__symbolize-offline", r))
+            .and_then(|r| super::symbolize::run_sandboxed("__symbolize-offline", r, ANSWER_CAP))
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             .unwrap_or_default()
     };
@@ -703,7 +622,7 @@ pub fn symbolize_offline(mut raw: RawStacks, debug_dirs: &[PathBuf]) -> Offline 
     };
     let ans = serde_json::to_vec(&serde_json::json!({ "Sym": req }))
         .map_err(|e| e.to_string())
-        .and_then(|r| run_sandboxed("__symbolize-offline", r))
+        .and_then(|r| super::symbolize::run_sandboxed("__symbolize-offline", r, ANSWER_CAP))
         .and_then(|b| serde_json::from_slice::<OfflineAnswer>(&b).map_err(|e| e.to_string()));
     let ans = match ans {
         Ok(a) => a,

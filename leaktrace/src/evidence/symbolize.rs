@@ -161,13 +161,24 @@ pub fn unwind_merge(
     }
 }
 
-/// Runs `req` in a child process, under the limits in
-/// `limits::SYMBOLIZER_*`.
+/// Runs `req` in the `__symbolize` child and decodes its answer.
 fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> {
+    let req = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let buf = run_sandboxed("__symbolize", req, ANSWER_CAP)?;
+    serde_json::from_slice(&buf).map_err(|e| format!("the symbolizer's answer was cut or unreadable: {e}"))
+}
+
+/// Runs `leaktrace <sub>` (this same binary) sandboxed, under the limits in
+/// `limits::SYMBOLIZER_*`: an empty environment, an address-space and a CPU
+/// limit, no core, no file writes, a wall-clock timeout, oom_score_adj
+/// 1000, death with its parent. Sends `req` on stdin and returns stdout
+/// (capped at `cap` bytes). Every child that parses a traced process's
+/// binaries goes through here.
+pub(crate) fn run_sandboxed(sub: &str, req: Vec<u8>, cap: u64) -> Result<Vec<u8>, String> {
     let mem = crate::limits::SYMBOLIZER_MEMORY.bound();
     let secs = crate::limits::SYMBOLIZER_SECONDS.bound();
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg("__symbolize")
+    cmd.arg(sub)
         .env_clear()
         .current_dir("/")
         .stdin(Stdio::piped())
@@ -201,10 +212,7 @@ fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> 
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the symbolizer: {e}"))?;
-    let req = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {sub}: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     // The child reads its whole request before it answers; a reader
@@ -214,7 +222,7 @@ fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> 
     });
     let reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = (&mut stdout).take(ANSWER_CAP).read_to_end(&mut buf);
+        let _ = (&mut stdout).take(cap).read_to_end(&mut buf);
         buf
     });
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -226,7 +234,7 @@ fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> 
                 let _ = child.wait();
                 let _ = writer.join();
                 crate::limits::SYMBOLIZER_SECONDS.hit();
-                return Err(format!("the symbolizer took more than {secs} s and was killed"));
+                return Err(format!("{sub} took more than {secs} s and was killed"));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(e.to_string()),
@@ -235,24 +243,23 @@ fn in_child<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, String> 
     let _ = writer.join();
     let buf = reader.join().unwrap_or_default();
     if !status.success() {
-        let why = match status.signal() {
+        return Err(match status.signal() {
             Some(libc::SIGABRT) | Some(libc::SIGSEGV) | Some(libc::SIGBUS) => {
                 crate::limits::SYMBOLIZER_MEMORY.hit();
                 format!(
-                    "the symbolizer died (signal {}): a binary asked for more than {} MiB or was malformed",
+                    "{sub} died (signal {}): a binary asked for more than {} MiB or was malformed",
                     status.signal().unwrap_or(0),
                     mem >> 20
                 )
             }
             Some(libc::SIGXCPU) | Some(libc::SIGKILL) => {
                 crate::limits::SYMBOLIZER_SECONDS.hit();
-                format!("the symbolizer used more than {secs} s of CPU")
+                format!("{sub} used more than {secs} s of CPU")
             }
-            _ => format!("the symbolizer failed ({status})"),
-        };
-        return Err(why);
+            _ => format!("{sub} failed ({status})"),
+        });
     }
-    serde_json::from_slice(&buf).map_err(|e| format!("the symbolizer's answer was cut or unreadable: {e}"))
+    Ok(buf)
 }
 
 /// Formats stacks.txt. Symbolizes against the live process (in a child);
