@@ -83,18 +83,47 @@ pub fn task_newtask_btf(ctx: BtfTracePointContext) -> i32 {
     let Some(l) = life_entry(child, Probe::u64(task, o(off::TASK_START_TIME))) else {
         return 0;
     };
-    let parent = PROC_LIFE.get_ptr(&current_tgid());
+    let parent = PROC_LIFE.get_ptr_mut(&current_tgid());
     // SAFETY: map value pointers, valid while the program runs.
     unsafe {
         (*l).birth_ns = now;
         (*l).birth_rss_pages = resident(&rss_pages::<Probe>(mm));
         (*l).flags |= life_flag::FORKED;
         if let Some(p) = parent {
+            // A parent that exec'd before leaktrace started (a pool's
+            // master, a shell) has no argv kept yet: it is read now, once,
+            // from the parent's own memory (current is the parent), so
+            // that a child killed before any sample still has a command
+            // line.
+            if (*p).args_len == 0 {
+                read_args(current_task(), &mut *p);
+            }
             (*l).args = (*p).args;
             (*l).args_len = (*p).args_len;
         }
     }
     0
+}
+
+/// Copies the first ARGS_LEN bytes of the current task's argv into `l`.
+/// `task` must be the current task: its user memory is read.
+#[inline(always)]
+fn read_args(task: u64, l: &mut Life) {
+    let mm = Probe::u64(task, o(off::TASK_MM));
+    let (start, end) = (
+        Probe::u64(mm, o(off::MM_ARG_START)),
+        Probe::u64(mm, o(off::MM_ARG_END)),
+    );
+    l.args_len = 0;
+    let n = end.saturating_sub(start);
+    let n = if n > ARGS_LEN as u64 { ARGS_LEN } else { n as usize };
+    if let Some(dst) = l.args.get_mut(..n) {
+        // SAFETY: the copy is bounded by ARGS_LEN and reads the current
+        // task's memory; a fault leaves args_len at 0.
+        if start != 0 && unsafe { bpf_probe_read_user_buf(start as *const u8, dst) }.is_ok() {
+            l.args_len = n as u32;
+        }
+    }
 }
 
 /// Fallback without tp_btf: forks are counted, births are not known.
@@ -119,25 +148,13 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     };
     let mm = Probe::u64(task, o(off::TASK_MM));
     let signal = Probe::u64(task, o(off::TASK_SIGNAL));
-    let (start, end) = (
-        Probe::u64(mm, o(off::MM_ARG_START)),
-        Probe::u64(mm, o(off::MM_ARG_END)),
-    );
-    // SAFETY: map value pointer, valid while the program runs; the argv
-    // copy is bounded by ARGS_LEN and reads the current task's memory.
+    // SAFETY: map value pointer, valid while the program runs.
     unsafe {
         (*l).birth_ns = bpf_ktime_get_ns();
         (*l).birth_rss_pages = resident(&rss_pages::<Probe>(mm));
         (*l).maxrss_at_exec = Probe::u64(signal, o(off::SIG_MAXRSS));
         (*l).flags |= life_flag::EXECED;
-        (*l).args_len = 0;
-        let n = end.saturating_sub(start);
-        let n = if n > ARGS_LEN as u64 { ARGS_LEN } else { n as usize };
-        if let Some(dst) = (*l).args.get_mut(..n) {
-            if start != 0 && bpf_probe_read_user_buf(start as *const u8, dst).is_ok() {
-                (*l).args_len = n as u32;
-            }
-        }
+        read_args(task, &mut *l);
     }
     0
 }

@@ -6,6 +6,8 @@
 //! so everything is tested on synthetic inputs.
 use std::collections::VecDeque;
 
+use leaktrace_common::Life;
+
 use crate::fmt::FastMap;
 use crate::{
     host::attribution::{attribute, Attribution},
@@ -479,6 +481,45 @@ impl Tracker {
         (sample, requests)
     }
 
+    /// An OOM victim as the kernel kept it when it was marked (see
+    /// `OomContext::victim_marked`): one the model already follows gets
+    /// the birth and argv it lacks; one born after the last sample is
+    /// followed from now on, so the verdict ranks it by its birth and its
+    /// RSS at the kill. Samples and its exit record complete it later.
+    pub fn victim_marked(&mut self, pid: u32, life: &Life, page: u64) {
+        if life.start_ns == 0 {
+            return;
+        }
+        let birth = (life.birth_ns != 0).then(|| (life.birth_ns as f64 / 1e9, life.birth_rss_pages * page));
+        let args = &life.args[..(life.args_len as usize).min(life.args.len())];
+        let cmd = (!args.is_empty()).then(|| args_cmdline(args));
+        let known = self
+            .procs
+            .get_mut(&pid)
+            .into_iter()
+            .chain(self.gone.iter_mut().filter(|g| g.pid == pid))
+            .find(|t| t.start_ns == life.start_ns);
+        let tr = match known {
+            Some(tr) => tr,
+            None => {
+                // A reused pid: the process the model knew by it is gone.
+                if let Some(mut old) = self.procs.remove(&pid) {
+                    old.exited_at.get_or_insert(life.start_ns as f64 / 1e9);
+                    self.gone.push_back(old);
+                }
+                self.procs
+                    .entry(pid)
+                    .or_insert_with(|| Tracked::new(pid, life.start_ns))
+            }
+        };
+        if tr.birth.is_none() {
+            tr.birth = birth;
+        }
+        if tr.kernel_cmdline.is_none() {
+            tr.kernel_cmdline = cmd;
+        }
+    }
+
     /// An exit record: a process that grew and died. If it was sampled, its
     /// lingering entry gets its peak; if it lived between two samples, it
     /// is known from the record alone.
@@ -519,10 +560,18 @@ impl Tracker {
                 if let Some(cg) = names.cgroup_of(e.memcg_id) {
                     g.memcg_id = e.memcg_id;
                     g.cgroup = cg;
+                    g.cgroup_version = names.version();
                 }
             }
             if g.kernel_cmdline.is_none() {
                 g.kernel_cmdline = cmd;
+            }
+            // Known only from its OOM mark until now.
+            if g.comm.is_empty() {
+                g.set_comm(&e.comm);
+            }
+            if g.ppid == 0 {
+                g.ppid = e.ppid;
             }
             return;
         }
@@ -1329,6 +1378,60 @@ mod tests {
         let snap = tr.snapshot(50).unwrap();
         assert_eq!(snap.cmdline, "stress-ng-bigheap [run]");
         assert_eq!(snap.cgroup, "/app");
+    }
+
+    #[test]
+    fn a_victim_known_only_from_its_mark_is_ranked_and_named() {
+        // Born at 0.4 s, killed at 0.9 s: no sample saw it, and its exit
+        // record has not reached the model when the verdict is made.
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        tick(&mut tr, &mut names, 0.0, &[proc(1, 1, 6 * MIB)], &[]);
+        let mut life = Life {
+            start_ns: 400_000_000,
+            birth_ns: 400_000_000,
+            birth_rss_pages: 256,
+            flags: leaktrace_common::life_flag::FORKED,
+            ..Life::default()
+        };
+        let argv = [b"stress-ng\0--bigheap\0".as_slice(), b"1\0"].concat();
+        life.args[..argv.len()].copy_from_slice(&argv);
+        life.args_len = argv.len() as u32;
+        tr.victim_marked(50, &life, 4096);
+        let g = tr
+            .top_grower(Some("/app"), 60.0, Some((50, 0.9, 509 * MIB)))
+            .unwrap();
+        assert_eq!((g.pid, g.growth_bytes), (50, 508 * MIB));
+        let snap = tr.snapshot_of(50, Some(400_000_000)).unwrap();
+        assert_eq!(snap.cmdline, "stress-ng --bigheap 1");
+        assert_eq!(snap.birth_ms.map(|b| b.1), Some(MIB));
+        // The next sample no longer sees it; its exit record completes it.
+        let e = ExitSample {
+            tgid: 50,
+            ppid: 1,
+            comm: *b"stress-ng-bighe\0",
+            exit_ns: 950_000_000,
+            start_ns: 400_000_000,
+            birth: Some((400_000_000, MIB)),
+            peak_bytes: Some(509 * MIB),
+            memcg_id: 7,
+            exit_code: 9,
+            oom_victim: true,
+            args: argv.clone(),
+        };
+        tick(&mut tr, &mut names, 1.0, &[proc(1, 1, 6 * MIB)], &[e]);
+        let snap = tr.snapshot_of(50, Some(400_000_000)).unwrap();
+        assert!(snap.exited);
+        assert_eq!(
+            (snap.comm.as_str(), snap.cgroup.as_str()),
+            ("stress-ng-bighe", "/app")
+        );
+        assert_eq!(tr.procs.len(), 1, "one record of it, lingering");
+        assert_eq!(tr.gone.iter().filter(|g| g.pid == 50).count(), 1);
+        // A mark without a start time (no life kept) changes nothing.
+        tr.victim_marked(60, &Life::default(), 4096);
+        assert!(tr.snapshot(60).is_none());
     }
 
     #[test]

@@ -30,6 +30,11 @@ impl OomContext for View<'_> {
     fn snapshot(&self, pid: u32, start_ns: Option<u64>) -> Option<ProcSnapshot> {
         self.0.lock().ok()?.snapshot_of(pid, start_ns)
     }
+    fn victim_marked(&self, pid: u32, life: &leaktrace_common::Life) {
+        if let Ok(mut t) = self.0.lock() {
+            t.victim_marked(pid, life, crate::fmt::page_size());
+        }
+    }
     fn top_grower(
         &self,
         scope: Option<&str>,

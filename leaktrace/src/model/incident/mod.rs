@@ -101,6 +101,14 @@ pub trait OomContext {
     /// What is known about `pid` (the process that started at `start_ns`,
     /// when given), alive or recently exited.
     fn snapshot(&self, pid: u32, start_ns: Option<u64>) -> Option<ProcSnapshot>;
+    /// An OOM victim as the kernel kept it when it was marked: its birth
+    /// and argv. The model learns of a process born after its last sample
+    /// only from its exit record, which the sampling thread hands over at
+    /// its next sample; on a loaded host that can be after the incident
+    /// has waited long enough and closed. Told here, while the victim is
+    /// alive, the model ranks it with its birth and names it with its
+    /// command line whatever the timing.
+    fn victim_marked(&self, _pid: u32, _life: &leaktrace_common::Life) {}
     /// The process that grew most in the `window_s` seconds before the
     /// kill, among those whose cgroup is `scope` or below it (None: all
     /// processes), the victim included with its RSS at the kill:
@@ -532,6 +540,9 @@ impl Assembler {
                     // still an incident.
                     _ => self.open(tid, r.tgid, &r.comm.clone(), r.ts_ns, lost),
                 };
+                if let Some(l) = r.life.as_ref() {
+                    ctx.victim_marked(victim, l);
+                }
                 // Known now, while the victim is certainly alive; the
                 // verdict is made when the incident is complete.
                 p.snapshot = ctx.snapshot(victim, r.life.map(|l| l.start_ns).filter(|s| *s != 0));
