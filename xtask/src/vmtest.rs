@@ -131,7 +131,7 @@ const QEMU_FLAGS: &[&str] = &[
 ];
 /// `mitigations=off`: the guest runs only our tests, and under TCG every
 /// page-table switch on syscall entry (PTI) is expensive.
-const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet mitigations=off";
+const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=5 mitigations=off";
 
 /// PID 1 of the guest. It sources /vmtest-run.sh (generated: which tests,
 /// which environment) and powers off. Results go to the second serial port
