@@ -68,13 +68,18 @@ fn console_level_decides_the_report_time() {
 
 /// Test 2: several tasks allocating in one memcg when it OOMs: the others
 /// are named as stalled.
+///
+/// The three allocate 100 MiB each at once, so all three are charging
+/// when the 128 MiB memcg runs out: a paced workload (16 MiB/s in 1 MiB
+/// chunks) left the others asleep between chunks at the moment of the OOM
+/// in one fresh-clone run, and nothing had stalled them.
 #[test]
 fn other_allocators_are_named_as_stalled() {
     require_root();
     let w = Watch::start(&["--interval", "0.5"]);
     let cg = MemCg::new("stall", 128 * MB);
     let mut hs: Vec<Proc> = (0..3)
-        .map(|_| Proc::spawn(&mut cg.command(&[HELPER, "grow", "16", "12", "10"])))
+        .map(|_| Proc::spawn(&mut cg.command(&[HELPER, "step", "100", "0", "60"])))
         .collect();
     let pids: Vec<u32> = hs.iter().map(|h| h.pid()).collect();
     w.wait_for(Duration::from_secs(30), "an OOM in the memcg", |l| {
