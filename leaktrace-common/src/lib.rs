@@ -413,6 +413,9 @@ pub const ARGS_LEN: usize = 128;
 pub mod life_flag {
     pub const FORKED: u32 = 1;
     pub const EXECED: u32 = 2;
+    /// This image's argv has been read (it may have been empty or
+    /// unreadable): a fork does not read it again.
+    pub const ARGS_READ: u32 = 4;
 }
 
 /// What the kernel keeps about a process's life (`PROC_LIFE`, an LRU hash
@@ -438,6 +441,13 @@ pub struct Life {
     pub args: [u8; ARGS_LEN],
 }
 const _: () = assert!(core::mem::size_of::<Life>() == 56 + ARGS_LEN);
+
+impl Life {
+    /// The argv bytes kept (NUL-separated), without the unused tail.
+    pub fn argv(&self) -> &[u8] {
+        &self.args[..(self.args_len as usize).min(ARGS_LEN)]
+    }
+}
 
 impl Default for Life {
     fn default() -> Self {

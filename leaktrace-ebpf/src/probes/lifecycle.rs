@@ -91,15 +91,18 @@ pub fn task_newtask_btf(ctx: BtfTracePointContext) -> i32 {
         (*l).flags |= life_flag::FORKED;
         if let Some(p) = parent {
             // A parent that exec'd before leaktrace started (a pool's
-            // master, a shell) has no argv kept yet: it is read now, once,
+            // master, a shell) has no argv kept yet: it is read now, once
+            // (ARGS_READ, even when it comes back empty or faults),
             // from the parent's own memory (current is the parent), so
             // that a child killed before any sample still has a command
             // line.
-            if (*p).args_len == 0 {
+            if (*p).flags & life_flag::ARGS_READ == 0 {
                 read_args(current_task(), &mut *p);
             }
             (*l).args = (*p).args;
             (*l).args_len = (*p).args_len;
+            // Until it execs, the child's argv is its parent's.
+            (*l).flags |= (*p).flags & life_flag::ARGS_READ;
         }
     }
     0
@@ -115,6 +118,7 @@ fn read_args(task: u64, l: &mut Life) {
         Probe::u64(mm, o(off::MM_ARG_END)),
     );
     l.args_len = 0;
+    l.flags |= life_flag::ARGS_READ;
     let n = end.saturating_sub(start);
     let n = if n > ARGS_LEN as u64 { ARGS_LEN } else { n as usize };
     if let Some(dst) = l.args.get_mut(..n) {

@@ -8,7 +8,7 @@ use aya::{
     maps::{MapData, RingBuf},
     Ebpf,
 };
-use leaktrace_common::{life_flag, ExitRecord, Life};
+use leaktrace_common::{life_flag, ExitRecord};
 
 /// A decoded exit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +47,9 @@ impl ExitSample {
             memcg_id: r.memcg_id,
             exit_code: r.exit_code,
             oom_victim: r.oom_victim != 0,
-            args: life_args(l),
+            args: l.argv().to_vec(),
         }
     }
-}
-
-/// The argv bytes kept at exec.
-pub fn life_args(l: &Life) -> Vec<u8> {
-    let n = (l.args_len as usize).min(l.args.len());
-    l.args[..n].to_vec()
 }
 
 pub struct ExitsReader {
@@ -101,6 +95,7 @@ impl ExitsReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leaktrace_common::Life;
 
     #[test]
     fn peak_after_exec_counts_only_when_above_the_inherited_one() {

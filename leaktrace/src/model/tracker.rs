@@ -491,7 +491,7 @@ impl Tracker {
             return;
         }
         let birth = (life.birth_ns != 0).then(|| (life.birth_ns as f64 / 1e9, life.birth_rss_pages * page));
-        let args = &life.args[..(life.args_len as usize).min(life.args.len())];
+        let args = life.argv();
         let cmd = (!args.is_empty()).then(|| args_cmdline(args));
         let known = self
             .procs
