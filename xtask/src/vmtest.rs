@@ -156,7 +156,10 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
-mount -t tmpfs tmpfs /tmp
+# No tmpfs over /tmp: the test binaries sit at their host paths, which are
+# under /tmp when the repository is (a CI clone). The initramfs root is
+# already a tmpfs.
+chmod 1777 /tmp
 mkdir -p /dev/shm /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t devpts devpts /dev/pts
