@@ -115,10 +115,11 @@ const QEMU: &str = "qemu-system-x86_64";
 /// `thread=single`: both guest CPUs run on one host thread, in turn. With
 /// `thread=multi` the 6.12 guest died in `oom_soak` with "Oops: int3" at
 /// `do_user_addr_fault+0xcf`, and a 6.1 run once hung in a soft lockup
-/// while leaktrace attached hooks. Both are the kernel rewriting its own
-/// code (a jump label such as the page-fault perf counter's static key,
-/// flipped when the per-suspect perf events come and go) while the other
-/// vCPU runs it: an emulation race, not a guest kernel's. One host thread
+/// while leaktrace attached hooks. Our reading, not proven: the kernel
+/// rewrites its own code (a jump label such as the page-fault perf
+/// counter's static key, flipped when the per-suspect perf events come and
+/// go) while the other vCPU runs a stale translation of it, an emulation
+/// race. With thread=single neither has been seen again. One host thread
 /// per guest also lets the kernels run side by side on a two-CPU host.
 const QEMU_FLAGS: &[&str] = &[
     "-accel",
