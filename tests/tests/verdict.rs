@@ -31,10 +31,44 @@ fn stress_ng_bigheap_every_kill_an_incident_naming_the_child() {
     let w = Watch::start_default(&["--interval", "1"]);
     let cg = MemCg::new("bigheap", 512 * MB);
     let k0 = cg.oom_kills();
-    let mut s =
-        Proc::spawn(&mut cg.command(&[stress.to_str().unwrap(), "--bigheap", "1", "--timeout", "30s"]));
+    // --metrics-brief: stress-ng prints its bigheap rounds, so a run without
+    // kills still says whether its worker ran.
+    let mut s = Proc::spawn(&mut cg.command(&[
+        stress.to_str().unwrap(),
+        "--bigheap",
+        "1",
+        "--timeout",
+        "30s",
+        "--metrics-brief",
+    ]));
     s.wait();
     let kills = cg.oom_kills() - k0;
+    if kills < 5 {
+        // Too few kills is about the workload or the machine, not yet about
+        // leaktrace: say what the memcg and leaktrace saw of it.
+        for f in [
+            "memory.max_usage_in_bytes",
+            "memory.failcnt",
+            "memory.oom_control",
+            "memory.peak",
+            "memory.events",
+        ] {
+            if let Ok(t) = std::fs::read_to_string(cg.dir.join(f)) {
+                eprintln!("{f}: {}", t.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+        eprintln!("/proc/loadavg: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+        for smp in w.samples().iter().rev().take(3) {
+            let rows: Vec<String> = smp["processes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| r["comm"].as_str().unwrap_or("").starts_with("stress-ng"))
+                .map(|r| format!("{} {} rss {} trend {}", r["pid"], r["comm"], r["rss_bytes"], r["trend"]))
+                .collect();
+            eprintln!("sample at ts_ms {}: {rows:?}", smp["ts_ms"]);
+        }
+    }
     // The last incidents close a moment after their victims exit.
     let deadline = Instant::now() + Duration::from_secs(30);
     while (incidents_in(&w, &cg).len() as u64) < kills && Instant::now() < deadline {
