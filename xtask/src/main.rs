@@ -59,14 +59,16 @@ enum Cmd {
     /// and run the kernel integration tests inside each. Downloads and
     /// caches the kernels and busybox under ./.toolchain/vm (installs qemu,
     /// busybox-static and cpio with apt-get if missing). Prints one
-    /// `vm-test <release>: N passed, M failed` line per kernel. Extra
-    /// arguments replace the built-in test list (cargo test filters).
+    /// `vm-test <release>: N passed, M failed` line per kernel. The kernels
+    /// boot side by side, one host thread each. Extra arguments replace the
+    /// built-in test list (cargo test filters).
     VmTest {
         /// A kernel series Debian ships as a cloud kernel (6.1, 6.12) or a
         /// vmlinuz path; repeatable. Default: 6.1 and 6.12.
         #[arg(long = "kernel", value_name = "6.1|6.12|PATH")]
         kernels: Vec<String>,
-        /// Minutes allowed per kernel before qemu is killed.
+        /// Minutes allowed per kernel (each guest, counted from its boot)
+        /// before its qemu is killed and the run is marked "did not finish".
         #[arg(long, default_value_t = vmtest::DEFAULT_TIMEOUT_MIN)]
         timeout_min: u64,
         /// Factor for the tests' timing tolerances in the guest only
