@@ -5,6 +5,8 @@
 //! compiled by different compilers for different targets.
 #![no_std]
 
+pub mod python;
+
 /// How many processes (thread groups) the per-PID maps can hold.
 /// The maps are LRU maps, so a host with more live processes loses the
 /// least recently active ones rather than failing inserts.
@@ -239,6 +241,13 @@ pub mod counter {
     /// User stack copies (for CFI unwinding) that did not fit in their
     /// ring buffer.
     pub const STACK_COPIES_LOST: u32 = 13;
+    /// Python stacks (`PY_STACKS` records) that did not fit in their ring
+    /// buffer, or whose count could not be kept.
+    pub const PY_STACKS_LOST: u32 = 14;
+    /// Sampled faults of a CPython suspect whose thread was not found in
+    /// the interpreter's thread list (not a Python thread, or a list
+    /// longer than `python::PY_MAX_THREADS`).
+    pub const PY_THREAD_MISSED: u32 = 15;
     pub const NUM: u32 = 16;
 }
 
@@ -290,6 +299,9 @@ pub mod off {
     pub const OC_CHOSEN_POINTS: usize = 34;
     pub const OC_CONSTRAINT: usize = 35;
     pub const MEMCG_CSS: usize = 36;
+    /// task->thread.fsbase (x86_64): the thread pointer, which is glibc's
+    /// `pthread_t`; matches old CPythons' thread states to threads.
+    pub const TASK_FSBASE: usize = 37;
     pub const NUM: usize = 40;
 }
 

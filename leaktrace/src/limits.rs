@@ -30,6 +30,7 @@ pub const EVIDENCE_QUEUE_LEN: usize = 16;
 pub const SUSPECTS_MAX: usize = 64;
 pub const STACK_THREADS_PER_SUSPECT: usize = 256;
 pub const STACK_COPIES_PER_SUSPECT: usize = 16;
+pub const PY_STACKS_PER_PROCESS: usize = 4096;
 pub const UNWIND_MODULES_MAX: usize = 128;
 pub const UNWIND_MODULE_BYTES: u64 = 256 << 20;
 pub const METRICS_CONNECTIONS_MAX: usize = 64;
@@ -228,6 +229,12 @@ pub static STACK_COPIES: Limit = Limit::new(
     "16 KiB stack copies",
     "a further copy replaces an older one of the same suspect (round robin)",
 );
+pub static PY_STACKS: Limit = Limit::new(
+    "python_stacks_per_process",
+    PY_STACKS_PER_PROCESS as u64,
+    "distinct Python stacks",
+    "the frames of further stacks are not kept: their samples count as samples without frames",
+);
 pub static UNWIND_MODULES: Limit = Limit::new(
     "unwind_modules",
     UNWIND_MODULES_MAX as u64,
@@ -248,7 +255,7 @@ pub static INCIDENT_FILES: Limit = Limit::new(
     "the oldest --exec-on-oom incident directory is deleted",
 );
 
-pub static ALL: [&Limit; 28] = [
+pub static ALL: [&Limit; 29] = [
     &CMDLINE,
     &COMM,
     &CGROUP_PATH,
@@ -271,6 +278,7 @@ pub static ALL: [&Limit; 28] = [
     &SYMBOLIZER_MEMORY,
     &SYMBOLIZER_SECONDS,
     &STACK_COPIES,
+    &PY_STACKS,
     &UNWIND_MODULES,
     &UNWIND_MODULE_SIZE,
     &SUSPECTS,

@@ -120,6 +120,10 @@ enum Cmd {
     /// addresses, in a limited child (evidence/stackfiles.rs).
     #[command(name = "__stackinfo", hide = true)]
     StackInfo,
+    /// Internal: which CPython a process runs, and its code objects named,
+    /// in a limited child (evidence/pyframes.rs).
+    #[command(name = "__pyinfo", hide = true)]
+    PyInfo,
     /// Internal: offline symbolization for `report --symbolize`, in a
     /// limited child (evidence/stackfiles.rs).
     #[command(name = "__symbolize-offline", hide = true)]
@@ -207,6 +211,7 @@ fn main() -> ExitCode {
         Cmd::Symbolize => Ok(evidence::symbolize::child_main()),
         Cmd::Schemas { dir } => schema::write_all(&dir).map(|()| 0),
         Cmd::StackInfo => Ok(evidence::stackfiles::info_child_main()),
+        Cmd::PyInfo => Ok(evidence::pyframes::child_main()),
         Cmd::SymbolizeOffline => Ok(evidence::stackfiles::offline_child_main()),
         Cmd::GenMan { dir } => gen_man(&dir).map(|()| 0),
         Cmd::GenCompletions { dir } => gen_completions(&dir).map(|()| 0),

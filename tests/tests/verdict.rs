@@ -57,14 +57,24 @@ fn stress_ng_bigheap_every_kill_an_incident_naming_the_child() {
                 eprintln!("{f}: {}", t.split_whitespace().collect::<Vec<_>>().join(" "));
             }
         }
-        eprintln!("/proc/loadavg: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+        eprintln!(
+            "/proc/loadavg: {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
         for smp in w.samples().iter().rev().take(3) {
             let rows: Vec<String> = smp["processes"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter(|r| r["comm"].as_str().unwrap_or("").starts_with("stress-ng"))
-                .map(|r| format!("{} {} rss {} trend {}", r["pid"], r["comm"], r["rss_bytes"], r["trend"]))
+                .map(|r| {
+                    format!(
+                        "{} {} rss {} trend {}",
+                        r["pid"], r["comm"], r["rss_bytes"], r["trend"]
+                    )
+                })
                 .collect();
             eprintln!("sample at ts_ms {}: {rows:?}", smp["ts_ms"]);
         }

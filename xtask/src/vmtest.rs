@@ -1306,12 +1306,7 @@ fn kernels_doc(out_dir: &Path, host: Option<&Matrix>) -> String {
     }
     d += &format!("{head}\n{rule}\n");
     for m in rows.iter().chain(host) {
-        let mut r = format!(
-            "| {} | {} | {} |",
-            m.release,
-            m.cgroup,
-            m.tests.replace('|', "/")
-        );
+        let mut r = format!("| {} | {} | {} |", m.release, m.cgroup, m.tests.replace('|', "/"));
         for (job, _) in MATRIX_JOBS {
             let cell = m.hooks.get(*job).map(String::as_str).unwrap_or("-");
             r += &format!(" {} |", cell.replace('|', "/"));

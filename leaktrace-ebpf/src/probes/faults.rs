@@ -136,11 +136,16 @@ fn copy_stack(ctx: &PerfEventContext, tgid: u32, stack_id: u32) {
 #[perf_event]
 pub fn fault_sample(ctx: PerfEventContext) -> u32 {
     let tgid = current_tgid();
-    if let Some((id, n)) = record_stack(&ctx, tgid) {
-        if n.is_power_of_two() {
-            copy_stack(&ctx, tgid, id);
+    let id = match record_stack(&ctx, tgid) {
+        Some((id, n)) => {
+            if n.is_power_of_two() {
+                copy_stack(&ctx, tgid, id);
+            }
+            id
         }
-    }
+        None => u32::MAX,
+    };
+    super::python::sample(tgid, id);
     0
 }
 

@@ -7,6 +7,7 @@ pub mod kread;
 pub mod lifecycle;
 pub mod oom;
 pub mod oomctl;
+pub mod python;
 pub mod reclaim;
 pub mod rss;
 

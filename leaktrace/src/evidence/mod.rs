@@ -3,6 +3,8 @@
 pub mod bundle;
 pub mod exec;
 pub mod langstacks;
+pub mod pyframes;
+pub mod pymix;
 pub mod stackfiles;
 pub mod symbolize;
 pub mod unwind;

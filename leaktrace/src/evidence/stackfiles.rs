@@ -104,13 +104,13 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn read_request<T: for<'de> Deserialize<'de>>() -> Option<T> {
+pub(crate) fn read_request<T: for<'de> Deserialize<'de>>() -> Option<T> {
     let mut raw = Vec::new();
     std::io::stdin().take(REQUEST_CAP).read_to_end(&mut raw).ok()?;
     serde_json::from_slice(&raw).ok()
 }
 
-fn write_answer<T: Serialize>(a: &T) -> i32 {
+pub(crate) fn write_answer<T: Serialize>(a: &T) -> i32 {
     let out = std::io::stdout();
     let mut out = out.lock();
     if serde_json::to_writer(&mut out, a).is_err() || out.flush().is_err() {
@@ -367,6 +367,14 @@ pub fn folded_line(frames: &[RawFrame], mappings: &[Mapping], count: u64) -> Str
 /// meta.json says so.
 pub const FILE_CAP: usize = 4 << 20;
 
+/// A CPython suspect's Python stacks, for its stacks.folded.
+pub struct PyExtras<'a> {
+    pub input: &'a super::pymix::PyInput,
+    /// (frame-pointer stack id, sampled faults).
+    pub fp: &'a [(u32, u64)],
+    pub by_id: &'a HashMap<u32, Vec<u64>>,
+}
+
 /// Files for a bundle: name and bounded content.
 pub type ExtraFiles = Vec<(&'static str, Vec<u8>)>;
 
@@ -382,6 +390,7 @@ pub fn bundle_extras(
     samples: Option<&[(Vec<u64>, u64)]>,
     py_spy: Option<&Path>,
     known: &HashMap<u64, String>,
+    py: Option<PyExtras>,
 ) -> (ExtraFiles, serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let mut files = Vec::new();
@@ -397,7 +406,16 @@ pub fn bundle_extras(
     }
     if let Some(samples) = samples {
         let mut sf = build(pid, comm, period, page, samples, known);
-        let mut folded = sf.folded;
+        let mut folded = match &py {
+            Some(p) => python_folded(p, &sf.raw, known),
+            None => std::mem::take(&mut sf.folded),
+        };
+        if let Some(p) = &py {
+            let m = meta.entry("python").or_insert_with(|| json!({}));
+            if let Some(o) = m.as_object_mut() {
+                o.insert("kernel_frames".into(), super::pymix::meta(p.input));
+            }
+        }
         let mut folded_cut = 0usize;
         if folded.len() > FILE_CAP {
             let end = folded[..FILE_CAP].rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -450,6 +468,19 @@ pub fn bundle_extras(
         files.push(("stacks.raw.json", raw));
     }
     (files, meta)
+}
+
+/// Mixed Python/native folded lines; native names from the stack lookup,
+/// else stacks.txt's, else the address.
+fn python_folded(p: &PyExtras, raw: &RawStacks, known: &HashMap<u64, String>) -> String {
+    let mut names: HashMap<u64, String> = known.clone();
+    for f in raw.stacks.iter().flat_map(|s| s.frames.iter()) {
+        if let Some(n) = &f.name {
+            names.insert(f.addr, n.clone());
+        }
+    }
+    let name_of = |ip: u64| names.get(&ip).cloned().unwrap_or_else(|| format!("{ip:#x}"));
+    super::pymix::folded(p.input, p.fp, p.by_id, &name_of)
 }
 
 // ---- offline symbolization (`leaktrace report --symbolize`) ----

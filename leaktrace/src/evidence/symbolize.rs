@@ -10,6 +10,7 @@
 //! gets the addresses on stdin and answers in JSON on stdout, capped.
 //! When the child fails, the stacks keep their raw addresses and say why.
 use std::{
+    collections::HashMap,
     io::{Read, Write},
     os::unix::process::{CommandExt, ExitStatusExt},
     process::{Command, Stdio},
@@ -127,13 +128,17 @@ pub fn child_main() -> i32 {
 /// The frame-pointer stacks of `pid` (with their stack ids), where its
 /// stack copies unwind deeper with CFI (in the sandboxed child), replaced
 /// by the CFI stacks; counts merged per unique stack. Without copies, or
-/// when the child fails, the frame-pointer stacks as they are.
+/// when the child fails, the frame-pointer stacks as they are. Also the
+/// best stack per stack id (`unwind::best_by_id`).
 pub fn unwind_merge(
     pid: u32,
     fp: Vec<(u32, Vec<u64>, u64)>,
     copies: &[crate::kernel::stacks::RawCopy],
-) -> Vec<(Vec<u64>, u64)> {
-    let plain = |fp: Vec<(u32, Vec<u64>, u64)>| fp.into_iter().map(|(_, ips, n)| (ips, n)).collect();
+) -> (Vec<(Vec<u64>, u64)>, HashMap<u32, Vec<u64>>) {
+    let plain = |fp: Vec<(u32, Vec<u64>, u64)>| {
+        let by_id = fp.iter().map(|(id, ips, _)| (*id, ips.clone())).collect();
+        (fp.into_iter().map(|(_, ips, n)| (ips, n)).collect(), by_id)
+    };
     if copies.is_empty() {
         return plain(fp);
     }
@@ -151,7 +156,10 @@ pub fn unwind_merge(
                 copies.len(),
                 t0.elapsed().as_millis()
             );
-            super::unwind::merge(&fp, copies, &unwound)
+            (
+                super::unwind::merge(&fp, copies, &unwound),
+                super::unwind::best_by_id(&fp, copies, &unwound),
+            )
         }
         Ok(_) => plain(fp),
         Err(e) => {

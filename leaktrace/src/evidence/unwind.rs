@@ -226,6 +226,32 @@ pub fn unwind_all(pid: u32, copies: &[CopyReq]) -> Vec<Vec<u64>> {
 /// `fp`: (stack id, frame-pointer ips, sampled faults); `unwound[i]`: the
 /// CFI stack of `copies[i]`. A stack id's count is split between the
 /// distinct CFI stacks of its copies in proportion to their copies.
+/// For each frame-pointer stack id: the stack its copies unwound to most
+/// often where that goes at least as deep, else the frame-pointer stack.
+/// (The Python frames of a sample are keyed by this id.)
+pub fn best_by_id(
+    fp: &[(u32, Vec<u64>, u64)],
+    copies: &[RawCopy],
+    unwound: &[Vec<u64>],
+) -> HashMap<u32, Vec<u64>> {
+    let mut out = HashMap::new();
+    for (id, ips, _) in fp {
+        let mut alts: HashMap<&Vec<u64>, u64> = HashMap::new();
+        for (c, u) in copies.iter().zip(unwound) {
+            if c.stack_id == *id && u.len() >= ips.len() && !u.is_empty() {
+                *alts.entry(u).or_default() += 1;
+            }
+        }
+        let best = alts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+            .map(|(s, _)| s.clone())
+            .unwrap_or_else(|| ips.clone());
+        out.insert(*id, best);
+    }
+    out
+}
+
 pub fn merge(fp: &[(u32, Vec<u64>, u64)], copies: &[RawCopy], unwound: &[Vec<u64>]) -> Vec<(Vec<u64>, u64)> {
     let mut out: HashMap<Vec<u64>, u64> = HashMap::new();
     for (id, ips, count) in fp {

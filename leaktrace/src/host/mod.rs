@@ -3,6 +3,7 @@
 //! container, pod), consoles, printk levels and PSI.
 pub mod attribution;
 pub mod cgroup;
+pub mod cpython;
 pub mod facts;
 pub mod meta;
 pub mod procfs;

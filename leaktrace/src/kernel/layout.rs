@@ -77,6 +77,14 @@ impl TaskLayout {
                 offs[*i] = o as u64;
             }
         }
+        // task->thread.fsbase (x86_64 only; elsewhere absent, and CPython
+        // 3.8-3.10 threads are then not matched).
+        if let (Ok((t, _)), Ok((f, _))) = (
+            btf.member("task_struct", "thread"),
+            btf.member("thread_struct", "fsbase"),
+        ) {
+            offs[off::TASK_FSBASE] = t as u64 + f as u64;
+        }
         let rss = RssLayout::from_btf(btf)?;
         offs[off::MM_RSS] = rss.mm_rss_off + rss.count_off;
         offs[off::MM_RSS_STRIDE] = rss.stride;

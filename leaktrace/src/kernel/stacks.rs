@@ -160,6 +160,8 @@ pub struct Stacks {
     perf: StdHashMap<u32, Suspect>,
     copies_rb: Option<RingBuf<MapData>>,
     copies: StdHashMap<u32, CopyStore>,
+    /// CPython frames of suspects (None: an object without them).
+    pub py: Option<super::pystacks::PyStacks>,
     pub stats: StackStats,
 }
 
@@ -179,6 +181,7 @@ impl Stacks {
             copies_rb: ebpf
                 .take_map("STACK_COPIES")
                 .and_then(|m| RingBuf::try_from(m).ok()),
+            py: super::pystacks::PyStacks::take(ebpf),
             mode,
             perf: StdHashMap::new(),
             copies: StdHashMap::new(),
@@ -197,6 +200,9 @@ impl Stacks {
     /// keeps a bounded number per suspect. Copies of processes that are no
     /// longer sampled are dropped.
     pub fn drain_copies(&mut self) {
+        if let Some(py) = self.py.as_mut() {
+            py.drain();
+        }
         let Some(rb) = self.copies_rb.as_mut() else { return };
         let cap = crate::limits::STACK_COPIES_PER_SUSPECT;
         while let Some(item) = rb.next() {
@@ -317,6 +323,9 @@ impl Stacks {
             let _ = self.stacks.remove(&k);
         }
         self.copies.retain(|pid, _| alive(*pid));
+        if let Some(py) = self.py.as_mut() {
+            py.forget_except(alive);
+        }
         // Stack ids nothing refers to any more: free them, or the stack map
         // fills up and new stacks stop being recorded.
         let used: HashSet<u32> = self

@@ -247,40 +247,48 @@ impl Worker {
             .exec
             .as_ref()
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
-        let samples = self.stacks.as_ref().map(|s| {
-            let (fp, copies) = s
-                .lock()
-                .map(|mut s| {
-                    s.drain_copies();
-                    (s.collect_with_ids(row.pid), s.copies(row.pid))
-                })
-                .unwrap_or_default();
-            // Frame-pointer stacks, replaced by CFI-unwound ones where
-            // the stack copies go deeper (docs/stacks.md).
-            symbolize::unwind_merge(row.pid, fp, &copies)
-        });
+        let g = self.stacks.as_ref().map(|s| gather(s, row.pid));
+        let samples = g.as_ref().map(|g| g.samples.clone());
         // stacks.txt first, as soon as possible: it needs the process
         // alive (its maps) and is the bundle's point. The other stack
         // files (build-ids, offsets, py-spy) follow and reuse its names.
         let period = self.args.stack_period;
-        let (stacks, names) = match &samples {
-            Some(samples) => {
-                symbolize::render_named(row.pid, &row.comm, period, crate::fmt::page_size(), samples, 20)
-            }
+        let page = crate::fmt::page_size();
+        let (mut stacks, names) = match &samples {
+            Some(samples) => symbolize::render_named(row.pid, &row.comm, period, page, samples, 20),
             None => (
                 format!("# stack sampling unavailable ({})\n", self.stack_mode),
                 Default::default(),
             ),
         };
-        let (extra_files, extra_meta) = evidence::stackfiles::bundle_extras(
+        let py = g.as_ref().and_then(|g| {
+            let py = g.py.as_ref()?;
+            let name_of = |ip: u64| names.get(&ip).cloned().unwrap_or_else(|| format!("{ip:#x}"));
+            stacks = evidence::pymix::text(py, period, page, 20, &name_of, &g.by_id) + &stacks;
+            Some(evidence::stackfiles::PyExtras {
+                input: py,
+                fp: &g.fp_counts,
+                by_id: &g.by_id,
+            })
+        });
+        let (extra_files, mut extra_meta) = evidence::stackfiles::bundle_extras(
             row.pid,
             &row.comm,
             period,
-            crate::fmt::page_size(),
+            page,
             samples.as_deref(),
             self.args.py_spy.as_deref(),
             &names,
+            py,
         );
+        if let Some(why) = g.as_ref().and_then(|g| g.py_not.as_ref()) {
+            let m = extra_meta
+                .entry("python")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(o) = m.as_object_mut() {
+                o.insert("kernel_frames".into(), serde_json::json!({ "unavailable": why }));
+            }
+        }
         let timeline = self
             .tracker
             .lock()
@@ -342,6 +350,61 @@ impl Worker {
             }
         }
         ev
+    }
+}
+
+/// A suspect's sampled stacks, taken for a bundle.
+struct Gathered {
+    /// Native stacks (CFI where deeper), merged per unique stack.
+    samples: Vec<(Vec<u64>, u64)>,
+    /// The best native stack of each frame-pointer stack id, and the
+    /// sampled faults of each id.
+    by_id: HashMap<u32, Vec<u64>>,
+    fp_counts: Vec<(u32, u64)>,
+    /// Python frames, for a CPython suspect the kernel walked.
+    py: Option<evidence::pymix::PyInput>,
+    /// Why a CPython suspect's frames were not walked.
+    py_not: Option<String>,
+}
+
+/// Takes the suspect's samples from the kernel maps (under the lock), then
+/// unwinds and names them in the sandboxed children (outside it).
+fn gather(stacks: &Mutex<Stacks>, pid: u32) -> Gathered {
+    let (fp, copies, py, py_not) = stacks
+        .lock()
+        .map(|mut s| {
+            s.drain_copies();
+            let py =
+                s.py.as_ref()
+                    .and_then(|p| Some((p.target(pid)?.clone(), p.samples(pid))));
+            let py_not = s.py.as_ref().and_then(|p| p.why_not(pid).map(String::from));
+            (s.collect_with_ids(pid), s.copies(pid), py, py_not)
+        })
+        .unwrap_or_default();
+    let fp_counts = fp.iter().map(|(id, _, n)| (*id, *n)).collect();
+    // Frame-pointer stacks, replaced by CFI-unwound ones where the stack
+    // copies go deeper (docs/stacks.md).
+    let (samples, by_id) = symbolize::unwind_merge(pid, fp, &copies);
+    let py = py.map(|(target, (samples, counts))| {
+        let frames: Vec<_> = samples.iter().flat_map(|s| s.frames.iter().copied()).collect();
+        let (funcs, error) = match evidence::pyframes::resolve(pid, &target, &frames) {
+            Ok(f) => (f, None),
+            Err(e) => (HashMap::new(), Some(e)),
+        };
+        evidence::pymix::PyInput {
+            target,
+            samples,
+            counts,
+            funcs,
+            error,
+        }
+    });
+    Gathered {
+        samples,
+        by_id,
+        fp_counts,
+        py,
+        py_not,
     }
 }
 

@@ -13,6 +13,7 @@
 //! leaktrace exits, leaving any thread stuck in a read behind.
 pub mod evidence;
 pub mod oom;
+pub mod python;
 pub mod sampling;
 
 use std::{
@@ -266,6 +267,10 @@ fn start_threads(
         sampler: parts.sampler,
         exits: parts.exits,
         counters: parts.counters,
+        python: match &parts.stacks {
+            Some(s) if s.lock().is_ok_and(|s| s.py.is_some()) => Some(python::Detector::start(s.clone())?),
+            _ => None,
+        },
         stacks: parts.stacks.clone(),
         tracker: tracker.clone(),
         triggers: evidence::Triggers::new(cfg.triggers, parts.stacks.is_some()),

@@ -53,6 +53,8 @@ pub struct Sampling {
     pub exits: Option<ExitsReader>,
     pub counters: CountersMap,
     pub stacks: Option<Arc<Mutex<Stacks>>>,
+    /// Tells the kernel which suspects are CPython (None: no Python maps).
+    pub python: Option<super::python::Detector>,
     pub tracker: Arc<Mutex<Tracker>>,
     pub triggers: Triggers,
     pub jobs: SyncSender<Job>,
@@ -280,6 +282,9 @@ impl Sampling {
         if let Some(s) = &self.stacks {
             if let Ok(mut s) = s.lock() {
                 s.set_suspects(want);
+                if let (Some(d), Some(new)) = (&self.python, s.py.as_mut().map(|p| p.follow(want))) {
+                    d.offer(&mut s, new);
+                }
                 if prune {
                     s.forget_except(&|pid| alive.contains_key(&pid));
                 }
