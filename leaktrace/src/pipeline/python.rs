@@ -50,7 +50,7 @@ fn run(rx: Receiver<u32>, stacks: Arc<Mutex<Stacks>>) {
         };
         match &answer {
             Ok(t) => log::info!(
-                "pid {pid}: CPython {} ({}, offsets from the {}): Python frames are read at its sampled faults",
+                "pid {pid}: CPython {} ({}, offsets: {}): Python frames are read at its sampled faults",
                 crate::fmt::term(&t.version),
                 crate::fmt::term(&t.binary),
                 t.layout.source
