@@ -124,10 +124,15 @@ fn assert_names(b: &PyBundle, version_prefix: &str, func: &str, file: &str, line
         }
         if stack.contains(&want) {
             leak += n;
-            under_caller |= stack.contains(&format!("{caller} ({file}:")) && stack.find(caller) < stack.find(func);
+            under_caller |=
+                stack.contains(&format!("{caller} ({file}:")) && stack.find(caller) < stack.find(func);
         }
     }
-    assert!(under_caller, "stacks.folded has {caller} above {want}:\n{}", b.folded);
+    assert!(
+        under_caller,
+        "stacks.folded has {caller} above {want}:\n{}",
+        b.folded
+    );
     assert!(
         leak * 2 > python,
         "{want} holds most Python samples: {leak} of {python}\n{}",
@@ -135,10 +140,12 @@ fn assert_names(b: &PyBundle, version_prefix: &str, func: &str, file: &str, line
     );
 }
 
+/// Writes the script and returns its canonical path (the one the
+/// interpreter reports as co_filename).
 fn write_script(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
-    p
+    p.canonicalize().unwrap()
 }
 
 #[test]
@@ -151,8 +158,14 @@ fn python311_short_leak_is_named_with_its_line() {
     assert_names(&b, "3.11", "leak_briefly", s.to_str().unwrap(), line, "main");
     // Mixed: the interpreter's native frames below, memset's above.
     let mixed = b.folded.lines().find(|l| l.contains("leak_briefly (")).unwrap();
-    assert!(mixed.contains("Py_RunMain;") || mixed.contains("_start;"), "native root frames: {mixed}");
-    assert!(mixed.contains("memset"), "native leaf frames after the Python ones: {mixed}");
+    assert!(
+        mixed.contains("Py_RunMain;") || mixed.contains("_start;"),
+        "native root frames: {mixed}"
+    );
+    assert!(
+        mixed.contains("memset"),
+        "native leaf frames after the Python ones: {mixed}"
+    );
 }
 
 #[test]
@@ -194,7 +207,12 @@ fn python313_from_debian_13_is_named() {
     let chroot = ensure_package("chroot", "coreutils");
     let b = bundle_of_killed(
         "pyk313",
-        &[chroot.to_str().unwrap(), root.to_str().unwrap(), "/usr/bin/python3.13", inside],
+        &[
+            chroot.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "/usr/bin/python3.13",
+            inside,
+        ],
     );
     let _ = std::fs::remove_file(root.join(&inside[1..]));
     let line = line_of(SHORT_LEAK, "# the leak");
@@ -221,7 +239,10 @@ fn python_versions_from_the_table_are_named() {
             .flatten()
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{v}."))))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{v}.")))
+            })
             .map(|p| p.join(format!("bin/python{v}")))
             .find(|p| p.exists());
         let Some(bin) = bin else {
@@ -229,7 +250,10 @@ fn python_versions_from_the_table_are_named() {
             continue;
         };
         eprintln!("CPython {v}: {}", bin.display());
-        let b = bundle_of_killed(&format!("pyk{}", v.replace('.', "")), &[bin.to_str().unwrap(), s.to_str().unwrap()]);
+        let b = bundle_of_killed(
+            &format!("pyk{}", v.replace('.', "")),
+            &[bin.to_str().unwrap(), s.to_str().unwrap()],
+        );
         assert_names(&b, v, "leak_briefly", s.to_str().unwrap(), line, "main");
         ran += 1;
     }
@@ -279,6 +303,7 @@ fn gunicorn_worker_handler_is_named() {
     let gunicorn = ensure_package("gunicorn", "gunicorn");
     let dir = TempDir::new("pyk-gunicorn");
     write_script(&dir.0, "leakapp.py", APP);
+    let app_dir = dir.0.canonicalize().unwrap();
     let out = TempDir::new("pyk-gunicorn-rec");
     let rec = Record::start(&out.0.join("rec"), &["--interval", "0.5"]);
     let cg = MemCg::new("pykgun", 256 * MB);
@@ -287,7 +312,7 @@ fn gunicorn_worker_handler_is_named() {
     let mut cmd = cg.command(&[
         gunicorn.to_str().unwrap(),
         "--chdir",
-        dir.0.to_str().unwrap(),
+        app_dir.to_str().unwrap(),
         "-w",
         "1",
         "-b",
@@ -309,9 +334,16 @@ fn gunicorn_worker_handler_is_named() {
     let (_inc, _ev, bdir) = rec.incident_and_bundle(worker);
     let stacks = std::fs::read_to_string(bdir.join("stacks.txt")).unwrap();
     let folded = std::fs::read_to_string(bdir.join("stacks.folded")).unwrap();
-    eprintln!("stacks.txt (head):\n{}", stacks.lines().take(14).collect::<Vec<_>>().join("\n"));
-    let file = dir.0.join("leakapp.py");
-    let want = format!("handle_upload ({}:{})", file.display(), line_of(APP, "# the leak"));
+    eprintln!(
+        "stacks.txt (head):\n{}",
+        stacks.lines().take(14).collect::<Vec<_>>().join("\n")
+    );
+    let file = app_dir.join("leakapp.py");
+    let want = format!(
+        "handle_upload ({}:{})",
+        file.display(),
+        line_of(APP, "# the leak")
+    );
     let top = stacks
         .lines()
         .skip_while(|l| !l.starts_with("== Python functions"))
@@ -319,7 +351,9 @@ fn gunicorn_worker_handler_is_named() {
         .unwrap_or("");
     assert!(top.ends_with(&want), "first Python function is {want}: {top:?}");
     assert!(
-        folded.lines().any(|l| l.contains("application (") && l.contains(&want)),
+        folded
+            .lines()
+            .any(|l| l.contains("application (") && l.contains(&want)),
         "the handler under the WSGI entry point in stacks.folded:\n{folded}"
     );
     assert!(rec.stop().success());

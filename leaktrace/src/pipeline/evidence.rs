@@ -23,6 +23,11 @@ use crate::{
     sinks::{Event, Fanout},
 };
 
+/// How often the worker looks for first samples of a bundle that had none,
+/// for how long, and how many samples make the second bundle worth it.
+const FOLLOW_TICK: Duration = Duration::from_millis(500);
+const FOLLOW_FOR: Duration = Duration::from_secs(120);
+const FOLLOW_MIN_SAMPLES: u64 = 8;
 /// How long a trigger waits for a new suspect's stacks to be sampled.
 const STACK_WAIT: Duration = Duration::from_secs(1);
 /// Most suspects sampled at once.
@@ -204,8 +209,60 @@ pub struct Worker {
 impl Worker {
     pub fn run(self, jobs: Receiver<Job>) {
         let mut root: Option<Arc<OutDir>> = None;
-        for job in jobs {
-            let ev = self.one(&job, &mut root);
+        // Bundles written before any fault of their process was sampled:
+        // a second bundle follows as soon as samples arrive.
+        let mut waiting: Vec<(Job, Instant)> = Vec::new();
+        loop {
+            match jobs.recv_timeout(FOLLOW_TICK) {
+                Ok(job) => {
+                    let (ev, samples) = self.one(&job, &mut root);
+                    if ev.dir.is_some() && samples == Some(0) && waiting.len() < MAX_SUSPECTS {
+                        waiting.push((job, Instant::now() + FOLLOW_FOR));
+                    }
+                    self.fanout.send(Event::Evidence(Arc::new(ev)));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            self.follow_up(&mut waiting, &mut root);
+        }
+    }
+
+    /// Writes the second bundle of each waiting process that now has
+    /// sampled faults; forgets those that waited too long or are gone.
+    fn follow_up(&self, waiting: &mut Vec<(Job, Instant)>, root: &mut Option<Arc<OutDir>>) {
+        let now = Instant::now();
+        waiting.retain(|(_, until)| *until > now);
+        let Some(stacks) = &self.stacks else {
+            waiting.clear();
+            return;
+        };
+        let ready: Vec<usize> = waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, (j, _))| {
+                stacks.lock().is_ok_and(|s| {
+                    s.collect_with_ids(j.row.pid).iter().map(|x| x.2).sum::<u64>() >= FOLLOW_MIN_SAMPLES
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in ready.into_iter().rev() {
+            let (mut job, _) = waiting.swap_remove(i);
+            let Some(row) = self.tracker.lock().ok().and_then(|t| t.row(job.row.pid)) else {
+                continue;
+            };
+            job.row = row;
+            job.ts_ms = crate::fmt::now_ms();
+            job.trigger = Trigger {
+                reason: "stacks-follow-up",
+                detail: format!(
+                    "the bundle written for the {} trigger had no sampled faults; these are the first",
+                    job.trigger.reason
+                ),
+                secs_left: job.trigger.secs_left,
+            };
+            let (ev, _) = self.one(&job, root);
             self.fanout.send(Event::Evidence(Arc::new(ev)));
         }
     }
@@ -220,7 +277,9 @@ impl Worker {
         Ok(held.clone())
     }
 
-    fn one(&self, job: &Job, held: &mut Option<Arc<OutDir>>) -> EvidenceEvent {
+    /// Writes one bundle; returns its event and its sampled faults (None
+    /// when stacks are not sampled at all).
+    fn one(&self, job: &Job, held: &mut Option<Arc<OutDir>>) -> (EvidenceEvent, Option<u64>) {
         let row = &job.row;
         let mut ev = EvidenceEvent {
             kind: "evidence",
@@ -234,11 +293,11 @@ impl Worker {
         };
         let root = match self.root(held) {
             Ok(Some(r)) => r,
-            Ok(None) => return ev,
+            Ok(None) => return (ev, None),
             Err(e) => {
                 log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
                 ev.error = Some(format!("{e:#}"));
-                return ev;
+                return (ev, None);
             }
         };
         // Held from before the bundle is written: the command runs only if
@@ -249,6 +308,7 @@ impl Worker {
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
         let g = self.stacks.as_ref().map(|s| gather(s, row.pid));
         let samples = g.as_ref().map(|g| g.samples.clone());
+        let sampled = samples.as_ref().map(|s| s.iter().map(|x| x.1).sum::<u64>());
         // stacks.txt first, as soon as possible: it needs the process
         // alive (its maps) and is the bundle's point. The other stack
         // files (build-ids, offsets, py-spy) follow and reuse its names.
@@ -349,7 +409,7 @@ impl Worker {
                 ev.error = Some(format!("{e:#}"));
             }
         }
-        ev
+        (ev, sampled)
     }
 }
 

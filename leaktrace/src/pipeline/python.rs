@@ -56,7 +56,10 @@ fn run(rx: Receiver<u32>, stacks: Arc<Mutex<Stacks>>) {
                 t.layout.source
             ),
             Err(e) if e != "not CPython" => {
-                log::info!("pid {pid}: CPython, but its frames cannot be read: {}", crate::fmt::term(e))
+                log::info!(
+                    "pid {pid}: CPython, but its frames cannot be read: {}",
+                    crate::fmt::term(e)
+                )
             }
             Err(_) => {}
         }

@@ -69,12 +69,10 @@ fn candidates(pid: u32) -> Vec<Candidate> {
 }
 
 /// The ELF file behind a mapping: the mapped file itself (even if replaced
-/// on disk since), else the path in the process's root.
+/// on disk since, or in another mount namespace), else the path as maps
+/// shows it to us.
 fn read_elf(pid: u32, c: &Candidate) -> Option<Vec<u8>> {
-    for p in [
-        format!("/proc/{pid}/map_files/{}", c.range),
-        format!("/proc/{pid}/root{}", c.path),
-    ] {
+    for p in [format!("/proc/{pid}/map_files/{}", c.range), c.path.clone()] {
         if let Ok((b, false)) = crate::host::procfs::read_capped(Path::new(&p), ELF_CAP as usize) {
             return Some(b);
         }
