@@ -44,6 +44,18 @@ pub enum Bench {
         #[arg(long, default_value = "byte", value_parser = ["byte", "page"])]
         touch: String,
     },
+    /// What reading CPython frames at a suspect's sampled faults costs: a
+    /// Python mmap/touch loop 24 frames deep, with nothing attached, as a
+    /// suspect with the frame walk and with --no-python-frames; faults/s
+    /// and the kernel time per sampled fault (--bpf-stats).
+    Python {
+        /// Alternation rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 4.0)]
+        secs: f64,
+    },
     /// leaktrace's own cost on a host with many processes: CPU share of one
     /// core and peak RSS of `watch --json --top 20`, with N sleeping
     /// processes, for each N, rounds alternated.
@@ -199,6 +211,7 @@ pub fn run(root: &Path, leaktrace: &Path, which: Bench) -> Result<()> {
             rounds,
             compare_hooks,
         } => crate::scale::run(root, leaktrace, &procs, secs, rounds, compare_hooks),
+        Bench::Python { rounds, secs } => crate::bench_python::run(root, leaktrace, rounds, secs),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `cargo xtask run -- watch` and `cargo xtask test` are the two commands a
 //! new user needs; both set up everything on a fresh machine first.
 mod bench;
+mod bench_python;
 mod dist;
 mod scale;
 mod stats;

@@ -86,6 +86,11 @@ pub struct TriggerArgs {
     /// (python_stacks.txt). Default: the first py-spy in PATH.
     #[arg(long, value_name = "PATH")]
     pub py_spy: Option<std::path::PathBuf>,
+    /// Do not read CPython frames in the kernel at a Python suspect's
+    /// sampled faults (they name the Python function, file and line in
+    /// stacks.txt and stacks.folded; docs/stacks.md gives their cost).
+    #[arg(long)]
+    pub no_python_frames: bool,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -269,6 +274,7 @@ pub(crate) mod tests_support {
             cooldown: 300.0,
             max_bundles_per_hour: 30,
             stack_period: 16,
+            no_python_frames: false,
             exec_on_trigger: None,
             exec_timeout: 30.0,
             py_spy: None,

@@ -268,7 +268,9 @@ fn start_threads(
         exits: parts.exits,
         counters: parts.counters,
         python: match &parts.stacks {
-            Some(s) if s.lock().is_ok_and(|s| s.py.is_some()) => Some(python::Detector::start(s.clone())?),
+            Some(s) if !cfg.triggers.no_python_frames && s.lock().is_ok_and(|s| s.py.is_some()) => {
+                Some(python::Detector::start(s.clone())?)
+            }
             _ => None,
         },
         stacks: parts.stacks.clone(),
