@@ -27,6 +27,11 @@ pub struct Counters {
     pub iter_write_failed: u64,
     /// User stack copies (CFI unwinding) that did not fit in their ring.
     pub stack_copies_lost: u64,
+    /// Python stacks (frames or counts) that did not fit in their ring or map.
+    pub py_stacks_lost: u64,
+    /// Sampled faults of a CPython suspect whose thread was not found in
+    /// the interpreter's thread list.
+    pub py_thread_missed: u64,
 }
 
 pub struct CountersMap(PerCpuArray<MapData, u64>);
@@ -55,6 +60,8 @@ impl CountersMap {
             stacks_lost: get(counter::STACKS_LOST),
             iter_write_failed: get(counter::ITER_WRITE_FAILED),
             stack_copies_lost: get(counter::STACK_COPIES_LOST),
+            py_stacks_lost: get(counter::PY_STACKS_LOST),
+            py_thread_missed: get(counter::PY_THREAD_MISSED),
         }
     }
 }

@@ -227,6 +227,7 @@ impl Metrics {
             ("exits_ring", k.exits_lost),
             ("stacks", k.stacks_lost),
             ("stack_copies_ring", k.stack_copies_lost),
+            ("python_stacks", k.py_stacks_lost),
             ("rss_unattributed", k.rss_unattributed),
             ("map_insert_failed", k.insert_failed + k.life_insert_failed),
             ("exits_queue", s.kernel.exits_dropped),
