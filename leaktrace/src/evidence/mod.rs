@@ -86,6 +86,11 @@ pub struct TriggerArgs {
     /// (python_stacks.txt). Default: the first py-spy in PATH.
     #[arg(long, value_name = "PATH")]
     pub py_spy: Option<std::path::PathBuf>,
+    /// Write a bundle for a process whose trend has been `growing` for this
+    /// many seconds, however far its limit is (slow leaks); its faults are
+    /// sampled from half that time on. 0 disables.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub sustained_growth: f64,
     /// Do not read CPython frames in the kernel at a Python suspect's
     /// sampled faults (they name the Python function, file and line in
     /// stacks.txt and stacks.folded; docs/stacks.md gives their cost).
@@ -203,6 +208,22 @@ pub fn check(
     None
 }
 
+/// The slow-leak rule: growing without a break for `--sustained-growth`
+/// seconds (`growing_for`), whatever the limit.
+pub fn sustained(row: &Subject, growing_for: f64, args: &TriggerArgs) -> Option<Trigger> {
+    if args.sustained_growth <= 0.0 || row.trend != Trend::Growing || growing_for < args.sustained_growth {
+        return None;
+    }
+    Some(Trigger {
+        reason: "sustained-growth",
+        detail: format!(
+            "growing for {growing_for:.0} s (at {:.2} MiB/s now), limit or not",
+            row.growth_bytes_per_sec / 1048576.0
+        ),
+        secs_left: None,
+    })
+}
+
 /// Should this process's faults be sampled with stacks? Sustained growth
 /// faster than 1 MiB/s (trend growing), above half the RSS threshold, or
 /// named. Not any fast rise: a suspect pays a stack walk per sample, and
@@ -274,6 +295,7 @@ pub(crate) mod tests_support {
             cooldown: 300.0,
             max_bundles_per_hour: 30,
             stack_period: 16,
+            sustained_growth: 120.0,
             no_python_frames: false,
             exec_on_trigger: None,
             exec_timeout: 30.0,
@@ -432,6 +454,21 @@ mod tests {
             is_suspect(&sub(45 * MIB, 0.0, Trend::Stable), 100 * MIB, &a),
             "above half the threshold"
         );
+    }
+
+    #[test]
+    fn sustained_growth_fires_after_its_time_only() {
+        let a = args();
+        let g = sub(64 << 20, 512.0 * 1024.0, Trend::Growing);
+        assert!(sustained(&g, a.sustained_growth - 1.0, &a).is_none());
+        let t = sustained(&g, a.sustained_growth, &a).expect("fires");
+        assert_eq!(t.reason, "sustained-growth");
+        assert!(sustained(&sub(64 << 20, 0.0, Trend::Stable), 1e6, &a).is_none());
+        let off = TriggerArgs {
+            sustained_growth: 0.0,
+            ..args()
+        };
+        assert!(sustained(&g, 1e6, &off).is_none(), "0 disables");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Triggers {
     /// Processes that crossed a trigger in the last FLAGGED_FOR: every
     /// output lists them, whatever its --top.
     flagged: HashMap<u32, Instant>,
+    /// Since when each process's trend has been `growing` without a break.
+    growing_since: HashMap<u32, Instant>,
 }
 
 /// How long a process that crossed a trigger stays listed.
@@ -81,6 +83,7 @@ impl Triggers {
             stacks_live,
             limited: Vec::new(),
             flagged: HashMap::new(),
+            growing_since: HashMap::new(),
         }
     }
 
@@ -112,7 +115,20 @@ impl Triggers {
         // by Cgroups): most of a host's processes share a few cgroups.
         let mut by_id: crate::fmt::FastMap<u64, Option<u64>> = Default::default();
         let mut by_path: crate::fmt::FastMap<&str, Option<u64>> = Default::default();
+        let me = std::process::id();
+        let mut growing: HashSet<u32> = HashSet::new();
         for (subj, cgroup, memcg_id) in tracker.subjects() {
+            // Never a bundle, or stack sampling, about leaktrace itself.
+            if subj.pid == me {
+                continue;
+            }
+            let growing_for = if subj.trend == crate::model::trend::Trend::Growing {
+                growing.insert(subj.pid);
+                now.duration_since(*self.growing_since.entry(subj.pid).or_insert(now))
+                    .as_secs_f64()
+            } else {
+                0.0
+            };
             let limit = if memcg_id != 0 {
                 *by_id
                     .entry(memcg_id)
@@ -124,14 +140,19 @@ impl Triggers {
                 Some(l) => (l, None),
                 None => (mem_total, Some("MemTotal")),
             };
-            if evidence::is_suspect(&subj, limit, &self.args) {
+            // A slow leak is sampled from half its sustained time on, so
+            // that its bundle has stacks.
+            let slow = self.args.sustained_growth > 0.0 && growing_for >= self.args.sustained_growth / 2.0;
+            if slow || evidence::is_suspect(&subj, limit, &self.args) {
                 suspects.push((subj.growth_bytes_per_sec, subj.pid));
             }
-            if !evidence::may_trigger(&subj, limit, &self.args, psi, top == Some(subj.pid)) {
+            if !slow && !evidence::may_trigger(&subj, limit, &self.args, psi, top == Some(subj.pid)) {
                 continue;
             }
             let src = src.map_or_else(|| format!("the memcg limit of {cgroup}"), str::to_string);
-            let Some(t) = evidence::check(&subj, limit, &src, &self.args, psi, top == Some(subj.pid)) else {
+            let Some(t) = evidence::check(&subj, limit, &src, &self.args, psi, top == Some(subj.pid))
+                .or_else(|| evidence::sustained(&subj, growing_for, &self.args))
+            else {
                 continue;
             };
             if self.flagged.len() < MAX_FLAGGED || self.flagged.contains_key(&subj.pid) {
@@ -141,7 +162,7 @@ impl Triggers {
             // it is at its threshold already (it may be killed any moment)
             // or was named.
             let since = *self.sampled_since.entry(subj.pid).or_insert(now);
-            let urgent = t.reason == "rss-pct" || t.reason == "pid";
+            let urgent = t.reason == "rss-pct" || t.reason == "pid" || t.reason == "sustained-growth";
             // Near the limit, waiting the whole moment would leave too
             // little time to write the bundle before the kill: a quarter
             // of the time left at most.
@@ -174,6 +195,7 @@ impl Triggers {
                 crate::limits::EVIDENCE_JOBS.hit();
             }
         }
+        self.growing_since.retain(|pid, _| growing.contains(pid));
         self.limited = by_id.iter().filter_map(|(id, l)| Some((*id, (*l)?))).collect();
         self.flagged.retain(|_, t| now.duration_since(*t) < FLAGGED_FOR);
         let current: HashSet<u32> = suspects.iter().map(|s| s.1).collect();

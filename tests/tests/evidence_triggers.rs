@@ -1,7 +1,7 @@
-//! A bundle written before any fault of its process was sampled is
-//! followed by a second one as soon as samples arrive, not after the
-//! cool-down. The process is named with --evidence-pid while it is still
-//! idle (first bundle: no samples), then grows and becomes a suspect.
+//! Evidence that does not wait for a limit or a cool-down: a bundle
+//! written before any fault of its process was sampled is followed by a
+//! second one as soon as samples arrive; a slow leak far from any limit
+//! gets a bundle once it has grown for --sustained-growth seconds.
 use std::{process::Command, time::Duration};
 
 use leaktrace_tests::*;
@@ -49,6 +49,42 @@ fn a_bundle_without_samples_gets_a_follow_up_with_them() {
     assert!(
         evs[1]["ts_ms"].as_u64().unwrap() - evs[0]["ts_ms"].as_u64().unwrap() < 60_000,
         "within a minute, not after the cool-down"
+    );
+    assert!(rec.stop().success());
+    drop(h);
+}
+
+/// About 1 MiB/s with no memcg limit (the host's MemTotal is far away):
+/// time-to-limit never fires, the sustained-growth rule does, with stacks,
+/// and leaktrace writes no bundle about itself.
+#[test]
+fn a_slow_leak_far_from_any_limit_gets_a_bundle() {
+    require_root();
+    let out = TempDir::new("slow-leak");
+    let rec = Record::start(
+        &out.0.join("rec"),
+        &["--interval", "0.5", "--sustained-growth", "20"],
+    );
+    let t0 = std::time::Instant::now();
+    let h = Proc::spawn(Command::new(HELPER).args(["leak", "1", "90"]));
+    let pid = h.pid();
+    let (ev, dir) = rec.bundle_of(pid, Duration::from_secs(75));
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!("after {took:.1} s: {ev}");
+    assert_eq!(ev["reason"], "sustained-growth", "{ev}");
+    // Trend detection takes some seconds, then 20 s of growth.
+    assert!(took >= 20.0, "not before 20 s of growth: {took}");
+    let folded = std::fs::read_to_string(dir.join("stacks.folded")).unwrap();
+    assert!(
+        folded.contains("leak_into_cache"),
+        "sampled from half the time on, so the bundle names the leak:\n{folded}"
+    );
+    let me = rec.pid();
+    assert!(
+        !rec.events()
+            .iter()
+            .any(|v| v["type"] == "evidence" && v["pid"] == me),
+        "no bundle about leaktrace itself"
     );
     assert!(rec.stop().success());
     drop(h);
