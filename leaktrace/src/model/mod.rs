@@ -5,6 +5,7 @@ pub mod filter;
 pub mod groups;
 pub mod history;
 pub mod incident;
+pub mod ledger;
 pub mod sample;
 pub mod tracker;
 pub mod trend;

@@ -134,4 +134,7 @@ pub struct Sample {
     /// summaries use them).
     pub cgroups: Vec<CgroupRow>,
     pub kernel: KernelStatus,
+    /// The host memory ledger (docs/ledger.md), refreshed every few
+    /// seconds; null until the first reading.
+    pub ledger: Option<super::ledger::Ledger>,
 }

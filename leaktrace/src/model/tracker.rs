@@ -658,6 +658,7 @@ impl Tracker {
             groups,
             cgroups,
             kernel: status,
+            ledger: None,
         }
     }
 

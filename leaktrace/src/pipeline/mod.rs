@@ -12,6 +12,7 @@
 //! threads are asked to stop, the sinks get that long to flush, and then
 //! leaktrace exits, leaving any thread stuck in a read behind.
 pub mod evidence;
+pub mod ledger;
 pub mod oom;
 pub mod python;
 pub mod sampling;
@@ -273,6 +274,7 @@ fn start_threads(
             }
             _ => None,
         },
+        ledger: ledger::LedgerFeed::start(stop.clone())?,
         stacks: parts.stacks.clone(),
         tracker: tracker.clone(),
         triggers: evidence::Triggers::new(cfg.triggers, parts.stacks.is_some()),

@@ -53,6 +53,8 @@ pub struct Sampling {
     pub exits: Option<ExitsReader>,
     pub counters: CountersMap,
     pub stacks: Option<Arc<Mutex<Stacks>>>,
+    /// The host memory ledger's newest reading.
+    pub ledger: super::ledger::LedgerFeed,
     /// Tells the kernel which suspects are CPython (None: no Python maps).
     pub python: Option<super::python::Detector>,
     pub tracker: Arc<Mutex<Tracker>>,
@@ -181,7 +183,7 @@ impl Sampling {
         // Rows for the pids asked for, and for those that crossed a
         // trigger (listed whatever --top says).
         let flagged: Vec<u32> = self.triggers.flagged().collect();
-        let (sample, requests, want, t_tick) = {
+        let (mut sample, requests, want, t_tick) = {
             let Ok(mut tr) = self.tracker.lock() else {
                 return false;
             };
@@ -207,6 +209,12 @@ impl Sampling {
             let want = self.triggers.decide(&tr, &mut st.cgroups, &self.jobs);
             (sample, requests, want, t_tick)
         };
+        let proc_shmem = st
+            .procs
+            .iter()
+            .map(|p| p.rss[leaktrace_common::member::SHMEM])
+            .sum();
+        sample.ledger = self.ledger.next(proc_shmem);
         st.exits.clear();
         for r in requests {
             st.meta.request(r);

@@ -203,6 +203,8 @@ pub(crate) struct SummaryLine<'a> {
     groups: &'a [GroupRow],
     cgroups: &'a [crate::model::sample::CgroupRow],
     kernel: &'a crate::model::sample::KernelStatus,
+    /// The host memory ledger (docs/ledger.md); null until the first reading.
+    ledger: Option<&'a crate::model::ledger::Ledger>,
     dropped_lines: u64,
 }
 
@@ -260,6 +262,7 @@ impl Sink for EventLogSink {
                         groups: &s.groups[..s.groups.len().min(5)],
                         cgroups: &s.cgroups[..s.cgroups.len().min(5)],
                         kernel: &s.kernel,
+                        ledger: s.ledger.as_ref(),
                         dropped_lines: self.log.dropped_lines,
                     };
                     self.log.write_line(&crate::fmt::json_line(&line)?);

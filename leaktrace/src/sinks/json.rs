@@ -35,6 +35,8 @@ pub struct SampleOut<'a> {
     pub groups: Vec<&'a GroupRow>,
     pub cgroups: &'a [crate::model::sample::CgroupRow],
     pub kernel: &'a KernelStatus,
+    /// The host memory ledger (docs/ledger.md); null until the first reading.
+    pub ledger: Option<&'a crate::model::ledger::Ledger>,
 }
 
 /// Writes one line; Ok(false) when stdout has been closed (`| head`).
@@ -70,6 +72,7 @@ impl Sink for JsonSink {
                     groups: self.view.groups(s),
                     cgroups: &s.cgroups,
                     kernel: &s.kernel,
+                    ledger: s.ledger.as_ref(),
                 },
             )?,
             Event::Evidence(e) => write_line(&self.out, e.as_ref())?,

@@ -67,6 +67,9 @@ pub struct Metrics {
     hook_live: Family<Labels, Gauge>,
     bpf_run_seconds: Family<Labels, CounterF>,
     bpf_runs: Family<Labels, Counter>,
+    host_memory: Family<Labels, GaugeF>,
+    host_memory_growth: Family<Labels, GaugeF>,
+    tmpfs_bytes: Family<Labels, GaugeF>,
     /// Our programs' kernel ids and names, when run-time stats are on.
     pub programs: Vec<(u32, String)>,
     pub top_n: usize,
@@ -102,9 +105,27 @@ impl Metrics {
             hook_live: Family::default(),
             bpf_run_seconds: Family::default(),
             bpf_runs: Family::default(),
+            host_memory: Family::default(),
+            host_memory_growth: Family::default(),
+            tmpfs_bytes: Family::default(),
             programs: Vec::new(),
             top_n,
         };
+        r.register(
+            "host_memory_bytes",
+            "The host memory ledger: MemTotal by part (docs/ledger.md)",
+            m.host_memory.clone(),
+        );
+        r.register(
+            "host_memory_growth_bytes_per_second",
+            "Growth of each part of the host memory ledger over the last 2 minutes",
+            m.host_memory_growth.clone(),
+        );
+        r.register(
+            "tmpfs_used_bytes",
+            "Used bytes of the largest tmpfs mounts (shmem by mount)",
+            m.tmpfs_bytes.clone(),
+        );
         r.register(
             "cgroup_rss_bytes",
             "RSS of the processes in a cgroup, for the top cgroups by RSS",
@@ -209,6 +230,21 @@ impl Metrics {
             &self.cgroup_processes,
         ] {
             f.clear();
+        }
+        if let Some(l) = &s.ledger {
+            self.tmpfs_bytes.clear();
+            for p in &l.parts {
+                let k = vec![("part".into(), p.name.clone())];
+                self.host_memory.get_or_create(&k).set(p.bytes as f64);
+                self.host_memory_growth
+                    .get_or_create(&k)
+                    .set(p.growth_bytes_per_sec);
+            }
+            for t in &l.tmpfs {
+                self.tmpfs_bytes
+                    .get_or_create(&vec![("mount".into(), lv(&t.name))])
+                    .set(t.bytes as f64);
+            }
         }
         for c in s.cgroups.iter().take(self.top_n) {
             let l = who(&c.cgroup, &c.attribution);

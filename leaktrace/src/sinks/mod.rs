@@ -327,6 +327,7 @@ mod tests {
             groups: vec![],
             cgroups: vec![],
             kernel: Default::default(),
+            ledger: None,
         }))
     }
 

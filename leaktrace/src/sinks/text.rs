@@ -105,6 +105,9 @@ pub fn render(s: &Sample, view: &View, out: &mut String) {
     for p in view.rows(s).into_iter().take(25) {
         row_text(p, out);
     }
+    for f in s.ledger.iter().flat_map(|l| l.findings.iter()) {
+        let _ = writeln!(out, "LEDGER: {}", term(f));
+    }
     for g in view.groups(s).into_iter().take(5) {
         let _ = writeln!(
             out,

@@ -100,14 +100,20 @@ impl TuiSink {
         let (incidents, total) = (&self.incidents, self.incidents_total);
         self.terminal.draw(|f| {
             let n_inc = incidents.len().min(6) as u16;
-            let [head, inc_area, procs, groups_area] = Layout::vertical([
+            let findings: &[String] = s.ledger.as_ref().map_or(&[], |l| &l.findings);
+            let n_led = findings.len().min(3) as u16;
+            let [head, led_area, inc_area, procs, groups_area] = Layout::vertical([
                 Constraint::Length(3),
+                Constraint::Length(if n_led > 0 { n_led + 1 } else { 0 }),
                 Constraint::Length(if n_inc > 0 { n_inc + 1 } else { 0 }),
                 Constraint::Percentage(70),
                 Constraint::Percentage(30),
             ])
             .areas(f.area());
             header(f, head, s, &hooks);
+            if n_led > 0 {
+                ledger_lines(f, led_area, findings);
+            }
             if n_inc > 0 {
                 incident_list(f, inc_area, incidents, total, scroll, n_inc as usize);
             }
@@ -161,6 +167,23 @@ fn header(f: &mut ratatui::Frame, area: ratatui::layout::Rect, s: &Sample, hooks
     ];
     f.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::BOTTOM)),
+        area,
+    );
+}
+
+/// Memory no process holds that grew (the host ledger's findings).
+fn ledger_lines(f: &mut ratatui::Frame, area: ratatui::layout::Rect, findings: &[String]) {
+    let lines: Vec<Line> = findings
+        .iter()
+        .take(3)
+        .map(|t| Line::from(term(t).into_owned()).style(Style::default().fg(Color::Yellow)))
+        .collect();
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .title("host memory no process holds")
+                .borders(Borders::TOP),
+        ),
         area,
     );
 }

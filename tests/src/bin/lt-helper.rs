@@ -15,6 +15,7 @@
 //!            `wait` prints `ready` and waits for a line on stdin before starting)
 //!   lt-helper idle <n> <secs>   (forks n children that sleep; prints `ready` when all
 //!            exist; they die with the parent)
+//!   lt-helper files <dir> <n>   (creates n empty files in dir, prints `done`, exits)
 //!   lt-helper forkstorm <per_sec> <secs>   (forks that many children per second, each
 //!            exits at once; prints `ready` first, then `forked N in S s` at the end)
 //!
@@ -220,6 +221,16 @@ fn main() {
                 i += 1;
             }
             ready();
+        }
+        Some("files") => {
+            // Creates N empty files in DIR (slab: inodes and dentries),
+            // prints `done`, then exits.
+            let dir = std::path::PathBuf::from(&args[2]);
+            let n: usize = args[3].parse().expect("count");
+            for i in 0..n {
+                std::fs::File::create(dir.join(format!("f{i}"))).expect("create");
+            }
+            println!("done");
         }
         Some("env-dump") => {
             let file = args.get(2).expect("file");

@@ -1,0 +1,107 @@
+//! The host memory ledger names memory that no process holds: a tmpfs
+//! filled by a process that then exits, and a million empty files (slab).
+use std::{process::Command, time::Duration};
+
+use leaktrace_tests::*;
+
+const HELPER: &str = env!("CARGO_BIN_EXE_lt-helper");
+const MB: u64 = 1 << 20;
+
+fn ledger_of(s: &Value) -> Option<&Value> {
+    s.get("ledger").filter(|l| !l.is_null())
+}
+
+#[test]
+fn a_filled_tmpfs_held_by_no_process_is_named() {
+    require_root();
+    let t = Tmpfs::mount("ltest-ledger", "1g");
+    let mnt = t.dir.0.canonicalize().unwrap();
+    let w = Watch::start(&["--interval", "1"]);
+    w.wait_for(Duration::from_secs(30), "a first ledger", |l| {
+        l.iter().any(|s| ledger_of(s).is_some())
+    });
+    // 600 MiB written by a process that then exits.
+    let st = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=600", "status=none"])
+        .arg(format!("of={}", mnt.join("blob").display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let name = mnt.to_string_lossy().into_owned();
+    w.wait_for(Duration::from_secs(40), "the tmpfs finding", |l| {
+        l.iter().filter_map(ledger_of).any(|led| {
+            led["findings"].as_array().is_some_and(|f| {
+                f.iter()
+                    .any(|x| x.as_str().unwrap_or("").contains(&format!("tmpfs {name} grew")))
+            })
+        })
+    });
+    let led = w
+        .samples()
+        .iter()
+        .rev()
+        .find_map(|s| ledger_of(s).cloned())
+        .unwrap();
+    eprintln!("ledger findings: {}", led["findings"]);
+    let m = led["tmpfs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} in the ledger's tmpfs: {}", led["tmpfs"]));
+    let b = m["bytes"].as_u64().unwrap();
+    assert!(within(b as f64, (600 * MB) as f64, 0.10), "size within 10%: {b}");
+    let f = led["findings"].to_string();
+    assert!(f.contains("mapped by no process"), "held by no process: {f}");
+    let parts = led["parts"].as_array().unwrap();
+    let total: u64 = parts
+        .iter()
+        .filter(|p| p["name"] != "shmem_unmapped")
+        .map(|p| p["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        total,
+        led["mem_total_bytes"].as_u64().unwrap(),
+        "parts add up to MemTotal"
+    );
+    drop(w);
+}
+
+#[test]
+fn a_million_files_show_as_slab_growth_with_the_caches_named() {
+    require_root();
+    let t = Tmpfs::mount("ltest-files", "64m");
+    let w = Watch::start(&["--interval", "1"]);
+    w.wait_for(Duration::from_secs(30), "a first ledger", |l| {
+        l.iter().any(|s| ledger_of(s).is_some())
+    });
+    let out = Command::new(HELPER)
+        .args(["files", t.dir.0.to_str().unwrap(), "1000000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    w.wait_for(Duration::from_secs(40), "the slab finding", |l| {
+        l.iter()
+            .filter_map(ledger_of)
+            .any(|led| led["findings"].to_string().contains("grew"))
+    });
+    let led = w
+        .samples()
+        .iter()
+        .rev()
+        .find_map(|s| {
+            ledger_of(s)
+                .filter(|l| l["findings"].to_string().contains("slab grew"))
+                .cloned()
+        })
+        .expect("a slab finding");
+    let f = led["findings"].to_string();
+    eprintln!("ledger findings: {f}");
+    assert!(
+        f.contains("shmem_inode_cache") || f.contains("dentry"),
+        "the largest caches named: {f}"
+    );
+    drop(w);
+    // The files go with the mount; the slab is freed on umount.
+    drop(t);
+}
