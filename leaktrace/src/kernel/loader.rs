@@ -16,6 +16,7 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use leaktrace_common::globals as g;
+use leaktrace_common::member;
 use serde::Serialize;
 
 use super::{
@@ -531,10 +532,10 @@ fn offsets(notes: &mut Vec<String>, btf: Option<&Btf>) -> Result<Offsets> {
     };
     if let Some(btf) = btf {
         for (name, want) in [
-            ("MM_FILEPAGES", 0),
-            ("MM_ANONPAGES", 1),
-            ("MM_SWAPENTS", 2),
-            ("MM_SHMEMPAGES", 3),
+            ("MM_FILEPAGES", member::FILE as i64),
+            ("MM_ANONPAGES", member::ANON as i64),
+            ("MM_SWAPENTS", member::SWAP as i64),
+            ("MM_SHMEMPAGES", member::SHMEM as i64),
         ] {
             match btf.enum_value(name) {
                 Ok(v) if v == want => {}

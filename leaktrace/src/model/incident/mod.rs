@@ -4,12 +4,15 @@
 //! [`OomContext`] trait, so the assembly is tested without a kernel.
 pub mod report;
 
-use leaktrace_common::oom_kind;
+use leaktrace_common::OomConstraint;
 
 use crate::host::attribution::{attribute, Attribution};
 use serde::Serialize;
 
 pub use crate::kernel::oom_ring::Record;
+use crate::kernel::oom_ring::{
+    ConsoleLine, Constraint, Control, HookSource, LineEnd, LockHeld, OomEvent, ReaperStage, Victim as Marked,
+};
 use report::{Candidate, Report};
 
 /// Most report lines kept per incident (a global OOM on a busy host prints
@@ -371,30 +374,29 @@ pub struct OomLock {
     pub held_ms: f64,
 }
 
-fn oom_control_out(r: &Record, ctx: &dyn OomContext, page: u64) -> OomControl {
-    let constraint = match r.vals[0] {
-        0 => "global",
-        1 => "cpuset",
-        2 => "mempolicy",
-        3 => "memcg",
-        _ => "unknown",
+fn oom_control_out(r: &Record<Control>, ctx: &dyn OomContext, page: u64) -> OomControl {
+    let c = &r.event;
+    let constraint = match c.constraint {
+        Constraint::Known(OomConstraint::None) => "global",
+        Constraint::Known(OomConstraint::Cpuset) => "cpuset",
+        Constraint::Known(OomConstraint::MemoryPolicy) => "mempolicy",
+        Constraint::Known(OomConstraint::Memcg) => "memcg",
+        Constraint::Unknown(_) => "unknown",
     };
-    let memcg_id = (r.vals[6] != 0 && r.vals[3] != 0).then_some(r.vals[3]);
     OomControl {
-        source: if r.vals[7] == 2 {
-            "kprobe oom_kill_process"
-        } else {
-            "fentry oom_kill_process"
+        source: match c.source {
+            HookSource::Kprobe => "kprobe oom_kill_process",
+            HookSource::Trampoline => "fentry oom_kill_process",
         },
         constraint,
-        totalpages: r.vals[1],
-        totalpages_bytes: r.vals[1].saturating_mul(page),
+        totalpages: c.totalpages,
+        totalpages_bytes: c.totalpages.saturating_mul(page),
         chosen_pid: r.target,
-        chosen_points: r.vals[2] as i64,
-        memcg_id,
-        memcg: memcg_id.and_then(|id| ctx.memcg_path(id)),
-        order: r.vals[4] as u32 as i32,
-        gfp_mask: format!("{:#x}", r.vals[5] as u32),
+        chosen_points: c.chosen_points,
+        memcg_id: c.memcg_id,
+        memcg: c.memcg_id.and_then(|id| ctx.memcg_path(id)),
+        order: c.order,
+        gfp_mask: format!("{:#x}", c.gfp_mask),
     }
 }
 
@@ -433,7 +435,8 @@ struct Pending {
     /// The last line was a fragment that the next one continues.
     last_open: bool,
     report_done: bool,
-    mark: Option<(u64, Record)>,
+    /// oom:mark_victim (its `ts_ns` is the time of the kill).
+    mark: Option<Record<Marked>>,
     snapshot: Option<ProcSnapshot>,
     sigkill: Option<u64>,
     exit_ns: Option<u64>,
@@ -450,14 +453,14 @@ struct Pending {
     /// The task the report lines came from, when it was not the invoker.
     report_task: Option<u32>,
     /// struct oom_control from the oom-control hook (OOM_CONTROL record).
-    control: Option<Record>,
+    control: Option<Record<Control>>,
     /// out_of_memory()'s run with oom_lock held (OOM_LOCK_HELD record).
-    lock_held: Option<Record>,
+    lock_held: Option<Record<LockHeld>>,
 }
 
 impl Pending {
     fn victim_pid(&self) -> Option<u32> {
-        self.mark.as_ref().map(|(_, r)| r.target)
+        self.mark.as_ref().map(|r| r.target)
     }
 }
 
@@ -528,95 +531,104 @@ impl Assembler {
 
     /// Feeds one kernel record. `lost` is the kernel's running count of OOM
     /// events that did not fit in the ring buffer.
+    ///
+    /// The `match` has no `_` arm on purpose: a new kind of OOM record
+    /// (a new `OomEvent` variant) does not compile until it is handled here.
     pub fn handle(&mut self, r: Record, ctx: &dyn OomContext, lost: u64) {
-        match r.kind {
-            oom_kind::CONSOLE => self.console(r, ctx, lost),
-            oom_kind::MARK_VICTIM => {
-                let tid = r.pid;
-                let victim = r.target;
-                let p = match self.by_invoker(tid) {
-                    Some(p) if p.mark.is_none() => p,
-                    // A rate-limited report prints no header: the kill is
-                    // still an incident.
-                    _ => self.open(tid, r.tgid, &r.comm.clone(), r.ts_ns, lost),
-                };
-                if let Some(l) = r.life.as_ref() {
-                    ctx.victim_marked(victim, l);
-                }
-                // Known now, while the victim is certainly alive; the
-                // verdict is made when the incident is complete.
-                p.snapshot = ctx.snapshot(victim, r.life.map(|l| l.start_ns).filter(|s| *s != 0));
-                p.mark = Some((r.ts_ns, r));
-            }
-            oom_kind::SIGKILL => {
+        let event = r.event.clone();
+        match event {
+            OomEvent::Line(l) => self.console(r.with(l), ctx, lost),
+            OomEvent::MarkVictim(v) => self.mark_victim(r.with(v), ctx, lost),
+            OomEvent::Sigkill { .. } => {
                 if let Some(p) = self.by_invoker(r.pid) {
                     p.sigkill.get_or_insert(r.ts_ns);
                 }
             }
-            oom_kind::VICTIM_EXIT => {
+            OomEvent::VictimExit => {
                 if let Some(p) = self.by_victim(r.target) {
                     p.exit_ns.get_or_insert(r.ts_ns);
                 }
             }
-            oom_kind::FINISH_REAPING => {
+            OomEvent::Reaper(ReaperStage::Finish) => {
                 if let Some(p) = self.by_victim(r.target) {
                     p.reap_finish_ns.get_or_insert(r.ts_ns);
                 }
             }
-            oom_kind::RECLAIM_STALL => {
-                let (b, e) = (r.vals[0], r.vals[1]);
+            OomEvent::Reaper(ReaperStage::Skip) => {
+                if let Some(p) = self.by_victim(r.target) {
+                    p.reap_skipped = true;
+                }
+            }
+            // The reaper's wake-up and start add nothing that its finish
+            // (or skip) does not say.
+            OomEvent::Reaper(ReaperStage::Wake | ReaperStage::Start) => {}
+            OomEvent::ReclaimStall(st) => {
+                let (b, e) = (st.begin_ns, st.end_ns);
                 // Every report whose time is near the episode.
                 for p in self.pending.iter_mut() {
                     let start = p.start_ns.unwrap_or(p.created_ns);
-                    let end = p.mark.as_ref().map(|m| m.0).unwrap_or(start) + 2_000_000_000;
+                    let end = p.mark.as_ref().map(|m| m.ts_ns).unwrap_or(start) + 2_000_000_000;
                     if e + 2_000_000_000 >= start && b <= end && p.stalls.len() < 4096 {
                         p.stalls.push((r.tgid, r.comm.clone(), b, e));
                     }
                 }
             }
-            oom_kind::SKIP_REAPING => {
-                if let Some(p) = self.by_victim(r.target) {
-                    p.reap_skipped = true;
-                }
-            }
-            oom_kind::OOM_CONTROL => {
+            OomEvent::Control(c) => {
                 // oom_kill_process() runs before the victim is marked, in
                 // the invoker: the mark that follows finds this pending.
                 let tid = r.pid;
                 let p = match self.by_invoker(tid) {
                     Some(p) if p.mark.is_none() && p.control.is_none() => p,
-                    _ => self.open(tid, r.tgid, &r.comm.clone(), r.ts_ns, lost),
+                    _ => self.open(tid, r.tgid, &r.comm, r.ts_ns, lost),
                 };
-                p.control = Some(r);
+                p.control = Some(r.with(c));
             }
-            oom_kind::OOM_LOCK_HELD => {
+            OomEvent::LockHeld(l) => {
                 // out_of_memory() returned after the kill: the newest
                 // incident of this invoker that began inside that run.
-                let (b, e) = (r.vals[0], r.vals[1]);
+                let (b, e) = (l.enter_ns, l.return_ns);
                 if let Some(p) = self.pending.iter_mut().rev().find(|p| {
                     (p.invoker_tid == r.target || p.report_task == Some(r.target))
                         && p.lock_held.is_none()
-                        && (b..=e).contains(&p.mark.as_ref().map(|m| m.0).unwrap_or(p.created_ns))
+                        && (b..=e).contains(&p.mark.as_ref().map(|m| m.ts_ns).unwrap_or(p.created_ns))
                 }) {
-                    p.lock_held = Some(r);
+                    p.lock_held = Some(r.with(l));
                 }
             }
-            _ => {}
         }
     }
 
-    fn console(&mut self, r: Record, ctx: &dyn OomContext, lost: u64) {
-        let starts = r.vals[0] == 1;
-        if let Some(reaped) = report::parse_reaped(&r.text) {
+    fn mark_victim(&mut self, r: Record<Marked>, ctx: &dyn OomContext, lost: u64) {
+        let tid = r.pid;
+        let victim = r.target;
+        let p = match self.by_invoker(tid) {
+            Some(p) if p.mark.is_none() => p,
+            // A rate-limited report prints no header: the kill is
+            // still an incident.
+            _ => self.open(tid, r.tgid, &r.comm, r.ts_ns, lost),
+        };
+        if let Some(l) = r.event.life.as_ref() {
+            ctx.victim_marked(victim, l);
+        }
+        // Known now, while the victim is certainly alive; the
+        // verdict is made when the incident is complete.
+        p.snapshot = ctx.snapshot(victim, victim_start(&r));
+        p.mark = Some(r);
+    }
+
+    fn console(&mut self, r: Record<ConsoleLine>, ctx: &dyn OomContext, lost: u64) {
+        let starts = r.event.starts;
+        let text = &r.event.text;
+        if let Some(reaped) = report::parse_reaped(text) {
             if let Some(p) = self.by_victim(reaped.pid) {
                 p.reaped = Some(reaped);
             }
             return;
         }
-        let killed = report::parse_killed(&r.text);
+        let killed = report::parse_killed(text);
         let tid = r.pid;
         let p = if starts {
-            let comm = report::parse_invoked(&r.text)
+            let comm = report::parse_invoked(text)
                 .map(|i| i.comm)
                 .unwrap_or_else(|| r.comm.clone());
             let psi = ctx.psi();
@@ -663,22 +675,21 @@ impl Assembler {
         } else {
             return;
         };
+        let ConsoleLine { end, text, .. } = r.event;
         // pr_cont fragments (e.g. the oom-kill:constraint= line is printed
         // in pieces) are joined back into the line dmesg would show.
-        let continues = p.last_open || (r.vals[1] == 2 && r.text.starts_with(',') && !p.lines.is_empty());
+        let continues =
+            p.last_open || (end == LineEnd::Unknown && text.starts_with(',') && !p.lines.is_empty());
         let n = p.lines.len();
         match p.lines.last_mut() {
-            Some(last) if continues && last.text.len() + r.text.len() <= 4096 => last.text.push_str(&r.text),
-            _ if n < MAX_LINES => p.lines.push(Line {
-                ts_ns: r.ts_ns,
-                text: r.text,
-            }),
+            Some(last) if continues && last.text.len() + text.len() <= 4096 => last.text.push_str(&text),
+            _ if n < MAX_LINES => p.lines.push(Line { ts_ns: r.ts_ns, text }),
             _ => {
                 p.lines_dropped += 1;
                 crate::limits::OOM_REPORT_LINES.hit();
             }
         }
-        p.last_open = r.vals[1] == 0;
+        p.last_open = end == LineEnd::Fragment;
         if killed.is_some() {
             p.report_done = true;
         }
@@ -744,15 +755,13 @@ impl Assembler {
         while i < self.pending.len() {
             let p = &self.pending[i];
             let ready = match &p.mark {
-                Some((mark_ns, r)) => {
+                Some(r) => {
+                    let mark_ns = &r.ts_ns;
                     // Reaped (or the reaper gave up) and the victim's exit
                     // record is in the model; or long enough after the exit.
                     let settled = match p.exit_ns {
                         Some(exit) => {
-                            let known = || {
-                                ctx.snapshot(r.target, r.life.map(|l| l.start_ns).filter(|s| *s != 0))
-                                    .is_some_and(|s| s.exited)
-                            };
+                            let known = || ctx.snapshot(r.target, victim_start(r)).is_some_and(|s| s.exited);
                             ((p.reap_finish_ns.is_some() || p.reap_skipped) && known())
                                 || now_ns >= exit + self.after_exit_ns
                         }
@@ -776,6 +785,12 @@ impl Assembler {
         }
         out
     }
+}
+
+/// The victim's start time as the kernel kept it: with its pid, its
+/// identity in the model.
+fn victim_start(r: &Record<Marked>) -> Option<u64> {
+    r.event.life.map(|l| l.start_ns).filter(|s| *s != 0)
 }
 
 fn ms_between(a: Option<u64>, b: Option<u64>) -> Option<f64> {
@@ -810,7 +825,7 @@ fn candidates_out(c: &[Candidate], page: u64) -> Vec<CandidateOut> {
 fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let rep: Report = report::parse(p.lines.iter().map(|l| l.text.as_str()));
     let page = ctx.page_size();
-    let mark_ns = p.mark.as_ref().map(|(t, _)| *t);
+    let mark_ns = p.mark.as_ref().map(|m| m.ts_ns);
     // Asked again now: a victim that lived less than one sample was
     // unknown at the kill, and one that moved to another memcg just before
     // it was killed had its old one; its exit record (comm, memcg, argv,
@@ -819,7 +834,7 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let fresh = p
         .mark
         .as_ref()
-        .and_then(|(_, r)| ctx.snapshot(r.target, r.life.map(|l| l.start_ns).filter(|s| *s != 0)));
+        .and_then(|r| ctx.snapshot(r.target, victim_start(r)));
     let snap = match (fresh, &p.snapshot) {
         // The one from the kill knew the memcg and the new one does not
         // (a memcg too new to be named yet): keep its memcg.
@@ -868,8 +883,8 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         None if memcg_kill && !snap.cgroup.is_empty() => (Some(snap.cgroup.clone()), Some("victim")),
         None => (None, None),
     };
-    let victim = p.mark.as_ref().map(|(_, r)| {
-        let kb = |i: usize| r.vals[i] * 1024;
+    let victim = p.mark.as_ref().map(|r| {
+        let m = &r.event;
         let comm = if !snap.comm.is_empty() {
             snap.comm.clone()
         } else if let Some(k) = rep.killed.as_ref().filter(|k| k.pid == r.target) {
@@ -894,13 +909,13 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
             comm,
             cmdline: snap.cmdline.clone(),
             cgroup,
-            rss_anon_bytes: kb(1),
-            rss_file_bytes: kb(2),
-            rss_shmem_bytes: kb(3),
-            total_vm_bytes: kb(0),
-            uid: r.vals[4] as u32,
-            pgtables_bytes: kb(5),
-            oom_score_adj: r.vals[6] as i64 as i16 as i32,
+            rss_anon_bytes: m.rss_anon_bytes,
+            rss_file_bytes: m.rss_file_bytes,
+            rss_shmem_bytes: m.rss_shmem_bytes,
+            total_vm_bytes: m.total_vm_bytes,
+            uid: m.uid,
+            pgtables_bytes: m.pgtables_bytes,
+            oom_score_adj: m.oom_score_adj,
         }
     });
     let victim_rss = victim
@@ -1022,17 +1037,16 @@ fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let stall = stall(&p, ctx, mark_ns, memcg.as_deref(), victim.as_ref().map(|v| v.pid));
     let invoked = rep.invoked.clone();
     let oom_lock = p.lock_held.as_ref().map(|r| OomLock {
-        source: if r.vals[3] == 2 {
-            "kretprobe out_of_memory"
-        } else {
-            "fexit out_of_memory"
+        source: match r.event.source {
+            HookSource::Kprobe => "kretprobe out_of_memory",
+            HookSource::Trampoline => "fexit out_of_memory",
         },
-        held_ms: r.vals[1].saturating_sub(r.vals[0]) as f64 / 1e6,
+        held_ms: r.event.return_ns.saturating_sub(r.event.enter_ns) as f64 / 1e6,
     });
     let invoker_pid = p
         .mark
         .as_ref()
-        .map(|m| m.1.tgid)
+        .map(|m| m.tgid)
         .filter(|t| *t != 0)
         .or(p.invoker_tgid)
         .unwrap_or(p.invoker_tid);
@@ -1161,7 +1175,7 @@ fn stall(
     let invoker_tgid = p
         .mark
         .as_ref()
-        .map(|m| m.1.tgid)
+        .map(|m| m.tgid)
         .or(p.invoker_tgid)
         .unwrap_or(p.invoker_tid);
     for (tgid, comm, b, e) in &p.stalls {
@@ -1501,86 +1515,106 @@ mod tests {
         }
     }
 
-    fn rec(kind: u32, pid: u32, target: u32, ts_ms: u64, text: &str) -> Record {
-        // vals[1] = 1: a whole line (ended with a newline).
-        let mut vals = [0; 8];
-        vals[1] = 1;
+    fn rec(pid: u32, target: u32, ts_ms: u64, event: OomEvent) -> Record {
         Record {
-            kind,
             pid,
             tgid: pid,
             target,
             ts_ns: ts_ms * 1_000_000,
-            vals,
             comm: "grower".into(),
-            text: text.into(),
-            life: None,
+            event,
         }
     }
 
+    fn line_ending(pid: u32, ts_ms: u64, text: &str, starts: bool, end: LineEnd) -> Record {
+        let l = ConsoleLine {
+            starts,
+            end,
+            text: text.into(),
+        };
+        rec(pid, 0, ts_ms, OomEvent::Line(l))
+    }
+
+    /// A whole console line (it ended with a newline).
+    fn line(pid: u32, ts_ms: u64, text: &str) -> Record {
+        line_ending(pid, ts_ms, text, false, LineEnd::Newline)
+    }
+
+    /// The first line of a report.
+    fn first_line(pid: u32, ts_ms: u64, text: &str) -> Record {
+        line_ending(pid, ts_ms, text, true, LineEnd::Newline)
+    }
+
+    /// A pr_cont fragment that the next line continues.
+    fn fragment(pid: u32, ts_ms: u64, text: &str) -> Record {
+        line_ending(pid, ts_ms, text, false, LineEnd::Fragment)
+    }
+
+    /// oom:mark_victim with these sizes in kB and oom_score_adj.
+    fn mark(pid: u32, victim: u32, ts_ms: u64, anon_kb: u64, pgtables_kb: u64, adj: i32) -> Record {
+        let kb = |v: u64| v * 1024;
+        let v = Marked {
+            total_vm_bytes: kb(1000),
+            rss_anon_bytes: kb(anon_kb),
+            rss_file_bytes: 0,
+            rss_shmem_bytes: 0,
+            pgtables_bytes: kb(pgtables_kb),
+            uid: 0,
+            oom_score_adj: adj,
+            life: None,
+        };
+        rec(pid, victim, ts_ms, OomEvent::MarkVictim(v))
+    }
+
+    fn victim_exit(victim: u32, ts_ms: u64) -> Record {
+        rec(0, victim, ts_ms, OomEvent::VictimExit)
+    }
+
+    fn reaped(victim: u32, ts_ms: u64) -> Record {
+        rec(0, victim, ts_ms, OomEvent::Reaper(ReaperStage::Finish))
+    }
+
     fn report_lines(a: &mut Assembler, ctx: &Ctx, tid: u32, victim: u32, t0: u64) {
-        let mut first = rec(
-            oom_kind::CONSOLE,
+        let first = first_line(
             tid,
-            0,
             t0,
             "grower invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
         );
-        first.vals[0] = 1;
         a.handle(first, ctx, 0);
         a.handle(
-            rec(
-                oom_kind::CONSOLE,
-                tid,
-                0,
-                t0 + 1,
-                "memory: usage 131072kB, limit 131072kB, failcnt 10",
-            ),
+            line(tid, t0 + 1, "memory: usage 131072kB, limit 131072kB, failcnt 10"),
             ctx,
             0,
         );
-        // The constraint line arrives in pr_cont fragments (vals[1] = 0).
-        let mut frag = rec(
-            oom_kind::CONSOLE,
+        // The constraint line arrives in pr_cont fragments.
+        let frag = fragment(
             tid,
-            0,
             t0 + 2,
             "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null)",
         );
-        frag.vals[1] = 0;
         a.handle(frag, ctx, 0);
-        let mut frag = rec(
-            oom_kind::CONSOLE,
-            tid,
-            0,
-            t0 + 2,
-            ",cpuset=/,mems_allowed=0,oom_memcg=/app",
-        );
-        frag.vals[1] = 0;
+        let frag = fragment(tid, t0 + 2, ",cpuset=/,mems_allowed=0,oom_memcg=/app");
         a.handle(frag, ctx, 0);
         a.handle(
-            rec(
-                oom_kind::CONSOLE,
-                tid,
-                0,
-                t0 + 2,
-                ",task_memcg=/app,task=big,pid=100,uid=0",
-            ),
+            line(tid, t0 + 2, ",task_memcg=/app,task=big,pid=100,uid=0"),
             ctx,
             0,
         );
-        let mut mv = rec(oom_kind::MARK_VICTIM, tid, victim, t0 + 3, "");
-        mv.vals = [1000, 100 * 1024, 0, 0, 0, 8, 1000, 0];
-        a.handle(mv, ctx, 0);
-        a.handle(rec(oom_kind::CONSOLE, tid, 0, t0 + 4, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1000kB, anon-rss:102400kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:1000"), ctx, 0);
+        a.handle(mark(tid, victim, t0 + 3, 100 * 1024, 8, 1000), ctx, 0);
+        a.handle(line(tid, t0 + 4, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1000kB, anon-rss:102400kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:1000"), ctx, 0);
     }
 
     fn control_rec(tid: u32, victim: u32, ts_ms: u64) -> Record {
-        let mut r = rec(oom_kind::OOM_CONTROL, tid, victim, ts_ms, "");
-        // memcg constraint, 32768 pages, 25050 points, memcg id 27, order
-        // 0, GFP_KERNEL, has memcg, via fentry.
-        r.vals = [3, 32768, 25050, 27, 0, 0xcc0, 1, 1];
-        r
+        let c = Control {
+            constraint: Constraint::Known(OomConstraint::Memcg),
+            totalpages: 32768,
+            chosen_points: 25050,
+            memcg_id: Some(27),
+            order: 0,
+            gfp_mask: 0xcc0,
+            source: HookSource::Trampoline,
+        };
+        rec(tid, victim, ts_ms, OomEvent::Control(c))
     }
 
     /// struct oom_control comes on the victims' ring, the report on the
@@ -1599,17 +1633,22 @@ mod tests {
                 // victims' ring: the control record precedes the mark.
                 let mut b = Assembler::new();
                 report_lines(&mut b, &ctx, 200, 100, 10_000);
-                let mark = b.pending.iter_mut().find_map(|p| p.mark.take()).unwrap().1;
+                let mark = b.pending.iter_mut().find_map(|p| p.mark.take()).unwrap();
+                let mark = mark.clone().with(OomEvent::MarkVictim(mark.event));
                 a = b;
                 a.pending.retain(|p| !p.lines.is_empty());
                 a.handle(control_rec(200, 100, 9_999), &ctx, 0);
                 a.handle(mark, &ctx, 0);
             }
-            let mut lock = rec(oom_kind::OOM_LOCK_HELD, 200, 200, 10_010, "");
-            lock.vals = [9_998 * 1_000_000, 10_010 * 1_000_000, 1, 1, 0, 0, 0, 0];
-            a.handle(lock, &ctx, 0);
-            a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 10_020, ""), &ctx, 0);
-            a.handle(rec(oom_kind::FINISH_REAPING, 0, 100, 10_030, ""), &ctx, 0);
+            let lock = LockHeld {
+                enter_ns: 9_998 * 1_000_000,
+                return_ns: 10_010 * 1_000_000,
+                ret: 1,
+                source: HookSource::Trampoline,
+            };
+            a.handle(rec(200, 200, 10_010, OomEvent::LockHeld(lock)), &ctx, 0);
+            a.handle(victim_exit(100, 10_020), &ctx, 0);
+            a.handle(reaped(100, 10_030), &ctx, 0);
             let out = a.poll(20_000 * 1_000_000, &ctx, 0);
             assert_eq!(out.len(), 1, "control first: {control_first}");
             let i = &out[0];
@@ -1655,8 +1694,8 @@ mod tests {
             a.poll(10_004 * 1_000_000, &ctx, 0).is_empty(),
             "waits for the exit"
         );
-        a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 10_020, ""), &ctx, 0);
-        a.handle(rec(oom_kind::FINISH_REAPING, 0, 100, 10_030, ""), &ctx, 0);
+        a.handle(victim_exit(100, 10_020), &ctx, 0);
+        a.handle(reaped(100, 10_030), &ctx, 0);
         let out = a.poll(10_031 * 1_000_000, &ctx, 2);
         assert_eq!(out.len(), 1);
         assert_eq!(
@@ -1693,29 +1732,21 @@ mod tests {
         let mut a = Assembler::new();
         let ctx = Ctx::default();
         // Two invokers printing at the same time.
-        let mut s1 = rec(
-            oom_kind::CONSOLE,
+        let s1 = first_line(
             1,
-            0,
             100,
             "a invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0",
         );
-        s1.vals[0] = 1;
-        let mut s2 = rec(
-            oom_kind::CONSOLE,
+        let s2 = first_line(
             2,
-            0,
             101,
             "b invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0",
         );
-        s2.vals[0] = 1;
         a.handle(s1, &ctx, 0);
         a.handle(s2, &ctx, 0);
         a.handle(
-            rec(
-                oom_kind::CONSOLE,
+            line(
                 2,
-                0,
                 102,
                 "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/b,task_memcg=/b,task=b,pid=2,uid=0",
             ),
@@ -1723,10 +1754,8 @@ mod tests {
             0,
         );
         a.handle(
-            rec(
-                oom_kind::CONSOLE,
+            line(
                 1,
-                0,
                 103,
                 "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/a,task_memcg=/a,task=a,pid=1,uid=0",
             ),
@@ -1750,33 +1779,26 @@ mod tests {
         let mut a = Assembler::new();
         let ctx = Ctx::default();
         // The victim is marked first, by the invoker (tid 200)...
-        let mut mv = rec(oom_kind::MARK_VICTIM, 200, 100, 10_000, "");
-        mv.vals = [1000, 100 * 1024, 0, 0, 0, 8, 0, 0];
-        a.handle(mv, &ctx, 0);
+        a.handle(mark(200, 100, 10_000, 100 * 1024, 8, 0), &ctx, 0);
         // ...and the report lines come from task 300, which held the
         // console lock, with timestamps before the mark.
-        let mut first = rec(
-            oom_kind::CONSOLE,
+        let first = first_line(
             300,
-            0,
             9_999,
             "grower invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0",
         );
-        first.vals[0] = 1;
         a.handle(first, &ctx, 0);
         a.handle(
-            rec(
-                oom_kind::CONSOLE,
+            line(
                 300,
-                0,
                 10_001,
                 "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg=/app,task_memcg=/app,task=big,pid=100,uid=0",
             ),
             &ctx,
             0,
         );
-        a.handle(rec(oom_kind::CONSOLE, 300, 0, 10_002, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1000kB, anon-rss:102400kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0"), &ctx, 0);
-        a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 10_020, ""), &ctx, 0);
+        a.handle(line(300, 10_002, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1000kB, anon-rss:102400kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0"), &ctx, 0);
+        a.handle(victim_exit(100, 10_020), &ctx, 0);
         let out = a.poll(10_020 * 1_000_000 + AFTER_EXIT_NS + 1, &ctx, 0);
         assert_eq!(out.len(), 1, "one incident, not two");
         let i = &out[0];
@@ -1792,11 +1814,9 @@ mod tests {
     fn rate_limited_report_still_makes_an_incident() {
         let mut a = Assembler::new();
         let ctx = Ctx::default();
-        let mut mv = rec(oom_kind::MARK_VICTIM, 7, 100, 50, "");
-        mv.vals[1] = 1024;
-        a.handle(mv, &ctx, 0);
-        a.handle(rec(oom_kind::CONSOLE, 7, 0, 51, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:0kB oom_score_adj:0"), &ctx, 0);
-        a.handle(rec(oom_kind::VICTIM_EXIT, 0, 100, 60, ""), &ctx, 0);
+        a.handle(mark(7, 100, 50, 1024, 0, 0), &ctx, 0);
+        a.handle(line(7, 51, "Memory cgroup out of memory: Killed process 100 (big) total-vm:1kB, anon-rss:1024kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:0kB oom_score_adj:0"), &ctx, 0);
+        a.handle(victim_exit(100, 60), &ctx, 0);
         let out = a.poll(2_000 * 1_000_000, &ctx, 0);
         assert_eq!(out.len(), 1);
         assert!(!out[0].report_complete);
