@@ -2,7 +2,7 @@
 //! into one incident per kill. Pure logic: the kernel records come in as
 //! [`Record`]s and what leaktrace knows about processes comes through the
 //! [`OomContext`] trait, so the assembly is tested without a kernel.
-pub mod report;
+pub mod kernel_text;
 
 use leaktrace_common::OomConstraint;
 
@@ -13,7 +13,7 @@ pub use crate::kernel::oom_ring::Record;
 use crate::kernel::oom_ring::{
     ConsoleLine, Constraint, Control, HookSource, LineEnd, LockHeld, OomEvent, ReaperStage, Victim as Marked,
 };
-use report::{Candidate, Report};
+use kernel_text::{Candidate, Report};
 
 /// Most report lines kept per incident (a global OOM on a busy host prints
 /// one line per task).
@@ -442,7 +442,7 @@ struct Pending {
     exit_ns: Option<u64>,
     reap_finish_ns: Option<u64>,
     reap_skipped: bool,
-    reaped: Option<report::Reaped>,
+    reaped: Option<kernel_text::Reaped>,
     lost_before: u64,
     created_ns: u64,
     /// (tgid, comm, begin ns, end ns) of reclaim episodes near the report.
@@ -619,16 +619,16 @@ impl Assembler {
     fn console(&mut self, r: Record<ConsoleLine>, ctx: &dyn OomContext, lost: u64) {
         let starts = r.event.starts;
         let text = &r.event.text;
-        if let Some(reaped) = report::parse_reaped(text) {
+        if let Some(reaped) = kernel_text::parse_reaped(text) {
             if let Some(p) = self.by_victim(reaped.pid) {
                 p.reaped = Some(reaped);
             }
             return;
         }
-        let killed = report::parse_killed(text);
+        let killed = kernel_text::parse_killed(text);
         let tid = r.pid;
         let p = if starts {
-            let comm = report::parse_invoked(text)
+            let comm = kernel_text::parse_invoked(text)
                 .map(|i| i.comm)
                 .unwrap_or_else(|| r.comm.clone());
             let psi = ctx.psi();
@@ -708,7 +708,7 @@ impl Assembler {
                 i += 1;
                 continue;
             }
-            let rep = report::parse(self.pending[i].lines.iter().map(|l| l.text.as_str()));
+            let rep = kernel_text::parse(self.pending[i].lines.iter().map(|l| l.text.as_str()));
             let named = rep
                 .killed
                 .as_ref()
@@ -823,7 +823,7 @@ fn candidates_out(c: &[Candidate], page: u64) -> Vec<CandidateOut> {
 }
 
 fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
-    let rep: Report = report::parse(p.lines.iter().map(|l| l.text.as_str()));
+    let rep: Report = kernel_text::parse(p.lines.iter().map(|l| l.text.as_str()));
     let page = ctx.page_size();
     let mark_ns = p.mark.as_ref().map(|m| m.ts_ns);
     // Asked again now: a victim that lived less than one sample was
