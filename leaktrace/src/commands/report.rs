@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::fmt::term;
+use crate::fmt::{term, when};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -338,11 +338,6 @@ fn num(v: &Value) -> String {
         (_, _, Some(f)) => format!("{f}"),
         _ => "?".into(),
     }
-}
-
-pub fn when(ms: u64) -> String {
-    let (y, mo, d, h, m, sec) = crate::fmt::civil_utc(ms);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{sec:02} UTC")
 }
 
 /// Where a bundle is: its path as recorded, or, when the recording was

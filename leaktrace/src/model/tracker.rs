@@ -882,10 +882,10 @@ impl Tracker {
 
     /// Every live process as the trigger rule sees it, with its cgroup
     /// (path, and memcg id: 0 when unknown).
-    pub fn subjects(&self) -> impl Iterator<Item = (crate::evidence::Subject, &str, u64)> {
+    pub fn subjects(&self) -> impl Iterator<Item = (crate::model::sample::Subject, &str, u64)> {
         self.procs.values().filter(|tr| tr.visible).map(|tr| {
             (
-                crate::evidence::Subject {
+                crate::model::sample::Subject {
                     pid: tr.pid,
                     rss_bytes: tr.resident(),
                     growth_bytes_per_sec: tr.growth_short,
