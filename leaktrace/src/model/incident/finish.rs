@@ -1,0 +1,400 @@
+//! Finishing a pending incident: the victim, the verdict (was it the
+//! process that grew?), the timings and the memcg's window.
+use super::*;
+
+pub(super) fn oom_control_out(r: &Record<Control>, ctx: &dyn OomContext, page: u64) -> OomControl {
+    let c = &r.event;
+    let constraint = match c.constraint {
+        Constraint::Known(OomConstraint::None) => "global",
+        Constraint::Known(OomConstraint::Cpuset) => "cpuset",
+        Constraint::Known(OomConstraint::MemoryPolicy) => "mempolicy",
+        Constraint::Known(OomConstraint::Memcg) => "memcg",
+        Constraint::Unknown(_) => "unknown",
+    };
+    OomControl {
+        source: match c.source {
+            HookSource::Kprobe => "kprobe oom_kill_process",
+            HookSource::Trampoline => "fentry oom_kill_process",
+        },
+        constraint,
+        totalpages: c.totalpages,
+        totalpages_bytes: c.totalpages.saturating_mul(page),
+        chosen_pid: r.target,
+        chosen_points: c.chosen_points,
+        memcg_id: c.memcg_id,
+        memcg: c.memcg_id.and_then(|id| ctx.memcg_path(id)),
+        order: c.order,
+        gfp_mask: format!("{:#x}", c.gfp_mask),
+    }
+}
+
+pub(super) fn ms_between(a: Option<u64>, b: Option<u64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / 1e6),
+        _ => None,
+    }
+}
+
+pub(super) fn candidates_out(c: &[Candidate], page: u64) -> Vec<CandidateOut> {
+    let mut v: Vec<&Candidate> = c.iter().collect();
+    v.sort_by_key(|c| std::cmp::Reverse(c.rss.unwrap_or(0)));
+    v.into_iter()
+        .take(10)
+        .map(|c| CandidateOut {
+            pid: c.pid,
+            uid: c.uid,
+            tgid: c.tgid,
+            name: c.name.clone(),
+            rss_bytes: c.rss.map(|v| v * page),
+            rss_anon_bytes: c.rss_anon.map(|v| v * page),
+            rss_file_bytes: c.rss_file.map(|v| v * page),
+            rss_shmem_bytes: c.rss_shmem.map(|v| v * page),
+            total_vm_bytes: c.total_vm.map(|v| v * page),
+            pgtables_bytes: c.pgtables_bytes,
+            swapents: c.swapents,
+            oom_score_adj: c.oom_score_adj,
+        })
+        .collect()
+}
+
+pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
+    let rep: Report = kernel_text::parse(p.lines.iter().map(|l| l.text.as_str()));
+    let page = ctx.page_size();
+    let mark_ns = p.mark.as_ref().map(|m| m.ts_ns);
+    // Asked again now: a victim that lived less than one sample was
+    // unknown at the kill, and one that moved to another memcg just before
+    // it was killed had its old one; its exit record (comm, memcg, argv,
+    // birth) has arrived since. The snapshot from the kill stays if the
+    // victim is no longer known.
+    let fresh = p
+        .mark
+        .as_ref()
+        .and_then(|r| ctx.snapshot(r.target, victim_start(r)));
+    let snap = match (fresh, &p.snapshot) {
+        // The one from the kill knew the memcg and the new one does not
+        // (a memcg too new to be named yet): keep its memcg.
+        (Some(mut f), Some(old)) if f.cgroup.is_empty() => {
+            f.cgroup.clone_from(&old.cgroup);
+            f
+        }
+        (Some(f), _) => f,
+        (None, old) => old.clone().unwrap_or_default(),
+    };
+    // A memcg OOM whose report was rate-limited has no constraint line;
+    // its "Memory cgroup out of memory" kill line still says it was one,
+    // and the victim's memcg is the best name for it.
+    let memcg_kill = rep
+        .killed
+        .as_ref()
+        .is_some_and(|k| k.message.starts_with("Memory cgroup"));
+    let constraint = rep
+        .constraint
+        .as_ref()
+        .map(|c| c.kind.clone())
+        .unwrap_or_else(|| {
+            if memcg_kill {
+                "memcg".into()
+            } else {
+                "unknown".into()
+            }
+        });
+    let control = p.control.as_ref().map(|r| oom_control_out(r, ctx, page));
+    // The report text is what this host has; where the kernel gave
+    // struct oom_control and the report was cut (rate limit), it fills in.
+    let constraint = match &control {
+        Some(c) if constraint == "unknown" || (rep.constraint.is_none() && c.constraint != "global") => {
+            c.constraint.to_string()
+        }
+        _ => constraint,
+    };
+    let control_memcg = control
+        .as_ref()
+        .filter(|c| c.constraint == "memcg")
+        .and_then(|c| c.memcg.clone());
+    let (memcg, memcg_from) = match rep.constraint.as_ref() {
+        Some(c) if c.kind == "memcg" => (c.oom_memcg.clone(), c.oom_memcg.as_ref().map(|_| "report")),
+        Some(_) => (None, None),
+        None if control_memcg.is_some() => (control_memcg, Some("oom_control")),
+        None if memcg_kill && !snap.cgroup.is_empty() => (Some(snap.cgroup.clone()), Some("victim")),
+        None => (None, None),
+    };
+    let victim = p.mark.as_ref().map(|r| {
+        let m = &r.event;
+        let comm = if !snap.comm.is_empty() {
+            snap.comm.clone()
+        } else if let Some(k) = rep.killed.as_ref().filter(|k| k.pid == r.target) {
+            k.comm.clone()
+        } else {
+            rep.constraint
+                .as_ref()
+                .and_then(|c| c.task.clone())
+                .unwrap_or_default()
+        };
+        let cgroup = if snap.cgroup.is_empty() {
+            rep.constraint
+                .as_ref()
+                .and_then(|c| c.task_memcg.clone())
+                .unwrap_or_default()
+        } else {
+            snap.cgroup.clone()
+        };
+        Victim {
+            attribution: attribute(&cgroup),
+            pid: r.target,
+            comm,
+            cmdline: snap.cmdline.clone(),
+            cgroup,
+            rss_anon_bytes: m.rss_anon_bytes,
+            rss_file_bytes: m.rss_file_bytes,
+            rss_shmem_bytes: m.rss_shmem_bytes,
+            total_vm_bytes: m.total_vm_bytes,
+            uid: m.uid,
+            pgtables_bytes: m.pgtables_bytes,
+            oom_score_adj: m.oom_score_adj,
+        }
+    });
+    let victim_rss = victim
+        .as_ref()
+        .map(|v| v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes);
+    let mut history = snap.history.clone();
+    if let (Some(rss), Some(t)) = (victim_rss, mark_ns) {
+        // Samples after the kill see a victim being torn down (the reaper
+        // frees its memory): they are not part of its growth.
+        let kill_ms = ctx.mono_to_unix_ms(t);
+        history.retain(|p| p.0 < kill_ms);
+        history.push((kill_ms, rss));
+    }
+    // The victim's own rise over the window, with its RSS at the kill.
+    let victim_growth = victim_growth(&history, snap.birth_ms);
+    // The verdict: every process in the OOM's scope, the victim included
+    // with its RSS at the kill, compared over the same window ending at
+    // the kill (docs/verdict.md).
+    let scope = memcg.clone();
+    let ranked = victim
+        .as_ref()
+        .zip(mark_ns)
+        .map(|(v, t)| {
+            ctx.top_growers(
+                scope.as_deref(),
+                GROWTH_WINDOW_S,
+                Some((v.pid, t as f64 / 1e9, victim_rss.unwrap_or(0))),
+                4,
+            )
+        })
+        .unwrap_or_default();
+    let grower = ranked
+        .first()
+        .map(|g| g.0.clone())
+        .filter(|g| g.growth_bytes as f64 >= MIN_GROWTH);
+    let victim_pid = victim.as_ref().map(|v| v.pid);
+    let growers: Vec<GrowerSeries> = ranked
+        .into_iter()
+        .filter(|(g, _)| Some(g.pid) != victim_pid && g.growth_bytes >= 1 << 20)
+        .take(3)
+        .map(|(g, history)| GrowerSeries {
+            pid: g.pid,
+            comm: g.comm,
+            growth_bytes: g.growth_bytes,
+            history,
+        })
+        .collect();
+    let (memcg_history, memcg_growth) = memcg_window(
+        ctx,
+        memcg.as_deref(),
+        mark_ns,
+        rep.memcg_usage_kb.map(|k| k * 1024),
+    );
+    // True when the victim grew the most, or when nothing in scope grew
+    // notably (then top_grower is null): never true with another pid.
+    let victim_was_top_grower = match (&grower, &victim) {
+        (None, _) => true,
+        (Some(g), Some(v)) => g.pid == v.pid,
+        (Some(_), None) => false,
+    };
+    let start = p.start_ns.or(p.sigkill).or(mark_ns);
+    let timings = Timings {
+        to_kill: ms_between(start, mark_ns),
+        to_exit: ms_between(start, p.exit_ns),
+        to_reaped: ms_between(start, p.reap_finish_ns),
+    };
+    let freed_bytes = victim.as_ref().and_then(|v| {
+        let before = v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes;
+        if p.exit_ns.is_some() {
+            Some(before)
+        } else {
+            p.reaped.as_ref().map(|r| {
+                let after =
+                    (r.anon_rss_kb.unwrap_or(0) + r.file_rss_kb.unwrap_or(0) + r.shmem_rss_kb.unwrap_or(0))
+                        * 1024;
+                before.saturating_sub(after)
+            })
+        }
+    });
+    let reaper = if p.reap_finish_ns.is_some() {
+        "reaped"
+    } else if p.reap_skipped {
+        "skipped"
+    } else {
+        "not seen"
+    };
+    let victim_group = snap.group.clone();
+    let candidates_rss_bytes = (!rep.candidates.is_empty()).then(|| {
+        rep.candidates
+            .iter()
+            .map(|c| c.rss.unwrap_or(0) * page)
+            .sum::<u64>()
+    });
+    let candidates_note = match (candidates_rss_bytes, rep.memcg_limit_kb.map(|k| k * 1024)) {
+        (Some(sum), Some(limit)) if sum > limit => Some(format!(
+            "the {} tasks in the dump add up to {} RSS, more than the {} limit: RSS counts pages shared \
+             copy-on-write (a fork pool) once per process; the memcg charges them once",
+            rep.candidates.len(),
+            mib(sum as f64),
+            mib(limit as f64)
+        )),
+        (Some(sum), Some(limit)) => Some(format!(
+            "the {} tasks in the dump add up to {} RSS of the {} limit (the rest is page cache and kernel memory \
+             charged to the memcg)",
+            rep.candidates.len(),
+            mib(sum as f64),
+            mib(limit as f64)
+        )),
+        _ => None,
+    };
+    let summary = summarize(
+        &constraint,
+        memcg.as_deref(),
+        &victim,
+        &victim_growth,
+        &grower,
+        victim_was_top_grower,
+    ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
+    let stall = stall(&p, ctx, mark_ns, memcg.as_deref(), victim.as_ref().map(|v| v.pid));
+    let invoked = rep.invoked.clone();
+    let oom_lock = p.lock_held.as_ref().map(|r| OomLock {
+        source: match r.event.source {
+            HookSource::Kprobe => "kretprobe out_of_memory",
+            HookSource::Trampoline => "fexit out_of_memory",
+        },
+        held_ms: r.event.return_ns.saturating_sub(r.event.enter_ns) as f64 / 1e6,
+    });
+    let invoker_pid = p
+        .mark
+        .as_ref()
+        .map(|m| m.tgid)
+        .filter(|t| *t != 0)
+        .or(p.invoker_tgid)
+        .unwrap_or(p.invoker_tid);
+    let invoker_attr = ctx
+        .snapshot(invoker_pid, None)
+        .map(|s| attribute(&s.cgroup))
+        .unwrap_or_default();
+    Incident {
+        kind: "oom_kill",
+        ts_ms: ctx.mono_to_unix_ms(mark_ns.or(p.start_ns).unwrap_or(p.created_ns)),
+        invoker: Invoker {
+            attribution: invoker_attr,
+            pid: invoker_pid,
+            tid: p.invoker_tid,
+            comm: invoked
+                .as_ref()
+                .map(|i| i.comm.clone())
+                .unwrap_or(p.invoker_comm.clone()),
+            gfp_mask: invoked.as_ref().map(|i| i.gfp_mask.clone()),
+            order: invoked.as_ref().and_then(|i| i.order),
+        },
+        victim,
+        constraint,
+        memcg,
+        memcg_from,
+        memcg_usage_bytes: rep.memcg_usage_kb.map(|v| v * 1024),
+        memcg_limit_bytes: rep.memcg_limit_kb.map(|v| v * 1024),
+        report_complete: rep.invoked.is_some() && rep.killed.is_some(),
+        report_lines_dropped: p.lines_dropped,
+        report_lines: p.lines,
+        candidates: candidates_out(&rep.candidates, page),
+        candidates_total: rep.candidates.len(),
+        candidates_rss_bytes,
+        candidates_note,
+        victim_history: history,
+        victim_growth,
+        top_grower: grower,
+        victim_was_top_grower,
+        growers,
+        victim_group,
+        memcg_history,
+        memcg_growth,
+        lost_events: lost.saturating_sub(p.lost_before),
+        timings_ms: timings,
+        freed_bytes,
+        reaper,
+        summary,
+        stall,
+        evidence_dir: None,
+        closed_early: false,
+        report_printed_by: p.report_task,
+        oom_control: control,
+        oom_lock,
+    }
+}
+
+/// The victim's largest rise in the growth window: (from, to, seconds).
+/// None when it did not grow notably.
+pub(super) fn victim_growth(history: &[(u64, u64)], birth: Option<(u64, u64)>) -> Option<VictimGrowth> {
+    let end = history.last()?.0;
+    let start = end.saturating_sub((GROWTH_WINDOW_S * 1000.0) as u64);
+    let mut pts: Vec<(u64, u64)> = history.iter().copied().filter(|h| h.0 >= start).collect();
+    if let Some(b) = birth.filter(|b| b.0 >= start && !pts.contains(b)) {
+        let at = pts.partition_point(|p| p.0 < b.0);
+        pts.insert(at, b);
+    }
+    let (mut lo, mut best) = (pts.first()?, None::<((u64, u64), (u64, u64))>);
+    for p in &pts {
+        if p.1 < lo.1 {
+            lo = p;
+        }
+        if p.1 > lo.1 && best.is_none_or(|(a, b)| p.1 - lo.1 > b.1 - a.1) {
+            best = Some((*lo, *p));
+        }
+    }
+    let (a, b) = best?;
+    ((b.1 - a.1) as f64 >= MIN_GROWTH).then(|| VictimGrowth {
+        from_bytes: a.1,
+        to_bytes: b.1,
+        secs: b.0.saturating_sub(a.0) as f64 / 1000.0,
+    })
+}
+
+/// The OOM memcg's usage in the window before the kill, and its rise.
+/// The samples before the kill, then its usage at the kill: the report's
+/// "memory: usage" line, or, when the kernel rate-limited the report, the
+/// limit it hit (a memcg OOM happens at the limit). The rise is from the
+/// lowest sample to the kill.
+pub(super) fn memcg_window(
+    ctx: &dyn OomContext,
+    memcg: Option<&str>,
+    mark_ns: Option<u64>,
+    usage_at_kill: Option<u64>,
+) -> (Vec<(u64, u64)>, Option<MemcgGrowth>) {
+    let (Some(m), Some(t)) = (memcg, mark_ns) else {
+        return (Vec::new(), None);
+    };
+    let kill_ms = ctx.mono_to_unix_ms(t);
+    let t = t as f64 / 1e9;
+    let Some((limit, mut pts)) = ctx.memcg_history(m, t - GROWTH_WINDOW_S, t) else {
+        return (Vec::new(), None);
+    };
+    pts.retain(|p| p.0 < kill_ms);
+    pts.push((kill_ms, usage_at_kill.unwrap_or(limit)));
+    let low = pts.iter().min_by_key(|p| p.1).copied();
+    let growth = match (low, pts.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => Some(MemcgGrowth {
+            from_bytes: a.1,
+            to_bytes: b.1,
+            secs: (b.0 - a.0) as f64 / 1000.0,
+            limit_bytes: limit,
+        }),
+        _ => None,
+    };
+    (pts, growth)
+}
