@@ -949,7 +949,7 @@ impl Tracker {
             history: pts.iter().map(|&(t, rss)| (self.to_ms(t), rss as u64)).collect(),
             birth_ms: tr.birth.map(|(t, b)| (self.to_ms(t), b)),
             group: self.group_of(pid).map(|g| crate::model::incident::GroupInfo {
-                kind: "pool",
+                kind: crate::model::incident::GroupKind::Pool,
                 leader_pid: g.leader_pid,
                 comm: g.comm.clone(),
                 members: g.members,

@@ -5,16 +5,16 @@ use super::*;
 pub(super) fn oom_control_out(r: &Record<Control>, ctx: &dyn OomContext, page: u64) -> OomControl {
     let c = &r.event;
     let constraint = match c.constraint {
-        Constraint::Known(OomConstraint::None) => "global",
-        Constraint::Known(OomConstraint::Cpuset) => "cpuset",
-        Constraint::Known(OomConstraint::MemoryPolicy) => "mempolicy",
-        Constraint::Known(OomConstraint::Memcg) => "memcg",
-        Constraint::Unknown(_) => "unknown",
+        Constraint::Known(OomConstraint::None) => ConstraintKind::Global,
+        Constraint::Known(OomConstraint::Cpuset) => ConstraintKind::Cpuset,
+        Constraint::Known(OomConstraint::MemoryPolicy) => ConstraintKind::Mempolicy,
+        Constraint::Known(OomConstraint::Memcg) => ConstraintKind::Memcg,
+        Constraint::Unknown(_) => ConstraintKind::Unknown,
     };
     OomControl {
         source: match c.source {
-            HookSource::Kprobe => "kprobe oom_kill_process",
-            HookSource::Trampoline => "fentry oom_kill_process",
+            HookSource::Kprobe => ControlSource::Kprobe,
+            HookSource::Trampoline => ControlSource::Fentry,
         },
         constraint,
         totalpages: c.totalpages,
@@ -102,20 +102,26 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     // The report text is what this host has; where the kernel gave
     // struct oom_control and the report was cut (rate limit), it fills in.
     let constraint = match &control {
-        Some(c) if constraint == "unknown" || (rep.constraint.is_none() && c.constraint != "global") => {
-            c.constraint.to_string()
+        Some(c)
+            if constraint == "unknown"
+                || (rep.constraint.is_none() && c.constraint != ConstraintKind::Global) =>
+        {
+            c.constraint.as_str().to_string()
         }
         _ => constraint,
     };
     let control_memcg = control
         .as_ref()
-        .filter(|c| c.constraint == "memcg")
+        .filter(|c| c.constraint == ConstraintKind::Memcg)
         .and_then(|c| c.memcg.clone());
     let (memcg, memcg_from) = match rep.constraint.as_ref() {
-        Some(c) if c.kind == "memcg" => (c.oom_memcg.clone(), c.oom_memcg.as_ref().map(|_| "report")),
+        Some(c) if c.kind == "memcg" => (
+            c.oom_memcg.clone(),
+            c.oom_memcg.as_ref().map(|_| MemcgFrom::Report),
+        ),
         Some(_) => (None, None),
-        None if control_memcg.is_some() => (control_memcg, Some("oom_control")),
-        None if memcg_kill && !snap.cgroup.is_empty() => (Some(snap.cgroup.clone()), Some("victim")),
+        None if control_memcg.is_some() => (control_memcg, Some(MemcgFrom::OomControl)),
+        None if memcg_kill && !snap.cgroup.is_empty() => (Some(snap.cgroup.clone()), Some(MemcgFrom::Victim)),
         None => (None, None),
     };
     let victim = p.mark.as_ref().map(|r| {
@@ -231,11 +237,11 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         }
     });
     let reaper = if p.reap_finish_ns.is_some() {
-        "reaped"
+        ReaperOutcome::Reaped
     } else if p.reap_skipped {
-        "skipped"
+        ReaperOutcome::Skipped
     } else {
-        "not seen"
+        ReaperOutcome::NotSeen
     };
     let victim_group = snap.group.clone();
     let candidates_rss_bytes = (!rep.candidates.is_empty()).then(|| {
@@ -273,8 +279,8 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let invoked = rep.invoked.clone();
     let oom_lock = p.lock_held.as_ref().map(|r| OomLock {
         source: match r.event.source {
-            HookSource::Kprobe => "kretprobe out_of_memory",
-            HookSource::Trampoline => "fexit out_of_memory",
+            HookSource::Kprobe => LockSource::Kretprobe,
+            HookSource::Trampoline => LockSource::Fexit,
         },
         held_ms: r.event.return_ns.saturating_sub(r.event.enter_ns) as f64 / 1e6,
     });
@@ -290,7 +296,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         .map(|s| attribute(&s.cgroup))
         .unwrap_or_default();
     Incident {
-        kind: "oom_kill",
+        kind: IncidentKind::OomKill,
         ts_ms: ctx.mono_to_unix_ms(mark_ns.or(p.start_ns).unwrap_or(p.created_ns)),
         invoker: Invoker {
             attribution: invoker_attr,

@@ -66,7 +66,7 @@ pub(super) fn stall(
                 pid: *tgid,
                 comm: comm.clone(),
                 stalled_ms: ms,
-                source: "reclaim during the report",
+                source: StallSource::ReportReclaim,
             }),
         }
     }
@@ -80,7 +80,7 @@ pub(super) fn stall(
                 pid,
                 comm,
                 stalled_ms: ms,
-                source: "reclaim around the OOM",
+                source: StallSource::SampledReclaim,
             }),
         }
     }
@@ -140,7 +140,8 @@ pub(super) fn stall(
         report_ms,
         console_ms,
         console_method: "line-gap estimate: gaps between report lines in the invoking task, after the lines \
-                         the console printed (level below console_loglevel), less 100 µs each",
+                         the console printed (level below console_loglevel), less 100 µs each"
+            .into(),
         dump_tasks_ms,
         notable: report_ms.unwrap_or(0.0) >= 500.0 || stalled_ms_total >= 1000.0,
         stalled_tasks: tasks,

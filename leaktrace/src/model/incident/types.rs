@@ -1,12 +1,108 @@
 //! What an incident is, as written to --json and events.jsonl: the
 //! `oom_kill` line and the types in it.
+use serde::Deserialize;
+
 use super::*;
 
+/// Declares a closed set of words that an incident writes as JSON strings:
+/// an enum that serializes as those exact strings (so the output is what
+/// it was when these fields were `&'static str`), reads them back, and
+/// gives them as `as_str()`. In the schemas they stay plain strings
+/// (`#[schemars(with = "String")]` on the fields), as before.
+macro_rules! words {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $v,)*
+        }
+
+        #[allow(dead_code)] // not every set of words is read back by name
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)*
+                }
+            }
+        }
+    };
+}
+
+words! {
+    /// The `type` of an incident line.
+    IncidentKind { OomKill = "oom_kill", }
+}
+
+words! {
+    /// What kind of group a [`GroupInfo`] is.
+    GroupKind { Pool = "pool", }
+}
+
+words! {
+    /// Where an incident's `memcg` comes from.
+    MemcgFrom {
+        /// The oom-kill: line of the kernel's report.
+        Report = "report",
+        /// struct oom_control (the oom-control hook).
+        OomControl = "oom_control",
+        /// The victim's own memcg (the report was rate-limited).
+        Victim = "victim",
+    }
+}
+
+words! {
+    /// What the OOM reaper did with the victim.
+    ReaperOutcome {
+        Reaped = "reaped",
+        Skipped = "skipped",
+        NotSeen = "not seen",
+    }
+}
+
+words! {
+    /// Where a stalled task's time comes from.
+    StallSource {
+        /// Reclaim episodes sent by the kernel while the report printed.
+        ReportReclaim = "reclaim during the report",
+        /// The per-process reclaim counters sampled by watch.
+        SampledReclaim = "reclaim around the OOM",
+    }
+}
+
+words! {
+    /// The hook that read struct oom_control.
+    ControlSource {
+        Fentry = "fentry oom_kill_process",
+        Kprobe = "kprobe oom_kill_process",
+    }
+}
+
+words! {
+    /// enum oom_constraint, as words.
+    ConstraintKind {
+        Global = "global",
+        Cpuset = "cpuset",
+        Mempolicy = "mempolicy",
+        Memcg = "memcg",
+        /// A value this build does not know.
+        Unknown = "unknown",
+    }
+}
+
+words! {
+    /// The hook that timed out_of_memory().
+    LockSource {
+        Fexit = "fexit out_of_memory",
+        Kretprobe = "kretprobe out_of_memory",
+    }
+}
+
 /// A pool (groups.rs): a parent and the children that run its image.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GroupInfo {
     /// "pool".
-    pub kind: &'static str,
+    #[schemars(with = "String")]
+    pub kind: GroupKind,
     pub leader_pid: u32,
     pub comm: String,
     pub members: usize,
@@ -20,7 +116,7 @@ pub struct GroupInfo {
 
 /// Another process in the OOM's scope that grew in the window, with its
 /// RSS over the window, for the report's chart.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GrowerSeries {
     pub pid: u32,
     pub comm: String,
@@ -29,7 +125,7 @@ pub struct GrowerSeries {
 }
 
 /// The OOM memcg's own usage over the window before the kill.
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemcgGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
@@ -37,7 +133,7 @@ pub struct MemcgGrowth {
     pub limit_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Grower {
     #[serde(flatten)]
     pub attribution: Attribution,
@@ -53,7 +149,7 @@ pub struct Grower {
     pub growing_at_kill: bool,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Invoker {
     /// From its cgroup, when leaktrace knew the process.
     #[serde(flatten)]
@@ -67,7 +163,7 @@ pub struct Invoker {
     pub order: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Victim {
     #[serde(flatten)]
     pub attribution: Attribution,
@@ -84,13 +180,13 @@ pub struct Victim {
     pub oom_score_adj: i32,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Line {
     pub ts_ns: u64,
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CandidateOut {
     pub pid: u32,
     pub uid: Option<u32>,
@@ -106,38 +202,39 @@ pub struct CandidateOut {
     pub oom_score_adj: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timings {
     pub to_kill: Option<f64>,
     pub to_exit: Option<f64>,
     pub to_reaped: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VictimGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
     pub secs: f64,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StalledTask {
     pub pid: u32,
     pub comm: String,
     pub stalled_ms: f64,
     /// "reclaim during the report" (kernel events) or "reclaim around the
     /// OOM" (per-process counters sampled by watch).
-    pub source: &'static str,
+    #[schemars(with = "String")]
+    pub source: StallSource,
 }
 
 /// How long the OOM froze things, and why (seed 004).
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stall {
     /// From "invoked oom-killer" to the victim being marked.
     pub report_ms: Option<f64>,
     /// The part of report_ms spent writing to consoles.
     pub console_ms: Option<f64>,
-    pub console_method: &'static str,
+    pub console_method: String,
     /// Printing the task dump (vm.oom_dump_tasks): from the "Tasks state"
     /// header to the oom-kill: line.
     pub dump_tasks_ms: Option<f64>,
@@ -158,10 +255,11 @@ pub struct Stall {
     pub notable: bool,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Incident {
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    #[schemars(with = "String")]
+    pub kind: IncidentKind,
     pub ts_ms: u64,
     pub invoker: Invoker,
     pub victim: Option<Victim>,
@@ -172,7 +270,8 @@ pub struct Incident {
     /// "Memory cgroup out of memory: Killed process" line said it was a
     /// memcg OOM: then it is the victim's own memcg (the OOM may have been
     /// in one of its ancestors).
-    pub memcg_from: Option<&'static str>,
+    #[schemars(with = "Option<String>")]
+    pub memcg_from: Option<MemcgFrom>,
     pub memcg_usage_bytes: Option<u64>,
     pub memcg_limit_bytes: Option<u64>,
     pub report_lines: Vec<Line>,
@@ -206,7 +305,8 @@ pub struct Incident {
     /// RSS the kill released: the victim's RSS at the kill minus what the
     /// reaper left (all of it once the victim exited).
     pub freed_bytes: Option<u64>,
-    pub reaper: &'static str,
+    #[schemars(with = "String")]
+    pub reaper: ReaperOutcome,
     pub summary: String,
     pub stall: Stall,
     /// The evidence bundle written for the victim before the kill, if any.
@@ -226,12 +326,14 @@ pub struct Incident {
     pub oom_lock: Option<OomLock>,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OomControl {
     /// "fentry oom_kill_process" or "kprobe oom_kill_process".
-    pub source: &'static str,
+    #[schemars(with = "String")]
+    pub source: ControlSource,
     /// global, cpuset, mempolicy or memcg (enum oom_constraint).
-    pub constraint: &'static str,
+    #[schemars(with = "String")]
+    pub constraint: ConstraintKind,
     /// The memory the OOM killer weighed candidates against, in pages.
     pub totalpages: u64,
     pub totalpages_bytes: u64,
@@ -245,10 +347,11 @@ pub struct OomControl {
     pub gfp_mask: String,
 }
 
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OomLock {
     /// "fexit out_of_memory" or "kretprobe out_of_memory".
-    pub source: &'static str,
+    #[schemars(with = "String")]
+    pub source: LockSource,
     pub held_ms: f64,
 }
 
