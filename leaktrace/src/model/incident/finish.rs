@@ -61,16 +61,96 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let rep: Report = kernel_text::parse(p.lines.iter().map(|l| l.text.as_str()));
     let page = ctx.page_size();
     let mark_ns = p.mark.as_ref().map(|m| m.ts_ns);
-    // Asked again now: a victim that lived less than one sample was
-    // unknown at the kill, and one that moved to another memcg just before
-    // it was killed had its old one; its exit record (comm, memcg, argv,
-    // birth) has arrived since. The snapshot from the kill stays if the
-    // victim is no longer known.
+    let snap = snapshot_now(&p, ctx);
+    let control = p.control.as_ref().map(|r| oom_control_out(r, ctx, page));
+    let scope = scope_of(&rep, control.as_ref(), &snap);
+    let victim = victim_of(&p, &rep, &snap);
+    let victim_rss = victim
+        .as_ref()
+        .map(|v| v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes);
+    let history = victim_history(ctx, &snap, victim_rss, mark_ns);
+    // The victim's own rise over the window, with its RSS at the kill.
+    let victim_growth = victim_growth(&history, snap.birth_ms);
+    let verdict = verdict(ctx, scope.memcg.as_deref(), victim.as_ref(), mark_ns, victim_rss);
+    let (memcg_history, memcg_growth) = memcg_window(
+        ctx,
+        scope.memcg.as_deref(),
+        mark_ns,
+        rep.memcg_usage_kb.map(|k| k * 1024),
+    );
+    let victim_group = snap.group.clone();
+    let candidates_rss_bytes = (!rep.candidates.is_empty()).then(|| {
+        rep.candidates
+            .iter()
+            .map(|c| c.rss.unwrap_or(0) * page)
+            .sum::<u64>()
+    });
+    let candidates_note = candidates_note(&rep, candidates_rss_bytes);
+    let summary = summarize(
+        &scope.constraint,
+        scope.memcg.as_deref(),
+        &victim,
+        &victim_growth,
+        &verdict.grower,
+        verdict.victim_was_top_grower,
+    ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
+    let stall = stall(
+        &p,
+        ctx,
+        mark_ns,
+        scope.memcg.as_deref(),
+        victim.as_ref().map(|v| v.pid),
+    );
+    Incident {
+        kind: IncidentKind::OomKill,
+        ts_ms: ctx.mono_to_unix_ms(mark_ns.or(p.start_ns).unwrap_or(p.created_ns)),
+        invoker: invoker_of(&p, &rep, ctx),
+        constraint: scope.constraint,
+        memcg: scope.memcg,
+        memcg_from: scope.memcg_from,
+        memcg_usage_bytes: rep.memcg_usage_kb.map(|v| v * 1024),
+        memcg_limit_bytes: rep.memcg_limit_kb.map(|v| v * 1024),
+        report_complete: rep.invoked.is_some() && rep.killed.is_some(),
+        report_lines_dropped: p.lines_dropped,
+        candidates: candidates_out(&rep.candidates, page),
+        candidates_total: rep.candidates.len(),
+        candidates_rss_bytes,
+        candidates_note,
+        victim_history: history,
+        victim_growth,
+        top_grower: verdict.grower,
+        victim_was_top_grower: verdict.victim_was_top_grower,
+        growers: verdict.growers,
+        victim_group,
+        memcg_history,
+        memcg_growth,
+        lost_events: lost.saturating_sub(p.lost_before),
+        timings_ms: timings(&p, mark_ns),
+        freed_bytes: freed_bytes(&p, victim.as_ref()),
+        reaper: reaper(&p),
+        summary,
+        stall,
+        evidence_dir: None,
+        closed_early: false,
+        report_printed_by: p.report_task,
+        oom_control: control,
+        oom_lock: p.lock_held.as_ref().map(oom_lock_out),
+        victim,
+        report_lines: p.lines,
+    }
+}
+
+/// What leaktrace knows of the victim now. Asked again at the end: a
+/// victim that lived less than one sample was unknown at the kill, and one
+/// that moved to another memcg just before it was killed had its old one;
+/// its exit record (comm, memcg, argv, birth) has arrived since. The
+/// snapshot from the kill stays if the victim is no longer known.
+fn snapshot_now(p: &Pending, ctx: &dyn OomContext) -> ProcSnapshot {
     let fresh = p
         .mark
         .as_ref()
         .and_then(|r| ctx.snapshot(r.target, victim_start(r)));
-    let snap = match (fresh, &p.snapshot) {
+    match (fresh, &p.snapshot) {
         // The one from the kill knew the memcg and the new one does not
         // (a memcg too new to be named yet): keep its memcg.
         (Some(mut f), Some(old)) if f.cgroup.is_empty() => {
@@ -79,7 +159,17 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         }
         (Some(f), _) => f,
         (None, old) => old.clone().unwrap_or_default(),
-    };
+    }
+}
+
+/// The OOM's constraint and memcg, and where the memcg comes from.
+struct Scope {
+    constraint: String,
+    memcg: Option<String>,
+    memcg_from: Option<MemcgFrom>,
+}
+
+fn scope_of(rep: &Report, control: Option<&OomControl>, snap: &ProcSnapshot) -> Scope {
     // A memcg OOM whose report was rate-limited has no constraint line;
     // its "Memory cgroup out of memory" kill line still says it was one,
     // and the victim's memcg is the best name for it.
@@ -98,10 +188,9 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
                 "unknown".into()
             }
         });
-    let control = p.control.as_ref().map(|r| oom_control_out(r, ctx, page));
     // The report text is what this host has; where the kernel gave
     // struct oom_control and the report was cut (rate limit), it fills in.
-    let constraint = match &control {
+    let constraint = match control {
         Some(c)
             if constraint == "unknown"
                 || (rep.constraint.is_none() && c.constraint != ConstraintKind::Global) =>
@@ -111,7 +200,6 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         _ => constraint,
     };
     let control_memcg = control
-        .as_ref()
         .filter(|c| c.constraint == ConstraintKind::Memcg)
         .and_then(|c| c.memcg.clone());
     let (memcg, memcg_from) = match rep.constraint.as_ref() {
@@ -124,44 +212,59 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         None if memcg_kill && !snap.cgroup.is_empty() => (Some(snap.cgroup.clone()), Some(MemcgFrom::Victim)),
         None => (None, None),
     };
-    let victim = p.mark.as_ref().map(|r| {
-        let m = &r.event;
-        let comm = if !snap.comm.is_empty() {
-            snap.comm.clone()
-        } else if let Some(k) = rep.killed.as_ref().filter(|k| k.pid == r.target) {
-            k.comm.clone()
-        } else {
-            rep.constraint
-                .as_ref()
-                .and_then(|c| c.task.clone())
-                .unwrap_or_default()
-        };
-        let cgroup = if snap.cgroup.is_empty() {
-            rep.constraint
-                .as_ref()
-                .and_then(|c| c.task_memcg.clone())
-                .unwrap_or_default()
-        } else {
-            snap.cgroup.clone()
-        };
-        Victim {
-            attribution: attribute(&cgroup),
-            pid: r.target,
-            comm,
-            cmdline: snap.cmdline.clone(),
-            cgroup,
-            rss_anon_bytes: m.rss_anon_bytes,
-            rss_file_bytes: m.rss_file_bytes,
-            rss_shmem_bytes: m.rss_shmem_bytes,
-            total_vm_bytes: m.total_vm_bytes,
-            uid: m.uid,
-            pgtables_bytes: m.pgtables_bytes,
-            oom_score_adj: m.oom_score_adj,
-        }
-    });
-    let victim_rss = victim
-        .as_ref()
-        .map(|v| v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes);
+    Scope {
+        constraint,
+        memcg,
+        memcg_from,
+    }
+}
+
+/// The victim as the kernel marked it, named from what leaktrace knew of
+/// it, else from the report.
+fn victim_of(p: &Pending, rep: &Report, snap: &ProcSnapshot) -> Option<Victim> {
+    let r = p.mark.as_ref()?;
+    let m = &r.event;
+    let comm = if !snap.comm.is_empty() {
+        snap.comm.clone()
+    } else if let Some(k) = rep.killed.as_ref().filter(|k| k.pid == r.target) {
+        k.comm.clone()
+    } else {
+        rep.constraint
+            .as_ref()
+            .and_then(|c| c.task.clone())
+            .unwrap_or_default()
+    };
+    let cgroup = if snap.cgroup.is_empty() {
+        rep.constraint
+            .as_ref()
+            .and_then(|c| c.task_memcg.clone())
+            .unwrap_or_default()
+    } else {
+        snap.cgroup.clone()
+    };
+    Some(Victim {
+        attribution: attribute(&cgroup),
+        pid: r.target,
+        comm,
+        cmdline: snap.cmdline.clone(),
+        cgroup,
+        rss_anon_bytes: m.rss_anon_bytes,
+        rss_file_bytes: m.rss_file_bytes,
+        rss_shmem_bytes: m.rss_shmem_bytes,
+        total_vm_bytes: m.total_vm_bytes,
+        uid: m.uid,
+        pgtables_bytes: m.pgtables_bytes,
+        oom_score_adj: m.oom_score_adj,
+    })
+}
+
+/// The victim's RSS over time, ending with its RSS at the kill.
+fn victim_history(
+    ctx: &dyn OomContext,
+    snap: &ProcSnapshot,
+    victim_rss: Option<u64>,
+    mark_ns: Option<u64>,
+) -> Vec<(u64, u64)> {
     let mut history = snap.history.clone();
     if let (Some(rss), Some(t)) = (victim_rss, mark_ns) {
         // Samples after the kill see a victim being torn down (the reaper
@@ -170,18 +273,31 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         history.retain(|p| p.0 < kill_ms);
         history.push((kill_ms, rss));
     }
-    // The victim's own rise over the window, with its RSS at the kill.
-    let victim_growth = victim_growth(&history, snap.birth_ms);
-    // The verdict: every process in the OOM's scope, the victim included
-    // with its RSS at the kill, compared over the same window ending at
-    // the kill (docs/verdict.md).
-    let scope = memcg.clone();
+    history
+}
+
+/// Who grew the most in the OOM's scope, and whether that was the victim.
+struct Verdict {
+    grower: Option<Grower>,
+    growers: Vec<GrowerSeries>,
+    victim_was_top_grower: bool,
+}
+
+/// The verdict: every process in the OOM's scope, the victim included
+/// with its RSS at the kill, compared over the same window ending at the
+/// kill (docs/verdict.md).
+fn verdict(
+    ctx: &dyn OomContext,
+    scope: Option<&str>,
+    victim: Option<&Victim>,
+    mark_ns: Option<u64>,
+    victim_rss: Option<u64>,
+) -> Verdict {
     let ranked = victim
-        .as_ref()
         .zip(mark_ns)
         .map(|(v, t)| {
             ctx.top_growers(
-                scope.as_deref(),
+                scope,
                 GROWTH_WINDOW_S,
                 Some((v.pid, t as f64 / 1e9, victim_rss.unwrap_or(0))),
                 4,
@@ -192,7 +308,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         .first()
         .map(|g| g.0.clone())
         .filter(|g| g.growth_bytes as f64 >= MIN_GROWTH);
-    let victim_pid = victim.as_ref().map(|v| v.pid);
+    let victim_pid = victim.map(|v| v.pid);
     let growers: Vec<GrowerSeries> = ranked
         .into_iter()
         .filter(|(g, _)| Some(g.pid) != victim_pid && g.growth_bytes >= 1 << 20)
@@ -204,86 +320,69 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
             history,
         })
         .collect();
-    let (memcg_history, memcg_growth) = memcg_window(
-        ctx,
-        memcg.as_deref(),
-        mark_ns,
-        rep.memcg_usage_kb.map(|k| k * 1024),
-    );
     // True when the victim grew the most, or when nothing in scope grew
     // notably (then top_grower is null): never true with another pid.
-    let victim_was_top_grower = match (&grower, &victim) {
+    let victim_was_top_grower = match (&grower, victim) {
         (None, _) => true,
         (Some(g), Some(v)) => g.pid == v.pid,
         (Some(_), None) => false,
     };
+    Verdict {
+        grower,
+        growers,
+        victim_was_top_grower,
+    }
+}
+
+fn timings(p: &Pending, mark_ns: Option<u64>) -> Timings {
     let start = p.start_ns.or(p.sigkill).or(mark_ns);
-    let timings = Timings {
+    Timings {
         to_kill: ms_between(start, mark_ns),
         to_exit: ms_between(start, p.exit_ns),
         to_reaped: ms_between(start, p.reap_finish_ns),
-    };
-    let freed_bytes = victim.as_ref().and_then(|v| {
-        let before = v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes;
-        if p.exit_ns.is_some() {
-            Some(before)
-        } else {
-            p.reaped.as_ref().map(|r| {
-                let after =
-                    (r.anon_rss_kb.unwrap_or(0) + r.file_rss_kb.unwrap_or(0) + r.shmem_rss_kb.unwrap_or(0))
-                        * 1024;
-                before.saturating_sub(after)
-            })
-        }
-    });
-    let reaper = if p.reap_finish_ns.is_some() {
+    }
+}
+
+/// RSS the kill released: all of it once the victim exited, else what
+/// the reaper said it left.
+fn freed_bytes(p: &Pending, victim: Option<&Victim>) -> Option<u64> {
+    let v = victim?;
+    let before = v.rss_anon_bytes + v.rss_file_bytes + v.rss_shmem_bytes;
+    if p.exit_ns.is_some() {
+        Some(before)
+    } else {
+        p.reaped.as_ref().map(|r| {
+            let after =
+                (r.anon_rss_kb.unwrap_or(0) + r.file_rss_kb.unwrap_or(0) + r.shmem_rss_kb.unwrap_or(0))
+                    * 1024;
+            before.saturating_sub(after)
+        })
+    }
+}
+
+fn reaper(p: &Pending) -> ReaperOutcome {
+    if p.reap_finish_ns.is_some() {
         ReaperOutcome::Reaped
     } else if p.reap_skipped {
         ReaperOutcome::Skipped
     } else {
         ReaperOutcome::NotSeen
-    };
-    let victim_group = snap.group.clone();
-    let candidates_rss_bytes = (!rep.candidates.is_empty()).then(|| {
-        rep.candidates
-            .iter()
-            .map(|c| c.rss.unwrap_or(0) * page)
-            .sum::<u64>()
-    });
-    let candidates_note = match (candidates_rss_bytes, rep.memcg_limit_kb.map(|k| k * 1024)) {
-        (Some(sum), Some(limit)) if sum > limit => Some(format!(
-            "the {} tasks in the dump add up to {} RSS, more than the {} limit: RSS counts pages shared \
-             copy-on-write (a fork pool) once per process; the memcg charges them once",
-            rep.candidates.len(),
-            mib(sum as f64),
-            mib(limit as f64)
-        )),
-        (Some(sum), Some(limit)) => Some(format!(
-            "the {} tasks in the dump add up to {} RSS of the {} limit (the rest is page cache and kernel memory \
-             charged to the memcg)",
-            rep.candidates.len(),
-            mib(sum as f64),
-            mib(limit as f64)
-        )),
-        _ => None,
-    };
-    let summary = summarize(
-        &constraint,
-        memcg.as_deref(),
-        &victim,
-        &victim_growth,
-        &grower,
-        victim_was_top_grower,
-    ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
-    let stall = stall(&p, ctx, mark_ns, memcg.as_deref(), victim.as_ref().map(|v| v.pid));
-    let invoked = rep.invoked.clone();
-    let oom_lock = p.lock_held.as_ref().map(|r| OomLock {
+    }
+}
+
+fn oom_lock_out(r: &Record<LockHeld>) -> OomLock {
+    OomLock {
         source: match r.event.source {
             HookSource::Kprobe => LockSource::Kretprobe,
             HookSource::Trampoline => LockSource::Fexit,
         },
         held_ms: r.event.return_ns.saturating_sub(r.event.enter_ns) as f64 / 1e6,
-    });
+    }
+}
+
+/// The task whose allocation invoked the OOM killer: the kernel's records
+/// name it, the report's first line gives its comm and allocation.
+fn invoker_of(p: &Pending, rep: &Report, ctx: &dyn OomContext) -> Invoker {
     let invoker_pid = p
         .mark
         .as_ref()
@@ -291,56 +390,18 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         .filter(|t| *t != 0)
         .or(p.invoker_tgid)
         .unwrap_or(p.invoker_tid);
-    let invoker_attr = ctx
+    let attribution = ctx
         .snapshot(invoker_pid, None)
         .map(|s| attribute(&s.cgroup))
         .unwrap_or_default();
-    Incident {
-        kind: IncidentKind::OomKill,
-        ts_ms: ctx.mono_to_unix_ms(mark_ns.or(p.start_ns).unwrap_or(p.created_ns)),
-        invoker: Invoker {
-            attribution: invoker_attr,
-            pid: invoker_pid,
-            tid: p.invoker_tid,
-            comm: invoked
-                .as_ref()
-                .map(|i| i.comm.clone())
-                .unwrap_or(p.invoker_comm.clone()),
-            gfp_mask: invoked.as_ref().map(|i| i.gfp_mask.clone()),
-            order: invoked.as_ref().and_then(|i| i.order),
-        },
-        victim,
-        constraint,
-        memcg,
-        memcg_from,
-        memcg_usage_bytes: rep.memcg_usage_kb.map(|v| v * 1024),
-        memcg_limit_bytes: rep.memcg_limit_kb.map(|v| v * 1024),
-        report_complete: rep.invoked.is_some() && rep.killed.is_some(),
-        report_lines_dropped: p.lines_dropped,
-        report_lines: p.lines,
-        candidates: candidates_out(&rep.candidates, page),
-        candidates_total: rep.candidates.len(),
-        candidates_rss_bytes,
-        candidates_note,
-        victim_history: history,
-        victim_growth,
-        top_grower: grower,
-        victim_was_top_grower,
-        growers,
-        victim_group,
-        memcg_history,
-        memcg_growth,
-        lost_events: lost.saturating_sub(p.lost_before),
-        timings_ms: timings,
-        freed_bytes,
-        reaper,
-        summary,
-        stall,
-        evidence_dir: None,
-        closed_early: false,
-        report_printed_by: p.report_task,
-        oom_control: control,
-        oom_lock,
+    let invoked = rep.invoked.as_ref();
+    Invoker {
+        attribution,
+        pid: invoker_pid,
+        tid: p.invoker_tid,
+        comm: invoked.map(|i| i.comm.clone()).unwrap_or(p.invoker_comm.clone()),
+        gfp_mask: invoked.map(|i| i.gfp_mask.clone()),
+        order: invoked.and_then(|i| i.order),
     }
 }
 

@@ -85,3 +85,25 @@ pub(super) fn secs(v: f64) -> String {
         format!("{v:.0} s")
     }
 }
+
+/// What the task dump's RSS total means next to the memcg limit: RSS
+/// counts pages shared copy-on-write (a fork pool) once per process.
+pub(super) fn candidates_note(rep: &Report, candidates_rss_bytes: Option<u64>) -> Option<String> {
+    match (candidates_rss_bytes, rep.memcg_limit_kb.map(|k| k * 1024)) {
+        (Some(sum), Some(limit)) if sum > limit => Some(format!(
+            "the {} tasks in the dump add up to {} RSS, more than the {} limit: RSS counts pages shared \
+             copy-on-write (a fork pool) once per process; the memcg charges them once",
+            rep.candidates.len(),
+            mib(sum as f64),
+            mib(limit as f64)
+        )),
+        (Some(sum), Some(limit)) => Some(format!(
+            "the {} tasks in the dump add up to {} RSS of the {} limit (the rest is page cache and kernel memory \
+             charged to the memcg)",
+            rep.candidates.len(),
+            mib(sum as f64),
+            mib(limit as f64)
+        )),
+        _ => None,
+    }
+}

@@ -15,14 +15,70 @@ pub(super) fn stall(
     victim: Option<u32>,
 ) -> Stall {
     let report_ms = ms_between(p.start_ns, mark_ns);
-    // Console time: the gaps between consecutive report lines (printed by
-    // the invoking task, which writes each line to the legacy consoles
-    // before it formats the next), less a floor for the formatting itself,
-    // counted only after lines that the console printed: those whose level
-    // is below console_loglevel. Counting every gap would turn preemption
-    // during a sub-millisecond report into "console time".
     let host_then = p.host.clone();
-    let levels = host_then.as_ref().and_then(|h| h.printk);
+    let console_ms = console_ms(p, host_then.as_ref(), mark_ns);
+    let find = |pred: &dyn Fn(&str) -> bool| p.lines.iter().find(|l| pred(&l.text)).map(|l| l.ts_ns);
+    let dump_tasks_ms = ms_between(
+        find(&|t: &str| t.starts_with("Tasks state")),
+        find(&|t: &str| t.starts_with("oom-kill:")),
+    );
+    let mut tasks = stalled_tasks(p, ctx, mark_ns, memcg, victim);
+    let stalled_ms_total: f64 = tasks.iter().map(|t| t.stalled_ms).fold(0.0, |a, b| a + b);
+    let stalled_tasks_count = tasks.len();
+    tasks.truncate(20);
+    let (psi_some, psi_full, psi_window_ms) = match (p.psi_start, ctx.psi()) {
+        (Some((s0, f0, t0)), Some((s1, f1, t1))) => (
+            Some(s1.saturating_sub(s0)),
+            Some(f1.saturating_sub(f0)),
+            Some(t1.saturating_sub(t0) as f64 / 1e6),
+        ),
+        _ => (None, None, None),
+    };
+    let host = host_then.or_else(|| ctx.host());
+    let console_loglevel = host.as_ref().and_then(|h| h.printk).map(|p| p.console_loglevel);
+    let consoles = enabled_consoles(host.as_ref());
+    let recommendations = recommendations(p, host);
+    let diagnosis = diagnose(
+        report_ms,
+        console_ms,
+        &consoles,
+        console_loglevel,
+        stalled_tasks_count,
+        stalled_ms_total,
+    );
+    Stall {
+        report_ms,
+        console_ms,
+        console_method: "line-gap estimate: gaps between report lines in the invoking task, after the lines \
+                         the console printed (level below console_loglevel), less 100 µs each"
+            .into(),
+        dump_tasks_ms,
+        notable: report_ms.unwrap_or(0.0) >= 500.0 || stalled_ms_total >= 1000.0,
+        stalled_tasks: tasks,
+        stalled_tasks_count,
+        stalled_ms_total,
+        psi_memory_some_us: psi_some,
+        psi_memory_full_us: psi_full,
+        psi_window_ms,
+        console_loglevel,
+        consoles,
+        diagnosis,
+        recommendations,
+    }
+}
+
+/// Console time: the gaps between consecutive report lines (printed by
+/// the invoking task, which writes each line to the legacy consoles
+/// before it formats the next), less a floor for the formatting itself,
+/// counted only after lines that the console printed: those whose level
+/// is below console_loglevel. Counting every gap would turn preemption
+/// during a sub-millisecond report into "console time".
+fn console_ms(
+    p: &Pending,
+    host_then: Option<&crate::host::facts::Facts>,
+    mark_ns: Option<u64>,
+) -> Option<f64> {
+    let levels = host_then.and_then(|h| h.printk);
     let end = mark_ns.unwrap_or(u64::MAX);
     let upto: Vec<&Line> = p.lines.iter().filter(|l| l.ts_ns <= end).collect();
     let line_levels = report_line_levels(
@@ -39,15 +95,19 @@ pub(super) fn stall(
                 .saturating_sub(CONSOLE_GAP_FLOOR_NS)
         })
         .sum();
-    let console_ms = (p.start_ns.is_some() && upto.len() >= 2).then_some(console_ns as f64 / 1e6);
-    let find = |pred: &dyn Fn(&str) -> bool| p.lines.iter().find(|l| pred(&l.text)).map(|l| l.ts_ns);
-    let dump_tasks_ms = ms_between(
-        find(&|t: &str| t.starts_with("Tasks state")),
-        find(&|t: &str| t.starts_with("oom-kill:")),
-    );
-    // Stalled tasks: kernel reclaim episodes near the report, and the
-    // per-process reclaim counters around it. Not the invoker (its time is
-    // the report) and not the victim.
+    (p.start_ns.is_some() && upto.len() >= 2).then_some(console_ns as f64 / 1e6)
+}
+
+/// Stalled tasks, largest first: kernel reclaim episodes near the report,
+/// and the per-process reclaim counters around it. Not the invoker (its
+/// time is the report) and not the victim.
+fn stalled_tasks(
+    p: &Pending,
+    ctx: &dyn OomContext,
+    mark_ns: Option<u64>,
+    memcg: Option<&str>,
+    victim: Option<u32>,
+) -> Vec<StalledTask> {
     let mut tasks: Vec<StalledTask> = Vec::new();
     let invoker_tgid = p
         .mark
@@ -85,35 +145,27 @@ pub(super) fn stall(
         }
     }
     tasks.sort_by(|a, b| b.stalled_ms.total_cmp(&a.stalled_ms));
-    let stalled_ms_total: f64 = tasks.iter().map(|t| t.stalled_ms).fold(0.0, |a, b| a + b);
-    let stalled_tasks_count = tasks.len();
-    tasks.truncate(20);
-    let psi_end = ctx.psi();
-    let (psi_some, psi_full, psi_window_ms) = match (p.psi_start, psi_end) {
-        (Some((s0, f0, t0)), Some((s1, f1, t1))) => (
-            Some(s1.saturating_sub(s0)),
-            Some(f1.saturating_sub(f0)),
-            Some(t1.saturating_sub(t0) as f64 / 1e6),
-        ),
-        _ => (None, None, None),
-    };
-    let host = host_then.or_else(|| ctx.host());
-    let console_loglevel = host.as_ref().and_then(|h| h.printk).map(|p| p.console_loglevel);
-    let consoles: Vec<String> = host
-        .as_ref()
-        .map(|h| {
-            h.consoles
-                .iter()
-                .filter(|c| c.enabled)
-                .map(|c| match c.baud {
-                    Some(b) => format!("{} ({b} baud)", c.name),
-                    None => c.name.clone(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // The dump this OOM printed, not the host's task count: a memcg OOM
-    // lists the memcg's tasks only.
+    tasks
+}
+
+/// The enabled consoles, with their speed when known.
+fn enabled_consoles(host: Option<&crate::host::facts::Facts>) -> Vec<String> {
+    host.map(|h| {
+        h.consoles
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| match c.baud {
+                Some(b) => format!("{} ({b} baud)", c.name),
+                None => c.name.clone(),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The host's remedies, for the size of the dump this OOM printed (not
+/// the host's task count: a memcg OOM lists the memcg's tasks only).
+fn recommendations(p: &Pending, host: Option<crate::host::facts::Facts>) -> Vec<String> {
     let dump_rows = p
         .lines
         .iter()
@@ -121,40 +173,11 @@ pub(super) fn stall(
         .skip(2)
         .take_while(|l| l.text.trim_start().starts_with('['))
         .count();
-    let recommendations = host
-        .clone()
-        .map(|mut h| {
-            h.tasks = dump_rows as u64;
-            crate::host::facts::recommendations(&h)
-        })
-        .unwrap_or_default();
-    let diagnosis = diagnose(
-        report_ms,
-        console_ms,
-        &consoles,
-        console_loglevel,
-        stalled_tasks_count,
-        stalled_ms_total,
-    );
-    Stall {
-        report_ms,
-        console_ms,
-        console_method: "line-gap estimate: gaps between report lines in the invoking task, after the lines \
-                         the console printed (level below console_loglevel), less 100 µs each"
-            .into(),
-        dump_tasks_ms,
-        notable: report_ms.unwrap_or(0.0) >= 500.0 || stalled_ms_total >= 1000.0,
-        stalled_tasks: tasks,
-        stalled_tasks_count,
-        stalled_ms_total,
-        psi_memory_some_us: psi_some,
-        psi_memory_full_us: psi_full,
-        psi_window_ms,
-        console_loglevel,
-        consoles,
-        diagnosis,
-        recommendations,
-    }
+    host.map(|mut h| {
+        h.tasks = dump_rows as u64;
+        crate::host::facts::recommendations(&h)
+    })
+    .unwrap_or_default()
 }
 
 /// The printk level of each report line, from where it sits in the report
