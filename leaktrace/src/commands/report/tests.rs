@@ -284,3 +284,62 @@ fn python_stacks_are_shown_escaped() {
     assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "{h}");
     std::fs::remove_dir_all(&b).unwrap();
 }
+
+/// The report reads what the model writes: an incident made by the
+/// assembler from synthetic kernel records, written as its events.jsonl
+/// line, is loaded by the report's loader and every fact the text report
+/// shows is there. A field renamed in the model but not here (the report
+/// still reads the JSON by key) fails this test instead of going blank.
+#[test]
+fn the_report_reads_what_the_model_writes() {
+    let inc = crate::model::incident::tests::sample_incident();
+    let line = crate::fmt::json_line(&inc).unwrap();
+    let rec = Recording::from_lines([line.as_str()]);
+    assert_eq!((rec.lines, rec.skipped_lines), (1, 0));
+    let t = render_text(Path::new("/rec"), &rec);
+    let v = inc.victim.as_ref().unwrap();
+    let g = inc.top_grower.as_ref().unwrap();
+    for want in [
+        format!("== incident 1: {}", when(inc.ts_ms)),
+        format!("   {}", inc.summary),
+        format!(
+            "invoker: pid {} ({}), gfp_mask {}, order {}",
+            inc.invoker.pid,
+            inc.invoker.comm,
+            inc.invoker.gfp_mask.as_deref().unwrap(),
+            inc.invoker.order.unwrap()
+        ),
+        format!(
+            "victim:  pid {} ({}) `{}` in {}; anon {}, file {}, shmem {}, oom_score_adj {}",
+            v.pid,
+            v.comm,
+            v.cmdline,
+            v.cgroup,
+            crate::fmt::bytes(v.rss_anon_bytes as f64),
+            crate::fmt::bytes(v.rss_file_bytes as f64),
+            crate::fmt::bytes(v.rss_shmem_bytes as f64),
+            v.oom_score_adj
+        ),
+        format!(
+            "memcg:   {}: usage {} of limit {}",
+            inc.memcg.as_deref().unwrap(),
+            crate::fmt::bytes(inc.memcg_usage_bytes.unwrap() as f64),
+            crate::fmt::bytes(inc.memcg_limit_bytes.unwrap() as f64)
+        ),
+        format!(
+            "right victim: NO - pid {} ({}) grew {} in the {} s before",
+            g.pid,
+            g.comm,
+            crate::fmt::bytes(g.growth_bytes as f64),
+            g.window_s
+        ),
+        format!("stall: {}", inc.stall.diagnosis),
+    ] {
+        assert!(t.contains(&want), "{want:?} not in {t}");
+    }
+    let h = render_html(Path::new("/rec"), &rec);
+    assert!(h.contains(&format!("data-victim-pid=\"{}\"", v.pid)), "{h}");
+    assert!(h.contains(&format!("constraint {}", inc.constraint)), "{h}");
+    let freed = crate::fmt::bytes(inc.freed_bytes.unwrap() as f64);
+    assert!(h.contains(&format!("the kill freed {freed}")), "{h}");
+}

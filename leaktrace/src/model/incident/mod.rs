@@ -9,7 +9,7 @@ pub mod kernel_text;
 mod prose;
 mod stall;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod types;
 
 pub use assembler::Assembler;

@@ -374,8 +374,10 @@ fn line_levels_follow_the_report_structure() {
 /// reaper), written as the `oom_kill` line of events.jsonl, read back
 /// into the same type, and equal. A field renamed on one side only, or a
 /// word that does not read back, fails here.
-#[test]
-fn an_incident_reads_back_as_itself() {
+/// A whole incident as the assembler makes it from synthetic kernel
+/// records (report lines, mark, struct oom_control, oom_lock, exit,
+/// reaper), for the tests of what reads incidents back.
+pub(crate) fn sample_incident() -> Incident {
     let mut a = Assembler::new();
     let ctx = Ctx::default();
     a.handle(control_rec(200, 100, 9_999), &ctx, 0);
@@ -389,9 +391,14 @@ fn an_incident_reads_back_as_itself() {
     a.handle(rec(200, 200, 10_010, OomEvent::LockHeld(lock)), &ctx, 0);
     a.handle(victim_exit(100, 10_020), &ctx, 0);
     a.handle(reaped(100, 10_030), &ctx, 0);
-    let out = a.poll(20_000 * 1_000_000, &ctx, 3);
+    let mut out = a.poll(20_000 * 1_000_000, &ctx, 3);
     assert_eq!(out.len(), 1);
-    let written = &out[0];
+    out.remove(0)
+}
+
+#[test]
+fn an_incident_reads_back_as_itself() {
+    let written = &sample_incident();
     assert!(written.oom_control.is_some() && written.oom_lock.is_some() && written.victim.is_some());
     let line = crate::fmt::json_line(written).unwrap();
     let read: Incident = serde_json::from_str(&line).unwrap();
