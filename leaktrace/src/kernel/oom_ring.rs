@@ -32,6 +32,28 @@ pub struct Record<E = OomEvent> {
 }
 
 impl<E> Record<E> {
+    /// The record without its event, and the event: the model matches on
+    /// the event and keeps the payload it wants, without a copy.
+    pub fn split(self) -> (Record<()>, E) {
+        let Record {
+            pid,
+            tgid,
+            target,
+            ts_ns,
+            comm,
+            event,
+        } = self;
+        let head = Record {
+            pid,
+            tgid,
+            target,
+            ts_ns,
+            comm,
+            event: (),
+        };
+        (head, event)
+    }
+
     /// The same record carrying another event (the payload taken out of,
     /// or put back into, an [`OomEvent`]).
     pub fn with<F>(self, event: F) -> Record<F> {

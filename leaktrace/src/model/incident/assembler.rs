@@ -110,7 +110,7 @@ impl Assembler {
     /// The `match` has no `_` arm on purpose: a new kind of OOM record
     /// (a new `OomEvent` variant) does not compile until it is handled here.
     pub fn handle(&mut self, r: Record, ctx: &dyn OomContext, lost: u64) {
-        let event = r.event.clone();
+        let (r, event) = r.split();
         match event {
             OomEvent::Line(l) => self.console(r.with(l), ctx, lost),
             OomEvent::MarkVictim(v) => self.mark_victim(r.with(v), ctx, lost),
