@@ -52,6 +52,12 @@ pub fn civil_utc(ms: u64) -> (i64, i64, i64, u64, u64, u64) {
     (y, mo, d, h, m, sec)
 }
 
+/// A unix time in ms as "YYYY-MM-DD hh:mm:ss UTC", for people.
+pub fn when(ms: u64) -> String {
+    let (y, mo, d, h, m, sec) = civil_utc(ms);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{sec:02} UTC")
+}
+
 /// Unix milliseconds as RFC 3339 in UTC, to the second:
 /// `2026-11-22T21:07:43Z`.
 pub fn rfc3339(ms: u64) -> String {

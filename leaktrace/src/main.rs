@@ -1,6 +1,7 @@
 //! leaktrace: which process is eating memory, how fast, and is it a leak.
 mod commands;
 mod evidence;
+mod exit;
 mod fmt;
 mod host;
 mod kernel;
@@ -138,28 +139,6 @@ enum Cmd {
     GenCompletions { dir: std::path::PathBuf },
 }
 
-/// Exit codes (also in `leaktrace --help` and docs/security.md).
-pub mod exit {
-    pub const OK: u8 = 0;
-    /// Something failed at run time (the kernel refused a program, a
-    /// directory cannot be written, ...).
-    pub const RUNTIME: u8 = 1;
-    /// `doctor` found a risk.
-    pub const WARNINGS: u8 = 2;
-    /// A bad command line (sysexits EX_USAGE).
-    pub const USAGE: u8 = 64;
-    /// Not root, and no CAP_BPF + CAP_PERFMON (sysexits EX_NOPERM):
-    /// restarting will not help; the unit file says so
-    /// (RestartPreventExitStatus=77).
-    pub const NO_PERMISSION: u8 = 77;
-}
-
-/// The error for missing privileges, told apart from other errors by its
-/// exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NoPermission(pub String);
-
 fn main() -> ExitCode {
     // First, while there is one thread: NOTIFY_SOCKET and friends leave
     // the environment here.
@@ -228,7 +207,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("leaktrace: {e:#}");
             }
-            ExitCode::from(if e.downcast_ref::<NoPermission>().is_some() {
+            ExitCode::from(if e.downcast_ref::<exit::NoPermission>().is_some() {
                 exit::NO_PERMISSION
             } else {
                 exit::RUNTIME

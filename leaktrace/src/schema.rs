@@ -11,10 +11,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use schemars::{generate::SchemaSettings, transform::RecursiveTransform, JsonSchema, Schema};
 
-/// The version of the JSON contract, carried by the status line as
-/// `schema`. Raise it when a field changes meaning or goes away (adding a
-/// field is compatible, but the schemas here change with it).
-pub const VERSION: u32 = 1;
+/// The version of the JSON contract; it lives with the sinks that write
+/// the status line carrying it.
+pub use crate::sinks::SCHEMA_VERSION as VERSION;
 
 /// What each schema describes: (file stem, the line's `type` or None for
 /// a file that is not a line, one sentence).

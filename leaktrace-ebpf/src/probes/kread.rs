@@ -13,7 +13,7 @@
 //! iterator comes in both flavours; the loader attaches the first that the
 //! verifier accepts.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use leaktrace_common::off;
+use leaktrace_common::{member, off, RSS_MEMBERS};
 
 /// Member offsets, see `leaktrace_common::off`.
 #[no_mangle]
@@ -127,8 +127,8 @@ pub fn rss_pages<M: Mem>(mm: u64) -> [i64; 4] {
 
 /// Resident pages: file + anon + shmem (swap entries are not resident).
 #[inline(always)]
-pub fn resident(r: &[i64; 4]) -> u64 {
-    let sum = r[0].max(0) + r[1].max(0) + r[3].max(0);
+pub fn resident(r: &[i64; RSS_MEMBERS]) -> u64 {
+    let sum = r[member::FILE].max(0) + r[member::ANON].max(0) + r[member::SHMEM].max(0);
     sum as u64
 }
 

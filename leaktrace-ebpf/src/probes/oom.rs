@@ -22,13 +22,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use leaktrace_common::{
-    counter, line_flag, oom_kind, Life, OomEvent, OomLine, OOM_EVENT_HEADER, OOM_LINE_HEADER, OOM_TEXT_LEN,
+    counter, line_flag, Life, MarkVictimRecord, OomHeader, OomKind, OomLine, SigkillRecord, OOM_LINE_HEADER,
+    OOM_TEXT_LEN,
 };
 
 use super::{bump, global, PROC_LIFE};
 
 /// Report lines (variable-size `OomLine` records, about 150 bytes each)
-/// and reclaim stalls (`OomEvent` headers): about 14,000 lines.
+/// and reclaim stalls (`ReclaimStallRecord`s): about 14,000 lines.
 #[map]
 pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
@@ -150,84 +151,56 @@ fn is_reaper(b: &[u8; PEEK]) -> bool {
     word_at(b, 0) == w(b"oom_reap") && word_at(b, 8) & 0x00ff_ffff == u64::from_le_bytes(*b"er:\0\0\0\0\0")
 }
 
+/// The header of a record about `target`, made by the current task now.
 #[inline(always)]
-fn fill_header(e: &mut OomEvent, kind: u32, target: u32) {
+pub(super) fn header(kind: OomKind, target: u32) -> OomHeader {
     let pid_tgid = bpf_get_current_pid_tgid();
-    e.kind = kind;
-    e.pid = pid_tgid as u32;
-    e.tgid = (pid_tgid >> 32) as u32;
-    e.target = target;
-    // SAFETY: no preconditions.
-    e.ts_ns = unsafe { bpf_ktime_get_ns() };
-    e.vals = [0; 8];
-    e.len = 0;
-    e._pad = 0;
-    e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    OomHeader {
+        kind: kind as u32,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        target,
+        // SAFETY: no preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
 }
 
-/// Sends a header-only event (no text) on the report ring: only the
-/// header's bytes.
-pub fn emit(kind: u32, target: u32, vals: [u64; 8]) {
-    let Some(e) = EVENT_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's scratch record, valid while the program runs.
-    let bytes = unsafe {
-        fill_header(&mut *e, kind, target);
-        (*e).vals = vals;
-        core::slice::from_raw_parts(e as *const u8, OOM_EVENT_HEADER)
-    };
-    if OOM_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+/// Sends a small fixed-size record on the report ring (reclaim stalls).
+pub fn emit<T: 'static>(rec: &T) {
+    if OOM_EVENTS.output::<T>(rec, 0).is_err() {
         bump(counter::OOM_LOST);
     }
 }
 
-#[map]
-static EVENT_SCRATCH: PerCpuArray<OomEvent> = PerCpuArray::with_max_entries(1, 0);
-
-/// Sends a victim, kill, reaper or exit event on the small ring. For a
-/// victim, the text carries its `Life` (birth RSS, argv at exec).
-pub(super) fn emit_crit(kind: u32, target: u32, vals: [u64; 8], life: Option<*const Life>) {
-    let Some(mut entry) = OOM_CRIT.reserve::<OomEvent>(0) else {
+/// Sends a small fixed-size record (kill, reaper, exit, oom_control, lock
+/// held) on the small ring.
+pub(super) fn emit_crit<T: 'static>(rec: T) {
+    let Some(mut entry) = OOM_CRIT.reserve::<T>(0) else {
         bump(counter::OOM_CRIT_LOST);
         return;
     };
-    let e = entry.as_mut_ptr();
-    // SAFETY: `e` points at a reserved, exclusively owned record; the Life
-    // copy is bounded by the text buffer (checked at compile time below).
-    unsafe {
-        fill_header(&mut *e, kind, target);
-        (*e).vals = vals;
-        if let Some(l) = life {
-            core::ptr::copy_nonoverlapping(
-                l as *const u8,
-                (*e).text.as_mut_ptr(),
-                core::mem::size_of::<Life>(),
-            );
-            (*e).len = core::mem::size_of::<Life>() as u32;
-        }
-    }
+    entry.write(rec);
     entry.submit(0);
 }
-const _: () = assert!(core::mem::size_of::<Life>() <= OOM_TEXT_LEN);
 
 /// Did printk strip a newline from this text? printk_sprint() formats into
 /// the record buffer, drops a trailing '\n' from the count, then memmoves
 /// the text over a "\001<level>" prefix if there was one, moving only the
 /// counted bytes. So after the text there is either the '\n' (no prefix),
 /// or the NUL terminator (no prefix, no newline), or two stale bytes and
-/// then the '\n' or NUL (prefix). 1 = newline, 0 = a fragment that the next
-/// pr_cont continues, 2 = unknown.
+/// then the '\n' or NUL (prefix). NEWLINE, 0 (a fragment that the next
+/// pr_cont continues) or NEWLINE_UNKNOWN.
 #[inline(always)]
-fn newline_after(text: *const u8, len: usize) -> u64 {
+fn newline_after(text: *const u8, len: usize) -> u32 {
     // SAFETY: reads 3 bytes just after the text inside printk's record
     // buffer; a fault is reported as unknown.
     match unsafe { bpf_probe_read_kernel(text.wrapping_add(len) as *const [u8; 3]) } {
-        Ok([b'\n', _, _]) => 1,
+        Ok([b'\n', _, _]) => line_flag::NEWLINE,
         Ok([0, _, _]) => 0,
-        Ok([_, _, b'\n']) => 1,
+        Ok([_, _, b'\n']) => line_flag::NEWLINE,
         Ok(_) => 0,
-        Err(_) => 2,
+        Err(_) => line_flag::NEWLINE_UNKNOWN,
     }
 }
 
@@ -280,31 +253,22 @@ fn console_line(text: *const u8, len: usize, knows_newline: bool) {
     // SAFETY: this CPU's scratch record, valid while the program runs; the
     // copy length is bounded by the text buffer.
     let n = unsafe {
-        let pid_tgid = bpf_get_current_pid_tgid();
-        (*e).kind = oom_kind::CONSOLE;
-        (*e).pid = pid_tgid as u32;
-        (*e).tgid = (pid_tgid >> 32) as u32;
-        (*e).ts_ns = now;
-        (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*e)._pad = 0;
+        (*e).head.hdr = header(OomKind::Console, 0);
+        (*e).head.hdr.ts_ns = now;
         let nl = if knows_newline {
-            match newline_after(text, len) {
-                1 => line_flag::NEWLINE,
-                0 => 0,
-                _ => line_flag::NEWLINE_UNKNOWN,
-            }
+            newline_after(text, len)
         } else {
             line_flag::NEWLINE_UNKNOWN
         };
-        (*e).flags = nl | if starts { line_flag::STARTS } else { 0 };
+        (*e).head.flags = nl | if starts { line_flag::STARTS } else { 0 };
         let n = if len < OOM_TEXT_LEN { len } else { OOM_TEXT_LEN };
-        (*e).len = 0;
+        (*e).head.len = 0;
         if let Some(dst) = (*e).text.get_mut(..n) {
             if bpf_probe_read_kernel_buf(text, dst).is_ok() {
-                (*e).len = n as u32;
+                (*e).head.len = n as u32;
             }
         }
-        (*e).len as usize
+        (*e).head.len as usize
     };
     // Only the header and the line's own bytes go on the ring.
     let size = OOM_LINE_HEADER + (n & (OOM_TEXT_LEN * 2 - 1)).min(OOM_TEXT_LEN);
@@ -359,48 +323,71 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         }
     };
     let pid = rd(0, 4) as u32;
-    let vals = [
-        rd(1, 8),
-        rd(2, 8),
-        rd(3, 8),
-        rd(4, 8),
-        rd(5, 4),
-        rd(6, 8),
-        rd(7, 2),
-        0,
-    ];
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let _ = OOM_VICTIMS.insert(&pid, &now, 0);
-    emit_crit(oom_kind::MARK_VICTIM, pid, vals, PROC_LIFE.get_ptr(&pid));
+    let Some(mut entry) = OOM_CRIT.reserve::<MarkVictimRecord>(0) else {
+        bump(counter::OOM_CRIT_LOST);
+        return 0;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points at a reserved, exclusively owned record, filled
+    // field by field (it is too large to build on the BPF stack); the Life
+    // copy is exactly one Life, from a PROC_LIFE value.
+    unsafe {
+        (*e).hdr = header(OomKind::MarkVictim, pid);
+        (*e).total_vm_kb = rd(1, 8);
+        (*e).anon_rss_kb = rd(2, 8);
+        (*e).file_rss_kb = rd(3, 8);
+        (*e).shmem_rss_kb = rd(4, 8);
+        (*e).uid = rd(5, 4) as u32;
+        (*e).pgtables_kb = rd(6, 8);
+        (*e).oom_score_adj = rd(7, 2) as i32;
+        (*e)._pad = 0;
+        match PROC_LIFE.get_ptr(&pid) {
+            Some(l) => {
+                core::ptr::copy_nonoverlapping(l, &mut (*e).life, 1);
+                (*e).has_life = 1;
+            }
+            None => {
+                core::ptr::write_bytes(
+                    &mut (*e).life as *mut Life as *mut u8,
+                    0,
+                    core::mem::size_of::<Life>(),
+                );
+                (*e).has_life = 0;
+            }
+        }
+    }
+    entry.submit(0);
     0
 }
 
-fn reap_event(ctx: &TracePointContext, kind: u32) -> u32 {
+fn reap_event(ctx: &TracePointContext, kind: OomKind) -> u32 {
     // SAFETY: offset read from this kernel's tracefs format.
     let pid = unsafe { ctx.read_at::<i32>(global(&TP_REAP_PID_OFF) as usize) }.unwrap_or(0);
-    emit_crit(kind, pid as u32, [0; 8], None);
+    emit_crit(header(kind, pid as u32));
     0
 }
 
 #[tracepoint]
 pub fn oom_wake_reaper(ctx: TracePointContext) -> u32 {
-    reap_event(&ctx, oom_kind::WAKE_REAPER)
+    reap_event(&ctx, OomKind::WakeReaper)
 }
 
 #[tracepoint]
 pub fn oom_start_task_reaping(ctx: TracePointContext) -> u32 {
-    reap_event(&ctx, oom_kind::START_REAPING)
+    reap_event(&ctx, OomKind::StartReaping)
 }
 
 #[tracepoint]
 pub fn oom_finish_task_reaping(ctx: TracePointContext) -> u32 {
-    reap_event(&ctx, oom_kind::FINISH_REAPING)
+    reap_event(&ctx, OomKind::FinishReaping)
 }
 
 #[tracepoint]
 pub fn oom_skip_task_reaping(ctx: TracePointContext) -> u32 {
-    reap_event(&ctx, oom_kind::SKIP_REAPING)
+    reap_event(&ctx, OomKind::SkipReaping)
 }
 
 /// SIGKILLs generated by a task that is printing an OOM report: the kill.
@@ -425,12 +412,11 @@ pub fn oom_signal_generate(ctx: TracePointContext) -> u32 {
                 .unwrap_or(0),
         )
     };
-    emit_crit(
-        oom_kind::SIGKILL,
-        pid as u32,
-        [result as u64, 0, 0, 0, 0, 0, 0, 0],
-        None,
-    );
+    emit_crit(SigkillRecord {
+        hdr: header(OomKind::Sigkill, pid as u32),
+        result,
+        _pad: 0,
+    });
     0
 }
 
@@ -441,7 +427,7 @@ pub fn victim_exited(tgid: u32) -> bool {
     // SAFETY: plain lookup.
     if unsafe { OOM_VICTIMS.get(&tgid) }.is_some() {
         let _ = OOM_VICTIMS.remove(&tgid);
-        emit_crit(oom_kind::VICTIM_EXIT, tgid, [0; 8], None);
+        emit_crit(header(OomKind::VictimExit, tgid));
         true
     } else {
         false

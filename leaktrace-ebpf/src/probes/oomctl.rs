@@ -14,11 +14,11 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use leaktrace_common::{off, oom_kind};
+use leaktrace_common::{hook_source, off, LockHeldRecord, OomControlRecord, OomKind};
 
 use super::{
     kread::{o, Mem, Probe},
-    oom::emit_crit,
+    oom::{emit_crit, header},
 };
 
 /// Threads inside out_of_memory() -> when they entered. LRU: an entry whose
@@ -27,7 +27,7 @@ use super::{
 static OOM_ENTER: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
 
 #[inline(always)]
-fn oom_control(oc: u64, source: u64) {
+fn oom_control(oc: u64, source: u32) {
     let chosen = Probe::u64(oc, o(off::OC_CHOSEN));
     let tgid = Probe::u32(chosen, o(off::TASK_TGID));
     let memcg = Probe::u64(oc, o(off::OC_MEMCG));
@@ -40,29 +40,30 @@ fn oom_control(oc: u64, source: u64) {
         let kn = Probe::u64(cg, o(off::CGROUP_KN));
         Probe::u64(kn, o(off::KN_ID))
     };
-    let vals = [
-        Probe::u32(oc, o(off::OC_CONSTRAINT)) as u64,
-        Probe::u64(oc, o(off::OC_TOTALPAGES)),
-        Probe::u64(oc, o(off::OC_CHOSEN_POINTS)),
-        memcg_id,
-        Probe::u32(oc, o(off::OC_ORDER)) as u64,
-        Probe::u32(oc, o(off::OC_GFP_MASK)) as u64,
-        (memcg != 0) as u64,
+    emit_crit(OomControlRecord {
+        hdr: header(OomKind::OomControl, tgid),
+        constraint: Probe::u32(oc, o(off::OC_CONSTRAINT)),
+        order: Probe::u32(oc, o(off::OC_ORDER)) as i32,
+        gfp_mask: Probe::u32(oc, o(off::OC_GFP_MASK)),
         source,
-    ];
-    emit_crit(oom_kind::OOM_CONTROL, tgid, vals, None);
+        totalpages: Probe::u64(oc, o(off::OC_TOTALPAGES)),
+        chosen_points: Probe::u64(oc, o(off::OC_CHOSEN_POINTS)) as i64,
+        memcg_id,
+        has_memcg: (memcg != 0) as u32,
+        _pad: 0,
+    });
 }
 
 #[fentry(function = "oom_kill_process")]
 pub fn oom_kill_process_fentry(ctx: FEntryContext) -> i32 {
-    oom_control(ctx.arg::<u64>(0), 1);
+    oom_control(ctx.arg::<u64>(0), hook_source::FENTRY);
     0
 }
 
 #[kprobe]
 pub fn oom_kill_process_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(oc) = ctx.arg::<u64>(0) {
-        oom_control(oc, 2);
+        oom_control(oc, hook_source::KPROBE);
     }
     0
 }
@@ -76,7 +77,7 @@ fn enter() {
 }
 
 #[inline(always)]
-fn leave(ret: u64, source: u64) {
+fn leave(ret: u64, source: u32) {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: plain lookup; the value is copied out before the removal.
     let Some(start) = (unsafe { OOM_ENTER.get(&tid) }).copied() else {
@@ -85,12 +86,13 @@ fn leave(ret: u64, source: u64) {
     let _ = OOM_ENTER.remove(&tid);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    emit_crit(
-        oom_kind::OOM_LOCK_HELD,
-        tid,
-        [start, now, ret & 0xff, source, 0, 0, 0, 0],
-        None,
-    );
+    emit_crit(LockHeldRecord {
+        hdr: header(OomKind::OomLockHeld, tid),
+        enter_ns: start,
+        return_ns: now,
+        ret: (ret & 0xff) as u32,
+        source,
+    });
 }
 
 #[fentry(function = "out_of_memory")]
@@ -103,7 +105,7 @@ pub fn out_of_memory_fentry(_ctx: FEntryContext) -> i32 {
 pub fn out_of_memory_fexit(ctx: FExitContext) -> i32 {
     // out_of_memory(struct oom_control *) -> bool: the return value is the
     // argument after the last one.
-    leave(ctx.arg::<u64>(1), 1);
+    leave(ctx.arg::<u64>(1), hook_source::FENTRY);
     0
 }
 
@@ -115,6 +117,6 @@ pub fn out_of_memory_kprobe(_ctx: ProbeContext) -> u32 {
 
 #[kretprobe]
 pub fn out_of_memory_kretprobe(ctx: RetProbeContext) -> u32 {
-    leave(ctx.ret::<u64>(), 2);
+    leave(ctx.ret::<u64>(), hook_source::KPROBE);
     0
 }

@@ -10,11 +10,11 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::TracePointContext,
 };
-use leaktrace_common::{oom_kind, MAX_PROCS};
+use leaktrace_common::{OomKind, ReclaimStallRecord, MAX_PROCS};
 
 use super::{
     lifecycle::{add_to_current, LifeCounter},
-    oom::{emit, OOM_CLOCK},
+    oom::{emit, header, OOM_CLOCK},
 };
 
 /// Thread -> when its current reclaim began.
@@ -53,11 +53,13 @@ fn end(memcg: bool) -> u32 {
     let in_report = oom_start > oom_end && now.saturating_sub(oom_start) < 30_000_000_000;
     let near_start = oom_start != 0 && now >= oom_start && now - oom_start < OOM_WINDOW_NS;
     if in_report || near_start {
-        emit(
-            oom_kind::RECLAIM_STALL,
-            tid,
-            [start, now, memcg as u64, 0, 0, 0, 0, 0],
-        );
+        emit(&ReclaimStallRecord {
+            hdr: header(OomKind::ReclaimStall, tid),
+            begin_ns: start,
+            end_ns: now,
+            memcg: memcg as u32,
+            _pad: 0,
+        });
     }
     0
 }

@@ -1,5 +1,4 @@
 //! The subcommands: setup and dispatch only.
 pub mod doctor;
-pub mod offline;
 pub mod report;
 pub mod watch;

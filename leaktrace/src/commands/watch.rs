@@ -161,7 +161,7 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 }
 
 pub fn watch(args: WatchArgs, verbose: u8) -> Result<()> {
-    loader::check_privileges().map_err(crate::NoPermission)?;
+    loader::check_privileges().map_err(crate::exit::NoPermission)?;
     let output = if args.json {
         Output::Json
     } else if tui::is_terminal() {
@@ -204,7 +204,7 @@ pub fn watch(args: WatchArgs, verbose: u8) -> Result<()> {
 }
 
 pub fn record(args: RecordArgs, verbose: u8) -> Result<()> {
-    loader::check_privileges().map_err(crate::NoPermission)?;
+    loader::check_privileges().map_err(crate::exit::NoPermission)?;
     let log = EventLog::open(&args.dir, args.max_file_bytes, args.max_files)
         .with_context(|| format!("cannot record into {}", args.dir.display()))?;
     pipeline::run(Config {

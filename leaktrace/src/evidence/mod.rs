@@ -20,17 +20,7 @@ use serde::Serialize;
 use crate::model::sample::ProcessRow;
 use crate::model::trend::Trend;
 
-/// What the trigger rule looks at in a process.
-#[derive(Debug, Clone, Copy)]
-pub struct Subject {
-    pub pid: u32,
-    pub rss_bytes: u64,
-    pub growth_bytes_per_sec: f64,
-    pub trend: Trend,
-    /// The memcg that limits it: usage now and growth (bytes/s), when
-    /// followed. Time to limit is the memcg's, not the process's alone.
-    pub memcg: Option<(u64, f64)>,
-}
+pub use crate::model::sample::Subject;
 
 #[cfg(test)]
 impl From<&ProcessRow> for Subject {

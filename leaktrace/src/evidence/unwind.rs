@@ -128,13 +128,18 @@ fn module(pid: u32, m: &Mapping) -> Option<Module<Vec<u8>>> {
     let bytes = read_capped(pid, m)?;
     let obj = object::File::parse(bytes.as_slice()).ok()?;
     // The load segment holding the mapped file offset gives the address
-    // the file's 0 is at in the process.
-    let seg = obj.segments().find(|s| {
-        let (o, sz) = s.file_range();
-        m.offset >= o && m.offset < o.saturating_add(sz.max(1))
-    })?;
+    // the file's 0 is at in the process. A mapping starts at its
+    // segment's offset rounded down to a page, which can lie inside the
+    // previous segment's file range: take the segment that starts last.
+    let seg = obj
+        .segments()
+        .filter(|s| {
+            let (o, sz) = s.file_range();
+            m.offset >= o & !0xfff && m.offset < o.saturating_add(sz.max(1))
+        })
+        .max_by_key(|s| s.file_range().0)?;
     let (seg_off, _) = seg.file_range();
-    let svma_at_start = seg.address().checked_add(m.offset - seg_off)?;
+    let svma_at_start = seg.address().wrapping_sub(seg_off).wrapping_add(m.offset);
     let base_avma = m.start.wrapping_sub(svma_at_start);
     let sect = |name: &str| obj.section_by_name(name);
     let range = |name: &str| sect(name).map(|s| s.address()..s.address().saturating_add(s.size()));

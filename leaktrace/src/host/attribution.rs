@@ -48,7 +48,7 @@ const PREFIXES: &[(&str, &str)] = &[
 /// A process's place in systemd, its container runtime and Kubernetes.
 /// Every field is optional: a host process has no container, a container
 /// under the cgroupfs driver has no unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Attribution {
     /// Innermost systemd unit (`.service` or `.scope`): "nginx.service",
     /// "session-3.scope", "docker-<id>.scope".

@@ -174,12 +174,7 @@ impl ProcSample {
             start_ns: r.start_ns,
             comm: r.comm,
             threads: r.nr_threads,
-            rss: [
-                pages(r.rss_pages[0]),
-                pages(r.rss_pages[1]),
-                pages(r.rss_pages[2]),
-                pages(r.rss_pages[3]),
-            ],
+            rss: r.rss_pages.map(pages),
             hiwater_bytes: r.hiwater_pages * page,
             total_vm_bytes: r.total_vm_pages * page,
             faults: r.min_flt + r.maj_flt,

@@ -16,12 +16,14 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use leaktrace_common::globals as g;
+use leaktrace_common::member;
 use serde::Serialize;
 
 use super::{
     btf::{Btf, RssLayout},
     iter::{link_fd_by_id, TaskIter},
     layout::TaskLayout,
+    probes::{Hook, HookKind, ProbeSpec, FAULT_PATH, FLOOR_PROBES, PROBES, SAMPLER},
     stacks::{probe_perf_events, StackMode},
     tracefs,
 };
@@ -29,379 +31,6 @@ use super::{
 /// The compiled kernel programs, built by `cargo xtask build`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktrace.bpf.o"));
 pub const EBPF_TOOLCHAIN: &str = env!("LEAKTRACE_EBPF_TOOLCHAIN");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HookKind {
-    TpBtf,
-    Tracepoint,
-    /// A BPF iterator (`group` is the iterator type, e.g. "task").
-    Iter,
-    /// fentry/fexit on the kernel function `event` (needs BTF and a kernel
-    /// that allows BPF trampolines).
-    FEntry,
-    FExit,
-    /// kprobe/kretprobe on the kernel function `event` (CONFIG_KPROBES).
-    KProbe,
-    KRetProbe,
-}
-
-impl HookKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            HookKind::TpBtf => "tp_btf",
-            HookKind::Tracepoint => "tracepoint",
-            HookKind::Iter => "iter",
-            HookKind::FEntry => "fentry",
-            HookKind::FExit => "fexit",
-            HookKind::KProbe => "kprobe",
-            HookKind::KRetProbe => "kretprobe",
-        }
-    }
-}
-
-/// One way of doing a job: a program in the object and where it attaches.
-pub struct Hook {
-    pub program: &'static str,
-    pub kind: HookKind,
-    pub group: &'static str,
-    pub event: &'static str,
-}
-
-/// A job and its candidate hooks, best first.
-pub struct ProbeSpec {
-    pub job: &'static str,
-    pub what: &'static str,
-    pub required: bool,
-    pub candidates: &'static [Hook],
-}
-
-/// The default data path: a task iterator read once per interval.
-pub static SAMPLER: ProbeSpec = ProbeSpec {
-    job: "sampler",
-    what: "every process's RSS, faults, memcg and oom_score_adj, read once per interval (task iterator)",
-    required: false,
-    candidates: &[
-        Hook {
-            program: "task_iter_direct",
-            kind: HookKind::Iter,
-            group: "task",
-            event: "direct BTF loads",
-        },
-        Hook {
-            program: "task_iter_probe",
-            kind: HookKind::Iter,
-            group: "task",
-            event: "bpf_probe_read_kernel",
-        },
-    ],
-};
-
-/// The per-fault hooks: the fallback data path.
-pub static FAULT_PATH: &[ProbeSpec] = &[
-    ProbeSpec {
-        job: "rss",
-        what: "absolute RSS counters per process",
-        required: true,
-        candidates: &[
-            Hook {
-                program: "rss_stat_btf_direct",
-                kind: HookKind::TpBtf,
-                group: "kmem",
-                event: "rss_stat",
-            },
-            Hook {
-                program: "rss_stat_btf",
-                kind: HookKind::TpBtf,
-                group: "kmem",
-                event: "rss_stat",
-            },
-            Hook {
-                program: "rss_stat_tp",
-                kind: HookKind::Tracepoint,
-                group: "kmem",
-                event: "rss_stat",
-            },
-        ],
-    },
-    ProbeSpec {
-        job: "faults",
-        what: "user page-fault rate per process",
-        required: false,
-        candidates: &[
-            Hook {
-                program: "page_fault_user_btf",
-                kind: HookKind::TpBtf,
-                group: "exceptions",
-                event: "page_fault_user",
-            },
-            Hook {
-                program: "page_fault_user_tp",
-                kind: HookKind::Tracepoint,
-                group: "exceptions",
-                event: "page_fault_user",
-            },
-        ],
-    },
-];
-
-/// The jobs of every data path. Order of candidates = preference.
-pub static PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        job: "fork",
-        what: "births (RSS at fork) and fork rate per process",
-        required: false,
-        candidates: &[
-            Hook {
-                program: "task_newtask_btf",
-                kind: HookKind::TpBtf,
-                group: "task",
-                event: "task_newtask",
-            },
-            Hook {
-                program: "task_newtask_tp",
-                kind: HookKind::Tracepoint,
-                group: "task",
-                event: "task_newtask",
-            },
-        ],
-    },
-    ProbeSpec {
-        job: "exec",
-        what: "births by exec (RSS and argv at exec)",
-        required: false,
-        candidates: &[Hook {
-            program: "sched_process_exec",
-            kind: HookKind::Tracepoint,
-            group: "sched",
-            event: "sched_process_exec",
-        }],
-    },
-    ProbeSpec {
-        job: "exit",
-        what: "the lives of processes that grew and died between two samples; map cleanup",
-        required: false,
-        candidates: &[Hook {
-            program: "sched_process_exit",
-            kind: HookKind::Tracepoint,
-            group: "sched",
-            event: "sched_process_exit",
-        }],
-    },
-    ProbeSpec {
-        job: "reclaim-direct-begin",
-        what: "direct reclaim starts (allocation stalls)",
-        required: false,
-        candidates: &[Hook {
-            program: "direct_reclaim_begin",
-            kind: HookKind::Tracepoint,
-            group: "vmscan",
-            event: "mm_vmscan_direct_reclaim_begin",
-        }],
-    },
-    ProbeSpec {
-        job: "reclaim-direct-end",
-        what: "direct reclaim ends",
-        required: false,
-        candidates: &[Hook {
-            program: "direct_reclaim_end",
-            kind: HookKind::Tracepoint,
-            group: "vmscan",
-            event: "mm_vmscan_direct_reclaim_end",
-        }],
-    },
-    ProbeSpec {
-        job: "reclaim-memcg-begin",
-        what: "memcg reclaim starts (a cgroup at its limit)",
-        required: false,
-        candidates: &[Hook {
-            program: "memcg_reclaim_begin",
-            kind: HookKind::Tracepoint,
-            group: "vmscan",
-            event: "mm_vmscan_memcg_reclaim_begin",
-        }],
-    },
-    ProbeSpec {
-        job: "reclaim-memcg-end",
-        what: "memcg reclaim ends",
-        required: false,
-        candidates: &[Hook {
-            program: "memcg_reclaim_end",
-            kind: HookKind::Tracepoint,
-            group: "vmscan",
-            event: "mm_vmscan_memcg_reclaim_end",
-        }],
-    },
-    ProbeSpec {
-        job: "oom-report",
-        what: "the kernel's OOM report lines, captured in the invoking task (printk:console)",
-        required: false,
-        candidates: &[
-            Hook {
-                program: "console_btf",
-                kind: HookKind::TpBtf,
-                group: "printk",
-                event: "console",
-            },
-            Hook {
-                program: "console_tp",
-                kind: HookKind::Tracepoint,
-                group: "printk",
-                event: "console",
-            },
-        ],
-    },
-    ProbeSpec {
-        job: "oom-victim",
-        what: "OOM victims with their RSS (oom:mark_victim); without it there are no OOM incidents",
-        required: false,
-        candidates: &[Hook {
-            program: "oom_mark_victim",
-            kind: HookKind::Tracepoint,
-            group: "oom",
-            event: "mark_victim",
-        }],
-    },
-    ProbeSpec {
-        job: "oom-kill-signal",
-        what: "the SIGKILL sent by the OOM killer (signal:signal_generate)",
-        required: false,
-        candidates: &[Hook {
-            program: "oom_signal_generate",
-            kind: HookKind::Tracepoint,
-            group: "signal",
-            event: "signal_generate",
-        }],
-    },
-    ProbeSpec {
-        job: "oom-control",
-        what: "struct oom_control at oom_kill_process() (constraint, totalpages, chosen points, memcg, order, gfp mask)",
-        required: false,
-        candidates: &[
-            Hook {
-                program: "oom_kill_process_fentry",
-                kind: HookKind::FEntry,
-                group: "",
-                event: "oom_kill_process",
-            },
-            Hook {
-                program: "oom_kill_process_kprobe",
-                kind: HookKind::KProbe,
-                group: "",
-                event: "oom_kill_process",
-            },
-        ],
-    },
-    ProbeSpec {
-        job: "oom-lock-enter",
-        what: "out_of_memory() entered, oom_lock held (time held = until it returns)",
-        required: false,
-        candidates: &[
-            Hook {
-                program: "out_of_memory_fentry",
-                kind: HookKind::FEntry,
-                group: "",
-                event: "out_of_memory",
-            },
-            Hook {
-                program: "out_of_memory_kprobe",
-                kind: HookKind::KProbe,
-                group: "",
-                event: "out_of_memory",
-            },
-        ],
-    },
-    ProbeSpec {
-        job: "oom-lock-exit",
-        what: "out_of_memory() returned: time spent with oom_lock held",
-        required: false,
-        candidates: &[
-            Hook {
-                program: "out_of_memory_fexit",
-                kind: HookKind::FExit,
-                group: "",
-                event: "out_of_memory",
-            },
-            Hook {
-                program: "out_of_memory_kretprobe",
-                kind: HookKind::KRetProbe,
-                group: "",
-                event: "out_of_memory",
-            },
-        ],
-    },
-    ProbeSpec {
-        job: "oom-reaper-wake",
-        what: "OOM reaper woken (oom:wake_reaper)",
-        required: false,
-        candidates: &[Hook {
-            program: "oom_wake_reaper",
-            kind: HookKind::Tracepoint,
-            group: "oom",
-            event: "wake_reaper",
-        }],
-    },
-    ProbeSpec {
-        job: "oom-reaper-start",
-        what: "OOM reaper starts on the victim (oom:start_task_reaping)",
-        required: false,
-        candidates: &[Hook {
-            program: "oom_start_task_reaping",
-            kind: HookKind::Tracepoint,
-            group: "oom",
-            event: "start_task_reaping",
-        }],
-    },
-    ProbeSpec {
-        job: "oom-reaper-finish",
-        what: "OOM reaper done (oom:finish_task_reaping)",
-        required: false,
-        candidates: &[Hook {
-            program: "oom_finish_task_reaping",
-            kind: HookKind::Tracepoint,
-            group: "oom",
-            event: "finish_task_reaping",
-        }],
-    },
-    ProbeSpec {
-        job: "oom-reaper-skip",
-        what: "OOM reaper skipped the victim (oom:skip_task_reaping)",
-        required: false,
-        candidates: &[Hook {
-            program: "oom_skip_task_reaping",
-            kind: HookKind::Tracepoint,
-            group: "oom",
-            event: "skip_task_reaping",
-        }],
-    },
-];
-
-/// Only for `cargo xtask bench overhead`: empty programs on the same two hot
-/// hooks, to measure the fixed cost of any BPF program there.
-pub static FLOOR_PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        job: "rss",
-        what: "empty program on kmem:rss_stat (benchmark floor)",
-        required: true,
-        candidates: &[Hook {
-            program: "floor_rss_stat",
-            kind: HookKind::TpBtf,
-            group: "kmem",
-            event: "rss_stat",
-        }],
-    },
-    ProbeSpec {
-        job: "faults",
-        what: "empty program on exceptions:page_fault_user (benchmark floor)",
-        required: true,
-        candidates: &[Hook {
-            program: "floor_page_fault_user",
-            kind: HookKind::TpBtf,
-            group: "exceptions",
-            event: "page_fault_user",
-        }],
-    },
-];
 
 /// Which data path to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, clap::ValueEnum)]
@@ -531,10 +160,10 @@ fn offsets(notes: &mut Vec<String>, btf: Option<&Btf>) -> Result<Offsets> {
     };
     if let Some(btf) = btf {
         for (name, want) in [
-            ("MM_FILEPAGES", 0),
-            ("MM_ANONPAGES", 1),
-            ("MM_SWAPENTS", 2),
-            ("MM_SHMEMPAGES", 3),
+            ("MM_FILEPAGES", member::FILE as i64),
+            ("MM_ANONPAGES", member::ANON as i64),
+            ("MM_SWAPENTS", member::SWAP as i64),
+            ("MM_SHMEMPAGES", member::SHMEM as i64),
         ] {
             match btf.enum_value(name) {
                 Ok(v) if v == want => {}
@@ -857,7 +486,9 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
     };
     let offs = offsets(&mut notes, kernel_btf.as_ref())?;
     let skeleton_bytes = kernel_btf.as_ref().map(|b| {
-        let keep = attach_targets(&[std::slice::from_ref(&SAMPLER), FAULT_PATH, FLOOR_PROBES, PROBES]);
+        let mut tables = vec![std::slice::from_ref(&SAMPLER), FAULT_PATH, FLOOR_PROBES];
+        tables.extend_from_slice(PROBES);
+        let keep = attach_targets(&tables);
         let keep: Vec<(&str, u32)> = keep.iter().map(|(n, k)| (n.as_str(), *k)).collect();
         b.skeleton(&keep)
     });
@@ -879,7 +510,7 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
     let mut probes = Vec::new();
     let (data_path, why, iter) = choose_data_path(&mut ebpf, &c, opts, &mut probes)?;
     // 3. Lifecycle, reclaim and OOM jobs: the same on both paths.
-    for spec in PROBES {
+    for spec in PROBES.iter().copied().flatten() {
         let (res, _) = try_spec(&mut ebpf, spec, &c);
         if res.live.is_none() && spec.required {
             return Err(required_missing(&res, spec.what));

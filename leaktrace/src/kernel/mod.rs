@@ -12,6 +12,7 @@ pub mod iter;
 pub mod layout;
 pub mod loader;
 pub mod oom_ring;
+pub mod probes;
 pub mod pystacks;
 pub mod stacks;
 pub mod tracefs;

@@ -9,23 +9,216 @@ use aya::{
     maps::{MapData, RingBuf},
     Ebpf,
 };
-use leaktrace_common::{line_flag, oom_kind, Life, OomEvent, OOM_EVENT_HEADER, OOM_LINE_HEADER};
+use leaktrace_common::{
+    hook_source, line_flag, Life, LockHeldRecord, MarkVictimRecord, OomConstraint, OomControlRecord,
+    OomHeader, OomKind, OomLineHead, ReclaimStallRecord, SigkillRecord, OOM_LINE_HEADER,
+};
 
-/// A decoded `OomEvent`.
+/// One decoded OOM record: who, when, and the event itself. `E` is the
+/// event; [`OomEvent`] for a record as it comes off the ring, one of its
+/// payloads once the model has told the kinds apart.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub kind: u32,
+pub struct Record<E = OomEvent> {
+    /// Thread id of the task the event happened in.
     pub pid: u32,
     pub tgid: u32,
+    /// The task the event is about (victim, reaped task, signal receiver,
+    /// chosen task); 0 when there is none.
     pub target: u32,
     pub ts_ns: u64,
-    pub vals: [u64; 8],
     /// The comm of the task the event happened in, decoded lossily.
     pub comm: String,
-    /// A log line, decoded lossily, without its trailing newline.
+    pub event: E,
+}
+
+impl<E> Record<E> {
+    /// The record without its event, and the event: the model matches on
+    /// the event and keeps the payload it wants, without a copy.
+    pub fn split(self) -> (Record<()>, E) {
+        let Record {
+            pid,
+            tgid,
+            target,
+            ts_ns,
+            comm,
+            event,
+        } = self;
+        let head = Record {
+            pid,
+            tgid,
+            target,
+            ts_ns,
+            comm,
+            event: (),
+        };
+        (head, event)
+    }
+
+    /// The same record carrying another event (the payload taken out of,
+    /// or put back into, an [`OomEvent`]).
+    pub fn with<F>(self, event: F) -> Record<F> {
+        Record {
+            pid: self.pid,
+            tgid: self.tgid,
+            target: self.target,
+            ts_ns: self.ts_ns,
+            comm: self.comm,
+            event,
+        }
+    }
+}
+
+/// Every kind of OOM record, decoded. The model handles it with a `match`
+/// that has no `_` arm: a kind added here does not compile until the model
+/// handles it, and a kind added to `OomKind` does not compile until
+/// [`Record::decode`] decodes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OomEvent {
+    /// A log line of an OOM report (printk:console).
+    Line(ConsoleLine),
+    /// oom:mark_victim.
+    MarkVictim(Victim),
+    /// The SIGKILL of the kill; `target` received it.
+    Sigkill { result: i32 },
+    /// An oom: reaper tracepoint about `target`.
+    Reaper(ReaperStage),
+    /// The victim `target` died.
+    VictimExit,
+    /// A reclaim episode of thread `target` near an OOM report.
+    ReclaimStall(ReclaimStall),
+    /// struct oom_control at oom_kill_process(); `target` = chosen tgid.
+    Control(Control),
+    /// out_of_memory()'s run with oom_lock held by thread `target`.
+    LockHeld(LockHeld),
+}
+
+/// Whether a console line ended with a newline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnd {
+    /// A whole line.
+    Newline,
+    /// A fragment that the next pr_cont continues.
+    Fragment,
+    /// Not known (classic tracepoint).
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleLine {
+    /// The line starts a report ("<comm> invoked oom-killer:").
+    pub starts: bool,
+    pub end: LineEnd,
+    /// The text, decoded lossily, without its trailing newline.
     pub text: String,
-    /// MARK_VICTIM: the victim's life as the kernel kept it.
+}
+
+/// oom:mark_victim's fields, in bytes where the tracepoint gives kB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Victim {
+    pub total_vm_bytes: u64,
+    pub rss_anon_bytes: u64,
+    pub rss_file_bytes: u64,
+    pub rss_shmem_bytes: u64,
+    pub pgtables_bytes: u64,
+    pub uid: u32,
+    pub oom_score_adj: i32,
+    /// The victim's life as the kernel kept it, if it had an entry.
     pub life: Option<Life>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaperStage {
+    Wake,
+    Start,
+    Finish,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReclaimStall {
+    pub begin_ns: u64,
+    pub end_ns: u64,
+    /// memcg reclaim (else direct reclaim).
+    pub memcg: bool,
+}
+
+/// The kind of hook that produced a record more than one kind can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookSource {
+    /// fentry / fexit.
+    Trampoline,
+    /// kprobe / kretprobe.
+    Kprobe,
+}
+
+impl HookSource {
+    fn from_u32(v: u32) -> Self {
+        if v == hook_source::KPROBE {
+            Self::Kprobe
+        } else {
+            Self::Trampoline
+        }
+    }
+}
+
+/// The kernel's OOM constraint, or the raw value of one this build does
+/// not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    Known(OomConstraint),
+    Unknown(u32),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Control {
+    pub constraint: Constraint,
+    pub totalpages: u64,
+    pub chosen_points: i64,
+    /// kernfs id of the OOM memcg, for a memcg OOM.
+    pub memcg_id: Option<u64>,
+    pub order: i32,
+    pub gfp_mask: u32,
+    pub source: HookSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHeld {
+    pub enter_ns: u64,
+    pub return_ns: u64,
+    pub ret: u32,
+    pub source: HookSource,
+}
+
+/// Record types that are plain integers and byte arrays: any bit pattern
+/// is a valid value.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types made of integers and arrays of
+/// integers (and such types).
+unsafe trait Plain: Copy {}
+// SAFETY: all of these are #[repr(C)] integers and byte arrays.
+unsafe impl Plain for OomHeader {}
+// SAFETY: as above.
+unsafe impl Plain for OomLineHead {}
+// SAFETY: as above (Life is integers and a byte array).
+unsafe impl Plain for MarkVictimRecord {}
+// SAFETY: as above.
+unsafe impl Plain for SigkillRecord {}
+// SAFETY: as above.
+unsafe impl Plain for ReclaimStallRecord {}
+// SAFETY: as above.
+unsafe impl Plain for OomControlRecord {}
+// SAFETY: as above.
+unsafe impl Plain for LockHeldRecord {}
+
+/// The `T` at the start of `buf`, or None if `buf` is too short.
+fn read<T: Plain>(buf: &[u8]) -> Option<T> {
+    if buf.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `buf` holds at least size_of::<T>() bytes (checked above),
+    // the read is unaligned, and any bit pattern is a valid T (Plain).
+    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const T) })
 }
 
 fn cstr(b: &[u8]) -> String {
@@ -33,78 +226,103 @@ fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+fn record<E>(h: &OomHeader, event: E) -> Record<E> {
+    Record {
+        pid: h.pid,
+        tgid: h.tgid,
+        target: h.target,
+        ts_ns: h.ts_ns,
+        comm: cstr(&h.comm),
+        event,
+    }
+}
+
 impl Record {
-    /// Decodes one ring-buffer record: an `OomLine` (a report line, only
-    /// as long as its text) or an `OomEvent` (its header, then the text or
-    /// the victim's life if there is one). None if it is too short.
+    /// Decodes one ring-buffer record. None if its kind is unknown or it
+    /// is shorter than its kind's record: the caller counts and drops it.
     pub fn decode(buf: &[u8]) -> Option<Self> {
-        let kind = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?);
-        if kind == oom_kind::CONSOLE {
-            return Self::decode_line(buf);
-        }
-        if buf.len() < OOM_EVENT_HEADER {
-            return None;
-        }
-        // SAFETY: OomEvent is plain integers and byte arrays: all-zero is a
-        // valid value, and the bytes copied in are the record's own.
-        let mut e: OomEvent = unsafe { std::mem::zeroed() };
-        let n = buf.len().min(std::mem::size_of::<OomEvent>());
-        // SAFETY: copying at most size_of::<OomEvent>() bytes into it.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), &mut e as *mut OomEvent as *mut u8, n) };
-        let len = (e.len as usize).min(e.text.len()).min(n - OOM_EVENT_HEADER);
-        let life = (e.kind == oom_kind::MARK_VICTIM && len == std::mem::size_of::<Life>()).then(|| {
-            // SAFETY: `len` bytes of text hold a Life (checked above); plain
-            // integers and bytes, any bit pattern valid.
-            unsafe { std::ptr::read_unaligned(e.text.as_ptr() as *const Life) }
-        });
-        let text = if life.is_some() {
-            String::new()
-        } else {
-            String::from_utf8_lossy(&e.text[..len])
-                .trim_end_matches(['\n', '\0'])
-                .to_string()
+        let h: OomHeader = read(buf)?;
+        let event = match OomKind::from_u32(h.kind)? {
+            OomKind::Console => return Self::decode_line(buf),
+            OomKind::MarkVictim => OomEvent::MarkVictim(Self::victim(&read::<MarkVictimRecord>(buf)?)),
+            OomKind::WakeReaper => OomEvent::Reaper(ReaperStage::Wake),
+            OomKind::StartReaping => OomEvent::Reaper(ReaperStage::Start),
+            OomKind::FinishReaping => OomEvent::Reaper(ReaperStage::Finish),
+            OomKind::SkipReaping => OomEvent::Reaper(ReaperStage::Skip),
+            OomKind::VictimExit => OomEvent::VictimExit,
+            OomKind::Sigkill => OomEvent::Sigkill {
+                result: read::<SigkillRecord>(buf)?.result,
+            },
+            OomKind::ReclaimStall => {
+                let r: ReclaimStallRecord = read(buf)?;
+                OomEvent::ReclaimStall(ReclaimStall {
+                    begin_ns: r.begin_ns,
+                    end_ns: r.end_ns,
+                    memcg: r.memcg != 0,
+                })
+            }
+            OomKind::OomControl => OomEvent::Control(Self::control(&read::<OomControlRecord>(buf)?)),
+            OomKind::OomLockHeld => {
+                let r: LockHeldRecord = read(buf)?;
+                OomEvent::LockHeld(LockHeld {
+                    enter_ns: r.enter_ns,
+                    return_ns: r.return_ns,
+                    ret: r.ret,
+                    source: HookSource::from_u32(r.source),
+                })
+            }
         };
-        Some(Self {
-            kind: e.kind,
-            pid: e.pid,
-            tgid: e.tgid,
-            target: e.target,
-            ts_ns: e.ts_ns,
-            vals: e.vals,
-            comm: cstr(&e.comm),
-            text,
-            life,
-        })
+        Some(record(&h, event))
     }
 
-    fn decode_line(buf: &[u8]) -> Option<Self> {
-        if buf.len() < OOM_LINE_HEADER {
-            return None;
+    fn victim(r: &MarkVictimRecord) -> Victim {
+        let kb = |v: u64| v.saturating_mul(1024);
+        Victim {
+            total_vm_bytes: kb(r.total_vm_kb),
+            rss_anon_bytes: kb(r.anon_rss_kb),
+            rss_file_bytes: kb(r.file_rss_kb),
+            rss_shmem_bytes: kb(r.shmem_rss_kb),
+            pgtables_bytes: kb(r.pgtables_kb),
+            uid: r.uid,
+            oom_score_adj: r.oom_score_adj as i16 as i32,
+            life: (r.has_life != 0).then_some(r.life),
         }
-        let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().unwrap_or_default());
-        let (pid, tgid, flags) = (u32_at(4), u32_at(8), u32_at(12));
-        let ts_ns = u64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
-        let len = (u32_at(40) as usize).min(buf.len() - OOM_LINE_HEADER);
-        let mut vals = [0; 8];
-        vals[0] = (flags & line_flag::STARTS != 0) as u64;
-        vals[1] = if flags & line_flag::NEWLINE_UNKNOWN != 0 {
-            2
+    }
+
+    fn control(r: &OomControlRecord) -> Control {
+        Control {
+            constraint: OomConstraint::from_u32(r.constraint)
+                .map_or(Constraint::Unknown(r.constraint), Constraint::Known),
+            totalpages: r.totalpages,
+            chosen_points: r.chosen_points,
+            memcg_id: (r.has_memcg != 0 && r.memcg_id != 0).then_some(r.memcg_id),
+            order: r.order,
+            gfp_mask: r.gfp_mask,
+            source: HookSource::from_u32(r.source),
+        }
+    }
+
+    /// A report line: its head, then only `len` bytes of text (cut to what
+    /// the record holds).
+    fn decode_line(buf: &[u8]) -> Option<Self> {
+        let head: OomLineHead = read(buf)?;
+        let body = buf.get(OOM_LINE_HEADER..)?;
+        let text = body.get(..head.len as usize).unwrap_or(body);
+        let end = if head.flags & line_flag::NEWLINE_UNKNOWN != 0 {
+            LineEnd::Unknown
+        } else if head.flags & line_flag::NEWLINE != 0 {
+            LineEnd::Newline
         } else {
-            (flags & line_flag::NEWLINE != 0) as u64
+            LineEnd::Fragment
         };
-        Some(Self {
-            kind: oom_kind::CONSOLE,
-            pid,
-            tgid,
-            target: 0,
-            ts_ns,
-            vals,
-            comm: cstr(&buf[24..40]),
-            text: String::from_utf8_lossy(&buf[OOM_LINE_HEADER..OOM_LINE_HEADER + len])
+        let line = ConsoleLine {
+            starts: head.flags & line_flag::STARTS != 0,
+            end,
+            text: String::from_utf8_lossy(text)
                 .trim_end_matches(['\n', '\0'])
                 .to_string(),
-            life: None,
-        })
+        };
+        Some(record(&head.hdr, OomEvent::Line(line)))
     }
 }
 
@@ -146,64 +364,101 @@ impl OomRings {
 mod tests {
     use super::*;
 
-    fn zeroed() -> OomEvent {
-        // SAFETY: OomEvent is plain integers and byte arrays; all-zero is valid.
-        unsafe { std::mem::zeroed() }
+    fn bytes<T: Plain>(e: &T) -> &[u8] {
+        // SAFETY: viewing a plain-data struct as its bytes.
+        unsafe { std::slice::from_raw_parts(e as *const T as *const u8, std::mem::size_of::<T>()) }
     }
 
-    fn bytes(e: &OomEvent) -> &[u8] {
-        // SAFETY: viewing a plain-data struct as bytes.
-        unsafe {
-            std::slice::from_raw_parts(e as *const OomEvent as *const u8, std::mem::size_of::<OomEvent>())
+    fn hdr(kind: OomKind, target: u32) -> OomHeader {
+        OomHeader {
+            kind: kind as u32,
+            target,
+            ..OomHeader::default()
         }
     }
 
     #[test]
     fn decode_roundtrip_and_victim_life() {
         // A report line: the header, then only its text.
-        let mut line = vec![0u8; OOM_LINE_HEADER];
-        line[..4].copy_from_slice(&oom_kind::CONSOLE.to_le_bytes());
-        line[4..8].copy_from_slice(&5u32.to_le_bytes());
-        line[12..16].copy_from_slice(&(line_flag::STARTS | line_flag::NEWLINE).to_le_bytes());
-        line[24..28].copy_from_slice(b"test");
-        line[40..44].copy_from_slice(&6u32.to_le_bytes());
+        let mut head = OomLineHead {
+            hdr: hdr(OomKind::Console, 0),
+            flags: line_flag::STARTS | line_flag::NEWLINE,
+            len: 6,
+        };
+        head.hdr.pid = 5;
+        head.hdr.comm[..4].copy_from_slice(b"test");
+        let mut line = bytes(&head).to_vec();
         line.extend_from_slice(b"hello\n");
         let r = Record::decode(&line).unwrap();
+        assert_eq!((r.pid, r.comm.as_str()), (5, "test"));
+        let OomEvent::Line(l) = &r.event else {
+            panic!("not a line: {r:?}")
+        };
         assert_eq!(
-            (r.kind, r.pid, r.comm.as_str(), r.text.as_str()),
-            (oom_kind::CONSOLE, 5, "test", "hello")
+            (l.starts, l.end, l.text.as_str()),
+            (true, LineEnd::Newline, "hello")
         );
-        assert_eq!((r.vals[0], r.vals[1]), (1, 1));
-        assert!(r.life.is_none());
         assert!(Record::decode(&line[..10]).is_none());
         // A length that claims more than the record holds is cut.
-        line[40..44].copy_from_slice(&600u32.to_le_bytes());
-        assert_eq!(Record::decode(&line).unwrap().text, "hello");
-        // A header-only event.
-        let mut e = zeroed();
-        e.kind = oom_kind::SIGKILL;
-        e.target = 9;
-        let r = Record::decode(&bytes(&e)[..OOM_EVENT_HEADER]).unwrap();
-        assert_eq!((r.kind, r.target, r.text.as_str()), (oom_kind::SIGKILL, 9, ""));
+        head.len = 600;
+        line[..OOM_LINE_HEADER].copy_from_slice(bytes(&head));
+        let OomEvent::Line(l) = Record::decode(&line).unwrap().event else {
+            panic!("not a line")
+        };
+        assert_eq!(l.text, "hello");
+        // A header-only kind... and one whose record is cut short.
+        let k = SigkillRecord {
+            hdr: hdr(OomKind::Sigkill, 9),
+            result: 0,
+            _pad: 0,
+        };
+        let r = Record::decode(bytes(&k)).unwrap();
+        assert_eq!((r.target, r.event), (9, OomEvent::Sigkill { result: 0 }));
+        assert!(Record::decode(&bytes(&k)[..40]).is_none(), "short SIGKILL record");
+        let exit = hdr(OomKind::VictimExit, 3);
+        assert_eq!(Record::decode(bytes(&exit)).unwrap().event, OomEvent::VictimExit);
 
-        let mut v = zeroed();
-        v.kind = oom_kind::MARK_VICTIM;
         let life = Life {
             birth_ns: 42,
             birth_rss_pages: 3,
             ..Life::default()
         };
-        // SAFETY: copying a plain-data struct into the text bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                &life as *const Life as *const u8,
-                v.text.as_mut_ptr(),
-                std::mem::size_of::<Life>(),
-            )
+        let v = MarkVictimRecord {
+            hdr: hdr(OomKind::MarkVictim, 100),
+            total_vm_kb: 1,
+            anon_rss_kb: 2,
+            file_rss_kb: 0,
+            shmem_rss_kb: 0,
+            pgtables_kb: 0,
+            uid: 0,
+            oom_score_adj: -1000,
+            has_life: 1,
+            _pad: 0,
+            life,
         };
-        v.len = std::mem::size_of::<Life>() as u32;
-        let r = Record::decode(bytes(&v)).unwrap();
-        assert_eq!(r.life.unwrap().birth_ns, 42);
-        assert_eq!(r.text, "");
+        let OomEvent::MarkVictim(m) = Record::decode(bytes(&v)).unwrap().event else {
+            panic!("not a victim")
+        };
+        assert_eq!(m.life.unwrap().birth_ns, 42);
+        assert_eq!((m.rss_anon_bytes, m.oom_score_adj), (2048, -1000));
+    }
+
+    /// Short or garbage records are dropped (and counted by the caller),
+    /// never a panic.
+    #[test]
+    fn garbage_is_dropped_not_a_panic() {
+        assert!(Record::decode(&[]).is_none());
+        assert!(Record::decode(&[1, 0, 0]).is_none());
+        let mut unknown = hdr(OomKind::Console, 0);
+        unknown.kind = 999;
+        assert!(Record::decode(bytes(&unknown)).is_none());
+        for &k in OomKind::ALL {
+            let h = hdr(k, 0);
+            let full = [bytes(&h), &[0xff; 600][..]].concat();
+            for n in 0..full.len() {
+                let _ = Record::decode(&full[..n]);
+            }
+            assert!(Record::decode(&full).is_some(), "{k:?} decodes");
+        }
     }
 }

@@ -138,3 +138,16 @@ pub struct Sample {
     /// seconds; null until the first reading.
     pub ledger: Option<super::ledger::Ledger>,
 }
+
+/// What the evidence trigger rule looks at in a process (the model makes
+/// them, `evidence` judges them).
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub pid: u32,
+    pub rss_bytes: u64,
+    pub growth_bytes_per_sec: f64,
+    pub trend: crate::model::trend::Trend,
+    /// The memcg that limits it: usage now and growth (bytes/s), when
+    /// followed. Time to limit is the memcg's, not the process's alone.
+    pub memcg: Option<(u64, f64)>,
+}

@@ -6,7 +6,7 @@
 //! so everything is tested on synthetic inputs.
 use std::collections::VecDeque;
 
-use leaktrace_common::Life;
+use leaktrace_common::{member, Life};
 
 use crate::fmt::FastMap;
 use crate::{
@@ -205,10 +205,10 @@ impl Tracked {
             memcg_id: self.memcg_id,
             threads: self.threads,
             rss_bytes: self.resident(),
-            rss_anon_bytes: self.rss[1],
-            rss_file_bytes: self.rss[0],
-            rss_shmem_bytes: self.rss[3],
-            swap_bytes: self.rss[2],
+            rss_anon_bytes: self.rss[member::ANON],
+            rss_file_bytes: self.rss[member::FILE],
+            rss_shmem_bytes: self.rss[member::SHMEM],
+            swap_bytes: self.rss[member::SWAP],
             peak_rss_bytes: self.peak,
             growth_bytes_per_sec: self.growth_short,
             growth_bytes_per_sec_long: self.growth_long,
@@ -242,7 +242,7 @@ impl Tracked {
     }
 
     fn resident(&self) -> u64 {
-        self.rss[0] + self.rss[1] + self.rss[3]
+        self.rss[member::FILE] + self.rss[member::ANON] + self.rss[member::SHMEM]
     }
 
     fn cmdline(&self) -> String {
@@ -883,10 +883,10 @@ impl Tracker {
 
     /// Every live process as the trigger rule sees it, with its cgroup
     /// (path, and memcg id: 0 when unknown).
-    pub fn subjects(&self) -> impl Iterator<Item = (crate::evidence::Subject, &str, u64)> {
+    pub fn subjects(&self) -> impl Iterator<Item = (crate::model::sample::Subject, &str, u64)> {
         self.procs.values().filter(|tr| tr.visible).map(|tr| {
             (
-                crate::evidence::Subject {
+                crate::model::sample::Subject {
                     pid: tr.pid,
                     rss_bytes: tr.resident(),
                     growth_bytes_per_sec: tr.growth_short,
@@ -950,7 +950,7 @@ impl Tracker {
             history: pts.iter().map(|&(t, rss)| (self.to_ms(t), rss as u64)).collect(),
             birth_ms: tr.birth.map(|(t, b)| (self.to_ms(t), b)),
             group: self.group_of(pid).map(|g| crate::model::incident::GroupInfo {
-                kind: "pool",
+                kind: crate::model::incident::GroupKind::Pool,
                 leader_pid: g.leader_pid,
                 comm: g.comm.clone(),
                 members: g.members,

@@ -403,7 +403,7 @@ fn hooks_line(l: &Loaded) -> String {
 fn status_line(l: &Loaded, adj: OomScoreAdj) -> StatusLine {
     StatusLine {
         kind: "status",
-        schema: crate::schema::VERSION,
+        schema: crate::sinks::SCHEMA_VERSION,
         ts_ms: crate::fmt::now_ms(),
         host: crate::host::hostname(),
         boot_id: crate::host::boot_id(),

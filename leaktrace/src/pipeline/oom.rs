@@ -102,6 +102,10 @@ impl OomThread {
         let mut recs = Vec::new();
         let fds = self.rings.raw_fds();
         let view = View(&self.tracker);
+        // Records too short for their kind, or of a kind this build does
+        // not know: dropped, and counted with the kernel's lost events so
+        // that an incident says it may be missing something.
+        let mut undecoded = 0u64;
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             let mut p = fds.map(|fd| libc::pollfd {
@@ -113,8 +117,12 @@ impl OomThread {
                 // SAFETY: two valid pollfds; 100 ms timeout.
                 unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 100) };
             }
-            self.rings.drain(&mut recs);
-            let lost = self.shared.oom_lost.load(Ordering::Relaxed);
+            let bad = self.rings.drain(&mut recs);
+            if bad > 0 && undecoded == 0 {
+                log::warn!("OOM ring: {bad} record(s) could not be decoded and were dropped");
+            }
+            undecoded += bad;
+            let lost = self.shared.oom_lost.load(Ordering::Relaxed) + undecoded;
             for r in recs.drain(..) {
                 asm.handle(r, &view, lost);
             }

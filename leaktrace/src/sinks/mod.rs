@@ -29,6 +29,11 @@ use crate::{
     model::{incident::Incident, sample::Sample},
 };
 
+/// The version of the JSON contract, carried by the status line as
+/// `schema`. Raise it when a field changes meaning or goes away (adding a
+/// field is compatible, but the schemas in docs/schema change with it).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// The first line of `--json` and of events.jsonl: what is live and why.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StatusLine {

@@ -209,7 +209,7 @@ fn incident_list(
             } else {
                 Style::default().fg(Color::Red)
             };
-            Line::from(format!("{}  {}", crate::commands::report::when(i.ts_ms), i.text)).style(style)
+            Line::from(format!("{}  {}", crate::fmt::when(i.ts_ms), i.text)).style(style)
         })
         .collect();
     let title = format!(" OOM kills: {total} since start (newest first; up/down scrolls, {scroll} above) ");

@@ -1,0 +1,486 @@
+//! The report as one self-contained HTML page: the overview and timeline,
+//! each incident with its facts, chart and flame graph, and the bundles
+//! not tied to an incident.
+use super::*;
+
+/// For HTML: control and bidi characters made visible first (as in a
+/// terminal), then the HTML specials.
+pub(super) fn esc(s: &str) -> String {
+    term(s)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A string field of an event, escaped for HTML.
+pub(super) fn h(v: &Value, default: &str) -> String {
+    esc(v.as_str().unwrap_or(default))
+}
+
+// ---- Charts ----
+
+pub fn render_html(dir: &Path, rec: &Recording) -> String {
+    let incs = incidents(rec);
+    let linked: HashMap<&str, usize> = incs
+        .iter()
+        .enumerate()
+        .filter_map(|(n, i)| Some((i.v["evidence_dir"].as_str()?, n + 1)))
+        .collect();
+    // Bundles that no incident links to, newest first.
+    let mut loose: Vec<&Value> = rec
+        .evidence
+        .iter()
+        .filter(|e| e["dir"].as_str().is_some_and(|d| !linked.contains_key(d)))
+        .collect();
+    loose.sort_by_key(|e| std::cmp::Reverse(e["ts_ms"].as_u64().unwrap_or(0)));
+    let mut anchors: HashMap<&str, String> = linked
+        .iter()
+        .map(|(d, n)| (*d, format!("incident-{n}")))
+        .collect();
+    for (k, e) in loose.iter().enumerate() {
+        if let Some(d) = e["dir"].as_str() {
+            anchors.entry(d).or_insert_with(|| format!("evidence-{}", k + 1));
+        }
+    }
+    let mut body = overview_html(dir, rec, &incs, &anchors);
+    for (n, i) in incs.iter().enumerate() {
+        body += &incident_html(dir, n + 1, i);
+    }
+    body += &loose_html(dir, &loose);
+    page(dir, &body)
+}
+
+pub(super) const CSS: &str = "\
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#222;max-width:1040px;\
+margin:20px auto;padding:0 16px}\
+h1{font-size:22px;margin:0 0 2px}h2{font-size:18px;margin:0 0 4px}h3{font-size:15px;margin:14px 0 4px}\
+.sub,.when,figcaption,.note{color:#666}.when{font-weight:normal;font-size:14px;margin-left:8px}\
+code,pre{background:#f3f3f3;font:12px/1.4 ui-monospace,monospace;padding:1px 3px;word-break:break-all}\
+pre{padding:8px;white-space:pre-wrap}\
+section{border-top:1px solid #ddd;margin-top:24px;padding-top:14px}\
+.summary{font-weight:600;margin:4px 0 8px}\
+table{border-collapse:collapse}td,th{vertical-align:top;padding:2px 12px 2px 0;text-align:left}\
+table.facts th{color:#666;font-weight:normal;white-space:nowrap}\
+table.index{width:100%;font-size:13px}table.index th{border-bottom:1px solid #ccc}\
+table.index td{border-bottom:1px solid #eee}\
+.ok{color:#17692f}.wrong{color:#b00;font-weight:bold}\
+figure{margin:10px 0}svg{display:block;width:100%;height:auto}\
+svg text{font-family:system-ui,sans-serif;font-size:11px}\
+.tick line{stroke:#e6e6e6}.tick text,.axis-label{fill:#555}.axis{stroke:#999}\
+.timeline .tick line{stroke:#999}\
+.flame text{font:11px ui-monospace,monospace;fill:#000;pointer-events:none}\
+.flame .frame:hover rect{stroke:#000;stroke-width:1}\
+details{margin:6px 0}summary{cursor:pointer;color:#444}";
+
+pub(super) fn page(dir: &Path, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <title>leaktrace report: {}</title><style>{CSS}</style></head><body>{body}</body></html>\n",
+        esc(&dir.display().to_string())
+    )
+}
+
+/// The head of the page: what was recorded, the timeline of incidents
+/// and an index of them.
+pub(super) fn overview_html(
+    dir: &Path,
+    rec: &Recording,
+    incs: &[IncidentView],
+    anchors: &HashMap<&str, String>,
+) -> String {
+    let mut s = format!(
+        "<h1>leaktrace report</h1><p class=\"sub\"><code>{}</code>: {} OOM incident(s), {} evidence \
+         bundle(s)",
+        esc(&dir.display().to_string()),
+        incs.len(),
+        rec.evidence.iter().filter(|e| e["dir"].is_string()).count()
+    );
+    if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
+        let _ = write!(s, ", recorded {} to {}", esc(&when(a)), esc(&when(b)));
+    }
+    if rec.skipped_lines > 0 {
+        let _ = write!(
+            s,
+            ". {} of {} lines skipped (not JSON, e.g. a last line cut by a crash)",
+            rec.skipped_lines, rec.lines
+        );
+    }
+    s += ".</p>";
+    if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
+        s += &timeline_svg(a, b, incs, &rec.evidence, anchors);
+        s += "<p class=\"sub\">Red: an OOM kill (click it for the incident). Blue: an evidence bundle \
+              written.</p>";
+    }
+    if incs.is_empty() {
+        s += "<p>No OOM kill in this recording.</p>";
+        return s;
+    }
+    s += "<table class=\"index\"><tr><th>#</th><th>time</th><th>victim</th><th>memcg</th>\
+          <th>right victim</th></tr>";
+    for (n, i) in incs.iter().enumerate() {
+        let v = i.v;
+        let right = v["victim_was_top_grower"].as_bool().unwrap_or(true);
+        let _ = write!(
+            s,
+            "<tr><td><a href=\"#incident-{0}\">OOM {0}</a></td><td>{1}</td><td>{2} ({3})</td>\
+             <td><code>{4}</code></td><td class=\"{5}\">{6}</td></tr>",
+            n + 1,
+            esc(&when(v["ts_ms"].as_u64().unwrap_or(0))),
+            h(&v["victim"]["comm"], "?"),
+            num(&v["victim"]["pid"]),
+            h(&v["memcg"], "(global)"),
+            if right { "ok" } else { "wrong" },
+            if right { "yes" } else { "NO" }
+        );
+    }
+    s + "</table>"
+}
+
+pub(super) const TW: f64 = 1000.0;
+pub(super) const TL: f64 = 40.0;
+pub(super) const TR: f64 = 960.0;
+pub(super) const TAXIS: f64 = 46.0;
+
+/// Where a time falls on the timeline.
+pub(super) struct Span {
+    pub(super) t0: u64,
+    pub(super) t1: u64,
+}
+
+impl Span {
+    fn x(&self, t: u64) -> f64 {
+        TL + t.saturating_sub(self.t0) as f64 / self.t1.saturating_sub(self.t0).max(1) as f64 * (TR - TL)
+    }
+}
+
+/// The recording's span with wall-clock ticks, one red mark per incident
+/// (a link to it) and a blue one per evidence bundle.
+pub(super) fn timeline_svg(
+    a: u64,
+    b: u64,
+    incs: &[IncidentView],
+    ev: &[Value],
+    anchors: &HashMap<&str, String>,
+) -> String {
+    let sp = if b.saturating_sub(a) < 2_000 {
+        Span {
+            t0: a.saturating_sub(30_000),
+            t1: b + 30_000,
+        }
+    } else {
+        Span { t0: a, t1: b }
+    };
+    let mut s = format!(
+        "<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {TW} 80\" width=\"{TW}\" \
+         height=\"80\" role=\"img\"><line class=\"axis\" x1=\"{TL}\" y1=\"{TAXIS}\" x2=\"{TR}\" y2=\"{TAXIS}\"/>"
+    );
+    let step = time_step(sp.t1 - sp.t0, 7);
+    let mut t = sp.t0.div_ceil(step) * step;
+    while t <= sp.t1 {
+        let w = when(t);
+        let label = match step {
+            s if s >= 86_400_000 => &w[5..10],
+            s if s >= 60_000 => &w[11..16],
+            _ => &w[11..19],
+        };
+        let _ = write!(
+            s,
+            "<g class=\"tick x\"><line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\"/>\
+             <text x=\"{0:.1}\" y=\"74\" text-anchor=\"middle\">{3}</text></g>",
+            sp.x(t),
+            TAXIS - 3.0,
+            TAXIS + 3.0,
+            esc(label)
+        );
+        t += step;
+    }
+    for e in ev {
+        let (Some(d), Some(ts)) = (e["dir"].as_str(), e["ts_ms"].as_u64()) else {
+            continue;
+        };
+        let _ = write!(
+            s,
+            "<a href=\"#{}\"><g class=\"timeline-evidence\"><title>evidence for pid {} ({}) at {}: {}</title>\
+             <path d=\"M{:.1} {} l-5 9 h10 z\" fill=\"#1f77b4\"/></g></a>",
+            anchors.get(d).map(String::as_str).unwrap_or(""),
+            num(&e["pid"]),
+            h(&e["comm"], "?"),
+            esc(&when(ts)),
+            h(&e["reason"], "?"),
+            sp.x(ts),
+            TAXIS + 4.0
+        );
+    }
+    s += &timeline_marks(&sp, incs);
+    s + "</svg>"
+}
+
+/// A mark per incident, then over them one label per cluster of marks
+/// closer than a label's width ("4", or "1\u{2013}3" for a burst).
+pub(super) fn timeline_marks(sp: &Span, incs: &[IncidentView]) -> String {
+    let mut s = String::new();
+    let mut clusters: Vec<(usize, usize, f64)> = Vec::new();
+    for (n, i) in incs.iter().enumerate().map(|(n, i)| (n + 1, i)) {
+        let ts = i.v["ts_ms"].as_u64().unwrap_or(sp.t0);
+        let cx = sp.x(ts);
+        match clusters.last_mut() {
+            Some(c) if cx - c.2 < 26.0 => c.1 = n,
+            _ => clusters.push((n, n, cx)),
+        }
+        let _ = write!(
+            s,
+            "<a href=\"#incident-{n}\"><g class=\"timeline-mark\" data-incident=\"{n}\"><title>OOM {n} at {}: \
+             killed pid {} ({})</title><line x1=\"{cx:.1}\" y1=\"18\" x2=\"{cx:.1}\" y2=\"{TAXIS}\" \
+             stroke=\"#b00\" stroke-width=\"2\"/><circle cx=\"{cx:.1}\" cy=\"18\" r=\"9\" fill=\"#b00\"/></g></a>",
+            esc(&when(ts)),
+            num(&i.v["victim"]["pid"]),
+            h(&i.v["victim"]["comm"], "?"),
+        );
+    }
+    for (first, last, cx) in clusters {
+        let label = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}\u{2013}{last}")
+        };
+        let w = 8.0 + 6.0 * label.chars().count() as f64;
+        let _ = write!(
+            s,
+            "<a href=\"#incident-{first}\"><g class=\"timeline-label\"><rect x=\"{:.1}\" y=\"9\" width=\"{w:.1}\" \
+             height=\"18\" rx=\"9\" fill=\"#b00\"/><text x=\"{cx:.1}\" y=\"22\" text-anchor=\"middle\" \
+             fill=\"#fff\" font-size=\"10\" font-weight=\"bold\">{label}</text></g></a>",
+            cx - w / 2.0
+        );
+    }
+    s
+}
+
+pub(super) fn incident_html(dir: &Path, n: usize, i: &IncidentView) -> String {
+    let v = i.v;
+    let kill = v["ts_ms"].as_u64().unwrap_or(0);
+    let mut s = format!(
+        "<section class=\"incident\" id=\"incident-{n}\" data-victim-pid=\"{}\"><h2>OOM {n}: {} ({}) \
+         killed<span class=\"when\">{}</span></h2><p class=\"summary\">{}</p>",
+        num(&v["victim"]["pid"]),
+        h(&v["victim"]["comm"], "?"),
+        num(&v["victim"]["pid"]),
+        esc(&when(kill)),
+        h(&v["summary"], "")
+    );
+    s += &facts_html(i);
+    let plots = incident_plots(i);
+    let limit = v["memcg_limit_bytes"].as_f64();
+    if plots.is_empty() && limit.is_none() {
+        s += "<p class=\"note\">No memory history was recorded for this incident.</p>";
+    } else {
+        let back = plots
+            .iter()
+            .filter_map(|p| p.points.first())
+            .map(|p| kill.saturating_sub(p.0))
+            .max()
+            .unwrap_or(0);
+        let _ = write!(
+            s,
+            "<figure>{}<figcaption>The victim, the processes in its scope that grew the most and the \
+             memcg's usage, in the {} s before the kill; this incident's own scale.{}</figcaption></figure>",
+            chart_svg(&plots, limit, kill),
+            back / 1000,
+            if plots.is_empty() {
+                " No history with two points or more was recorded."
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(d) = v["evidence_dir"].as_str() {
+        let who = format!(
+            "pid {} ({})",
+            num(&v["victim"]["pid"]),
+            v["victim"]["comm"].as_str().unwrap_or("?")
+        );
+        s += &bundle_html(dir, d, &who);
+    }
+    s + "</section>"
+}
+
+pub(super) fn facts_html(i: &IncidentView) -> String {
+    let v = i.v;
+    let vic = &v["victim"];
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if vic.is_object() {
+        rows.push((
+            "victim",
+            format!(
+                "pid {} (<b>{}</b>) <code>{}</code> in <code>{}</code>; anon {}, file {}, shmem {}",
+                num(&vic["pid"]),
+                h(&vic["comm"], "?"),
+                h(&vic["cmdline"], ""),
+                h(&vic["cgroup"], "?"),
+                bytes(&vic["rss_anon_bytes"]),
+                bytes(&vic["rss_file_bytes"]),
+                bytes(&vic["rss_shmem_bytes"])
+            ),
+        ));
+    }
+    if let Some(g) = group_line(&v["victim_group"]) {
+        rows.push(("victim's group", esc(&g)));
+    }
+    let right = v["victim_was_top_grower"].as_bool().unwrap_or(true);
+    rows.push((
+        "right victim",
+        format!(
+            "<span class=\"{}\">{}</span>",
+            if right { "ok" } else { "wrong" },
+            esc(&verdict(v))
+        ),
+    ));
+    if let Some(g) = v["victim_growth"].as_object() {
+        rows.push((
+            "victim grew",
+            format!(
+                "{} to {} in {:.1} s",
+                bytes(&g["from_bytes"]),
+                bytes(&g["to_bytes"]),
+                g["secs"].as_f64().unwrap_or(0.0)
+            ),
+        ));
+    }
+    let inv = &v["invoker"];
+    rows.push((
+        "invoker",
+        format!(
+            "pid {} ({}), gfp_mask {}, order {}",
+            num(&inv["pid"]),
+            h(&inv["comm"], "?"),
+            h(&inv["gfp_mask"], "?"),
+            num(&inv["order"])
+        ),
+    ));
+    let mut mem = format!("constraint {}", h(&v["constraint"], "?"));
+    if let Some(m) = v["memcg"].as_str() {
+        let _ = write!(
+            mem,
+            ", memcg <code>{}</code>: usage {} of limit {}",
+            esc(m),
+            bytes(&v["memcg_usage_bytes"]),
+            bytes(&v["memcg_limit_bytes"])
+        );
+    }
+    if v["freed_bytes"].is_number() {
+        let _ = write!(mem, "; the kill freed {}", bytes(&v["freed_bytes"]));
+    }
+    rows.push(("memory", mem));
+    rows.push(("stall", h(&v["stall"]["diagnosis"], "?")));
+    rows.push(("evidence", evidence_fact(i)));
+    let mut s = String::from("<table class=\"facts\">");
+    for (k, val) in rows {
+        let _ = write!(s, "<tr><th>{k}</th><td>{val}</td></tr>");
+    }
+    s + "</table>"
+}
+
+pub(super) fn evidence_fact(i: &IncidentView) -> String {
+    let Some(d) = i.v["evidence_dir"].as_str() else {
+        return "none written before the kill".into();
+    };
+    let mut s = format!("<code>{}</code>", esc(d));
+    if let Some(e) = i.evidence {
+        let _ = write!(
+            s,
+            ", written {} ({}: {})",
+            esc(&when(e["ts_ms"].as_u64().unwrap_or(0))),
+            h(&e["reason"], "?"),
+            h(&e["detail"], "")
+        );
+    }
+    s
+}
+
+/// A bundle's flame graph and its top stack as text. `who` is raw.
+pub(super) fn bundle_html(rec_dir: &Path, d: &str, who: &str) -> String {
+    let Some(b) = bundle_path(rec_dir, d) else {
+        return format!(
+            "<p class=\"note\">Bundle <code>{}</code> not found: removed by the evidence budget, or the \
+             recording was moved without it.</p>",
+            esc(d)
+        );
+    };
+    let mut s = format!("<div class=\"bundle\"><h3>Where {} touched memory</h3>", esc(who));
+    match load_flame(&b) {
+        Some(f) if f.root.count > 0 => {
+            let touched = f
+                .bytes_per_sample
+                .map(|b| format!(" (~{} touched)", crate::fmt::bytes(b * f.root.count as f64)))
+                .unwrap_or_default();
+            let _ = write!(
+                s,
+                "<figure>{}<figcaption>Flame graph of {} sampled page faults{touched}, from {}: the root \
+                 at the bottom, each frame as wide as its share of the samples. Hover a frame for its \
+                 numbers.</figcaption></figure>",
+                flame_svg(&f),
+                f.root.count,
+                f.source
+            );
+        }
+        _ => s += "<p class=\"note\">No sampled fault stacks in this bundle.</p>",
+    }
+    if let Some(st) = top_stack(&b) {
+        let _ = write!(
+            s,
+            "<details><summary>top stack, as in stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
+            esc(&st.join("\n"))
+        );
+    }
+    s += &python_stacks_html(&b);
+    s + "</div>"
+}
+
+/// Most bytes of python_stacks.txt shown.
+pub(super) const PY_STACKS_CAP: u64 = 64 * 1024;
+
+/// A CPython bundle's python_stacks.txt (py-spy's dump, escaped when it
+/// was written, escaped again for HTML here), open by default: for a
+/// Python program it says more than the interpreter's native stacks.
+pub(super) fn python_stacks_html(b: &Path) -> String {
+    match read_bundle_file(b, "python_stacks.txt", PY_STACKS_CAP) {
+        Some(t) => format!(
+            "<details open><summary>Python stacks, as in python_stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
+            esc(&t)
+        ),
+        None => String::new(),
+    }
+}
+
+/// Evidence bundles that no incident links to (a leak caught before any
+/// OOM, or none at all): the newest with their flame graph.
+pub(super) fn loose_html(dir: &Path, loose: &[&Value]) -> String {
+    if loose.is_empty() {
+        return String::new();
+    }
+    let mut s =
+        String::from("<section class=\"evidence-list\"><h2>Evidence bundles not tied to an OOM kill</h2>");
+    for (k, e) in loose.iter().enumerate() {
+        let d = e["dir"].as_str().unwrap_or("");
+        let _ = write!(
+            s,
+            "<div class=\"evidence\" id=\"evidence-{}\" data-pid=\"{}\"><h3>pid {} ({}) at {}: {}</h3>\
+             <p>{} <code>{}</code></p>",
+            k + 1,
+            num(&e["pid"]),
+            num(&e["pid"]),
+            h(&e["comm"], "?"),
+            esc(&when(e["ts_ms"].as_u64().unwrap_or(0))),
+            h(&e["reason"], "?"),
+            h(&e["detail"], ""),
+            esc(d)
+        );
+        if k < LOOSE_FLAMES {
+            let who = format!("pid {} ({})", num(&e["pid"]), e["comm"].as_str().unwrap_or("?"));
+            s += &bundle_html(dir, d, &who);
+        }
+        s += "</div>";
+    }
+    s + "</section>"
+}

@@ -1,0 +1,345 @@
+use super::*;
+
+/// A fresh directory for one test (removed first if a run left it).
+fn tmp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("lt-report-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn dates_and_rendering_from_a_synthetic_recording() {
+    assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(when(1_795_304_114_687), "2026-11-21 23:35:14 UTC");
+    let events = Recording::from_lines([
+        r#"{"type":"summary","ts_ms":1000,"processes":[{"pid":7,"comm":"grower","rss_bytes":1048576}]}"#,
+        r#"{"type":"summary","ts_ms":2000,"processes":[{"pid":7,"comm":"grower","rss_bytes":4194304}]}"#,
+        r#"{"type":"oom_kill","ts_ms":2500,"summary":"memcg OOM in /a: killed pid 9 (big)","invoker":{"pid":7,"comm":"grower"},"victim":{"pid":9,"comm":"big","cmdline":"big <x>","cgroup":"/a"},"victim_was_top_grower":false,"top_grower":{"pid":7,"comm":"grower","growth_bytes":3145728,"window_s":60.0},"stall":{"diagnosis":"the OOM report took 0.5 ms"},"victim_history":[[1500,2097152]],"evidence_dir":null}"#,
+    ]);
+    let t = render_text(Path::new("/rec"), &events);
+    assert!(t.contains("1 OOM incident(s)"), "{t}");
+    assert!(
+        t.contains("right victim: NO - pid 7 (grower) grew 3.0 MiB"),
+        "{t}"
+    );
+    let h = render_html(Path::new("/rec"), &events);
+    assert!(h.contains("class=\"timeline\""));
+    assert!(
+        h.contains("href=\"#incident-1\""),
+        "the timeline links the incident"
+    );
+    assert!(h.contains("class=\"oom-marker\""));
+    assert!(h.contains("id=\"incident-1\" data-victim-pid=\"9\""));
+    assert!(h.contains("big &lt;x&gt;"), "escaped");
+    // The grower, from the summaries of the incident's scope; the
+    // victim's one point is no line.
+    assert_eq!(h.matches("<polyline").count(), 1, "{h}");
+    assert!(h.contains("class=\"series grower\" data-pid=\"7\""));
+    assert!(!h.contains("victim big (9)"), "no legend entry for one point");
+}
+
+const WITH_LIMIT: &str = r#"{"type":"oom_kill","ts_ms":100000,"constraint":"memcg","memcg":"/lt","memcg_limit_bytes":134217728,"memcg_usage_bytes":134217728,"invoker":{"pid":5,"comm":"leaker"},"victim":{"pid":5,"comm":"leaker","cgroup":"/lt"},"victim_was_top_grower":true,"stall":{"diagnosis":"fine"},"victim_history":[[40000,1048576],[70000,67108864],[99000,132120576]],"memcg_history":[[40000,2097152],[70000,69206016],[99500,134217728]],"growers":[{"pid":6,"comm":"lonely","growth_bytes":1,"history":[[90000,1]]},{"pid":8,"comm":"helper","growth_bytes":4194304,"history":[[50000,1048576],[98000,5242880]]}],"victim_group":{"kind":"pool","leader_pid":4,"comm":"master","members":3,"rss_bytes":140000000}}"#;
+
+#[test]
+fn the_chart_has_its_limit_ticks_and_only_series_with_data() {
+    let rec = Recording::from_lines([
+        // A large process outside the memcg must not set the scale.
+        r#"{"type":"summary","ts_ms":90000,"processes":[{"pid":1,"comm":"huge","cgroup":"/other","rss_bytes":1e12}]}"#,
+        r#"{"type":"summary","ts_ms":95000,"processes":[{"pid":1,"comm":"huge","cgroup":"/other","rss_bytes":2e12}]}"#,
+        WITH_LIMIT,
+    ]);
+    let h = render_html(Path::new("/rec"), &rec);
+    assert_eq!(h.matches("class=\"limit-line\"").count(), 1, "{h}");
+    assert!(h.contains("memcg limit 128 MiB"), "{h}");
+    assert!(h.matches("class=\"tick y\"").count() >= 3);
+    assert!(h.matches("class=\"tick x\"").count() >= 3);
+    assert!(h.contains(">\u{2212}30 s<"), "time from the kill: {h}");
+    // memcg usage, the victim and one grower; the one-point grower
+    // and the process outside the memcg are not drawn.
+    assert_eq!(h.matches("<polyline").count(), 3, "{h}");
+    assert_eq!(h.matches("class=\"legend-item\"").count(), 3, "{h}");
+    assert!(h.contains("helper (8)"));
+    assert!(!h.contains("lonely") && !h.contains("huge"), "{h}");
+    // The top of the scale is a tick of at most 2x the limit.
+    assert!(h.contains(">160 MiB<"), "{h}");
+    assert!(h.contains("a pool of 3 processes led by pid 4 (master)"));
+    assert!(!h.contains("class=\"flame\""), "no bundle, no flame graph");
+}
+
+#[test]
+fn without_history_the_limit_is_still_drawn() {
+    let rec = Recording::from_lines([
+        r#"{"type":"oom_kill","ts_ms":100000,"constraint":"memcg","memcg":"/lt","memcg_limit_bytes":134217728,"victim":{"pid":5,"comm":"x"},"victim_history":[]}"#,
+    ]);
+    let h = render_html(Path::new("/rec"), &rec);
+    assert!(h.contains("class=\"limit-line\""), "{h}");
+    assert!(!h.contains("<polyline"), "{h}");
+    assert!(!h.contains("legend-item"), "{h}");
+}
+
+#[test]
+fn the_summary_fallback_keeps_to_the_incident_scope() {
+    let s = |ts: u64, pid: u64, cg: &str, rss: u64| {
+        format!(
+            r#"{{"type":"summary","ts_ms":{ts},"processes":[{{"pid":{pid},"comm":"p{pid}","cgroup":"{cg}","rss_bytes":{rss}}}]}}"#
+        )
+    };
+    let lines = [
+        s(1000, 2, "/lt/child", 1 << 20),
+        s(2000, 2, "/lt/child", 8 << 20),
+        s(1000, 3, "/ltx", 1 << 20),
+        s(2000, 3, "/ltx", 80 << 20),
+        r#"{"type":"oom_kill","ts_ms":3000,"constraint":"memcg","memcg":"/lt","victim":{"pid":5,"comm":"v"}}"#.into(),
+    ];
+    let rec = Recording::from_lines(lines.iter().map(String::as_str));
+    let h = render_html(Path::new("/rec"), &rec);
+    assert!(h.contains("data-pid=\"2\""), "in /lt/child: {h}");
+    assert!(!h.contains("data-pid=\"3\""), "/ltx is not under /lt");
+}
+
+const STACKS_TXT: &str = "# leaktrace stacks.txt: where pid 5 (leaker) touches its memory\n\
+# user stacks of page faults, sampled in the kernel (1 in 16 faults) since it became a suspect;\n\
+# symbolized with blazesym from the live process's ELF symbols and DWARF, in a child process.\n\
+# 10 sampled faults in 3 distinct stacks. Bytes = samples x 16 x page size (4096 B), an estimate.\n\
+\n== stack 1: 6 sampled faults (60.0%), ~0.4 MiB touched\n\
+  0x0000000000401000 leak_into_cache+0x1f (src/main.rs:12)\n\
+  0x0000000000402000 main+0x10 (src/main.rs:30)\n\
+  0x0000000000403000 __libc_start_main+0x80\n\
+\n== stack 2: 3 sampled faults (30.0%), ~0.2 MiB touched\n\
+  0x0000000000409000 ?? (no symbol)\n\
+  0x0000000000401500 operator new(unsigned long)+0x5 (new.cc:1)\n\
+  0x0000000000402000 main+0x10 (src/main.rs:31)\n\
+  0x0000000000403000 __libc_start_main+0x80\n";
+
+#[test]
+fn stacks_txt_becomes_a_tree_root_first() {
+    let f = parse_stacks_txt(STACKS_TXT);
+    assert_eq!(f.root.count, 10);
+    let libc = &f.root.children["__libc_start_main"];
+    let main = &libc.children["main"];
+    assert_eq!((libc.count, main.count), (9, 9), "merged prefixes");
+    assert_eq!(main.children["leak_into_cache"].count, 6);
+    let new = &main.children["operator new(unsigned long)"];
+    assert_eq!(new.children["?? 0x409000"].count, 3);
+    assert_eq!(f.root.children["(stacks not listed in stacks.txt)"].count, 1);
+    assert_eq!(f.depth, 4);
+    assert_eq!(bytes_per_sample(STACKS_TXT), Some(16.0 * 4096.0));
+    let svg = flame_svg(&f);
+    // all, libc, main, leak_into_cache, operator new, ??, not listed.
+    assert_eq!(svg.matches("<g class=\"frame\">").count(), 7, "{svg}");
+    assert_eq!(svg.matches("<rect").count(), 7);
+    assert!(
+        svg.contains("<title>main \u{2014} 9 samples (90.0%)</title>"),
+        "{svg}"
+    );
+    // The root at the bottom: its rect is the lowest.
+    let y = |name: &str| -> f64 {
+        let at = svg.find(&format!("<title>{name} ")).unwrap();
+        let rest = &svg[at..];
+        let y = &rest[rest.find(" y=\"").unwrap() + 4..];
+        y[..y.find('"').unwrap()].parse().unwrap()
+    };
+    assert!(y("all") > y("__libc_start_main") && y("main") > y("leak_into_cache"));
+}
+
+#[test]
+fn a_folded_bundle_gets_a_flame_graph_even_when_the_recording_moved() {
+    let dir = tmp("folded");
+    let b = dir.join("evidence").join("1-2-leaker");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(
+        b.join("stacks.folded"),
+        "main;a;b 3\nmain;a;c 1\nmain;d 4\ntorn line\n",
+    )
+    .unwrap();
+    std::fs::write(b.join("stacks.txt"), STACKS_TXT).unwrap();
+    let rec = Recording::from_lines([
+        r#"{"type":"evidence","ts_ms":500,"pid":5,"comm":"leaker","reason":"rss","detail":"d","dir":"/gone/evidence/1-2-leaker"}"#,
+        r#"{"type":"oom_kill","ts_ms":1000,"victim":{"pid":5,"comm":"leaker"},"evidence_dir":"/gone/evidence/1-2-leaker"}"#,
+    ]);
+    let h = render_html(&dir, &rec);
+    assert_eq!(h.matches("class=\"flame\"").count(), 1, "{h}");
+    // all, main, a, b, c, d: identical prefixes merged.
+    assert_eq!(h.matches("<g class=\"frame\">").count(), 6, "{h}");
+    assert!(
+        h.contains("<title>a \u{2014} 4 samples (50.0%), ~256.0 KiB touched</title>"),
+        "{h}"
+    );
+    assert!(h.contains("from stacks.folded"));
+    assert!(
+        h.contains("leak_into_cache+0x1f"),
+        "the top stack of stacks.txt, as text"
+    );
+    let t = render_text(&dir, &rec);
+    assert!(t.contains("leak_into_cache+0x1f"), "{t}");
+    // Not linked from an incident: a section of its own.
+    let rec = Recording::from_lines([
+        r#"{"type":"evidence","ts_ms":500,"pid":5,"comm":"leaker","reason":"rss","detail":"d","dir":"/gone/evidence/1-2-leaker"}"#,
+    ]);
+    let h = render_html(&dir, &rec);
+    assert!(h.contains("id=\"evidence-1\""), "{h}");
+    assert!(h.contains("href=\"#evidence-1\""), "the timeline links it");
+    assert_eq!(h.matches("class=\"flame\"").count(), 1, "{h}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn hostile_strings_torn_lines_and_bad_bytes_do_not_break_the_report() {
+    let mut rec = Recording::default();
+    rec.add_line(br#"{"type":"oom_kill","ts_ms":5,"summary":"killed \u001b[2J","invoker":{"pid":1,"comm":"\u001b]52;c;aGk=\u0007"},"victim":{"pid":2,"comm":"x\u202ey","cmdline":"\u001b[2J<script>alert(1)</script>","cgroup":"/a\u009b"},"victim_was_top_grower":true,"stall":{"diagnosis":"d"}}"#);
+    rec.add_line(b"{\"type\":\"summary\",\"ts_ms\":6,\"processes\":[{\"pid\":2,\"comm\":\"\xff\xfe\",\"rss_bytes\":1}]}\n");
+    rec.add_line(b"{\"type\":\"summ");
+    rec.add_line(b"\xff\xff\xff\n");
+    rec.finish();
+    assert_eq!((rec.lines, rec.skipped_lines), (4, 2));
+    let t = render_text(Path::new("/r"), &rec);
+    assert!(t.contains("2 of 4 lines skipped"), "{t}");
+    for bad in ['\x1b', '\x07', '\u{9b}', '\u{202e}'] {
+        assert!(!t.contains(bad), "{bad:?} in {t}");
+    }
+    assert!(t.contains("\\x1b[2J"), "made visible: {t}");
+    let h = render_html(Path::new("/r"), &rec);
+    assert!(!h.contains("<script"), "{h}");
+    assert!(!h.contains('\x1b'));
+    assert!(h.contains("&lt;script&gt;"));
+}
+
+#[test]
+fn hostile_strings_in_charts_flames_and_numbers_are_escaped() {
+    let dir = tmp("hostile");
+    let b = dir.join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(
+        b.join("stacks.folded"),
+        "main;<script>alert(1)</script>;\"><img src=x onerror=alert(1)> 5\n\u{1b}[2J;x\u{202e}y 2\n",
+    )
+    .unwrap();
+    let inc = format!(
+        r#"{{"type":"oom_kill","ts_ms":100000,"summary":"</title><script>x</script>","constraint":"memcg","memcg":"/a\"><script>","memcg_limit_bytes":1e6,"invoker":{{"pid":"<zz0>","comm":"<zz1>"}},"victim":{{"pid":"\"><script>","comm":"<svg onload=x>"}},"victim_history":[[1,1],[2,2]],"growers":[{{"pid":3,"comm":"<script>g","history":[[1,1],[2,5]]}}],"top_grower":{{"pid":"<zz2>","comm":"<script>"}},"victim_was_top_grower":false,"evidence_dir":"{}"}}"#,
+        b.display()
+    );
+    let rec = Recording::from_lines([
+        r#"{"type":"evidence","ts_ms":1,"pid":"<zz3>","comm":"<script>","reason":"<zz0>","detail":"<zz1>","dir":"/x/<script>"}"#,
+        inc.as_str(),
+    ]);
+    let h = render_html(&dir, &rec);
+    let lower = h.to_ascii_lowercase();
+    for bad in [
+        "<script",
+        "<img",
+        "<svg onload",
+        "<zz0>",
+        "<zz1>",
+        "<zz2>",
+        "<zz3>",
+        "\x1b",
+        "\u{202e}",
+    ] {
+        assert!(!lower.contains(bad), "{bad:?} in {h}");
+    }
+    assert!(h.contains("data-victim-pid=\"?\""), "a pid that is not a number");
+    assert!(h.contains("class=\"flame\""));
+    assert!(
+        h.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the frame is shown, escaped"
+    );
+    assert!(h.contains("\\x1b[2J"), "control characters made visible");
+    let t = render_text(&dir, &rec);
+    assert!(!t.contains('\x1b'));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn scales_ticks_and_frames_are_sane() {
+    assert_eq!(short_bytes((128u64 << 20) as f64), "128 MiB");
+    assert_eq!(short_bytes(1.25 * (1u64 << 30) as f64), "1.25 GiB");
+    assert_eq!(short_bytes(0.0), "0 B");
+    assert_eq!(byte_step(135.0 * (1u64 << 20) as f64), (32u64 << 20) as f64);
+    assert_eq!(time_step(60_000, 8), 10_000);
+    assert_eq!(time_step(30 * 86_400_000, 7), 4 * 86_400_000);
+    assert_eq!(rel_label(-30_000, 10_000), "\u{2212}30 s");
+    assert_eq!(rel_label(-120_000, 60_000), "\u{2212}2 min");
+    assert_eq!(strip_offset("f(a+0x1)+0x1f (x.c:1)"), "f(a+0x1)");
+    assert_eq!(strip_offset("g+0x2"), "g");
+    assert_eq!(txt_frame("  0x00000000004011a0 ??"), Some("?? 0x4011a0".into()));
+    assert_eq!(txt_frame("  (symbolization failed: x)"), None);
+    let mut f = Flame::default();
+    let deep: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+    f.add(deep.iter().map(String::as_str), 1);
+    assert_eq!(f.depth, FLAME_DEPTH);
+}
+
+#[test]
+fn python_stacks_are_shown_escaped() {
+    let b = tmp("pystacks");
+    assert_eq!(python_stacks_html(&b), "");
+    std::fs::write(
+        b.join("python_stacks.txt"),
+        "Thread 1 (idle)\n    fetch_big_file (leak.py:7)\n    <script>x</script> (a.py:1)\n",
+    )
+    .unwrap();
+    let h = python_stacks_html(&b);
+    assert!(h.contains("fetch_big_file (leak.py:7)"), "{h}");
+    assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "{h}");
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+/// The report reads what the model writes: an incident made by the
+/// assembler from synthetic kernel records, written as its events.jsonl
+/// line, is loaded by the report's loader and every fact the text report
+/// shows is there. A field renamed in the model but not here (the report
+/// still reads the JSON by key) fails this test instead of going blank.
+#[test]
+fn the_report_reads_what_the_model_writes() {
+    let inc = crate::model::incident::tests::sample_incident();
+    let line = crate::fmt::json_line(&inc).unwrap();
+    let rec = Recording::from_lines([line.as_str()]);
+    assert_eq!((rec.lines, rec.skipped_lines), (1, 0));
+    let t = render_text(Path::new("/rec"), &rec);
+    let v = inc.victim.as_ref().unwrap();
+    let g = inc.top_grower.as_ref().unwrap();
+    for want in [
+        format!("== incident 1: {}", when(inc.ts_ms)),
+        format!("   {}", inc.summary),
+        format!(
+            "invoker: pid {} ({}), gfp_mask {}, order {}",
+            inc.invoker.pid,
+            inc.invoker.comm,
+            inc.invoker.gfp_mask.as_deref().unwrap(),
+            inc.invoker.order.unwrap()
+        ),
+        format!(
+            "victim:  pid {} ({}) `{}` in {}; anon {}, file {}, shmem {}, oom_score_adj {}",
+            v.pid,
+            v.comm,
+            v.cmdline,
+            v.cgroup,
+            crate::fmt::bytes(v.rss_anon_bytes as f64),
+            crate::fmt::bytes(v.rss_file_bytes as f64),
+            crate::fmt::bytes(v.rss_shmem_bytes as f64),
+            v.oom_score_adj
+        ),
+        format!(
+            "memcg:   {}: usage {} of limit {}",
+            inc.memcg.as_deref().unwrap(),
+            crate::fmt::bytes(inc.memcg_usage_bytes.unwrap() as f64),
+            crate::fmt::bytes(inc.memcg_limit_bytes.unwrap() as f64)
+        ),
+        format!(
+            "right victim: NO - pid {} ({}) grew {} in the {} s before",
+            g.pid,
+            g.comm,
+            crate::fmt::bytes(g.growth_bytes as f64),
+            g.window_s
+        ),
+        format!("stall: {}", inc.stall.diagnosis),
+    ] {
+        assert!(t.contains(&want), "{want:?} not in {t}");
+    }
+    let h = render_html(Path::new("/rec"), &rec);
+    assert!(h.contains(&format!("data-victim-pid=\"{}\"", v.pid)), "{h}");
+    assert!(h.contains(&format!("constraint {}", inc.constraint)), "{h}");
+    let freed = crate::fmt::bytes(inc.freed_bytes.unwrap() as f64);
+    assert!(h.contains(&format!("the kill freed {freed}")), "{h}");
+}

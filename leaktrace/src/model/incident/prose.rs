@@ -1,0 +1,109 @@
+//! The incident in words: the summary sentences and their number formats.
+use super::*;
+
+pub(super) fn mib(b: f64) -> String {
+    crate::fmt::bytes(b)
+}
+
+pub(super) fn summarize(
+    constraint: &str,
+    memcg: Option<&str>,
+    victim: &Option<Victim>,
+    growth: &Option<VictimGrowth>,
+    grower: &Option<Grower>,
+    right_victim: bool,
+) -> String {
+    let scope = match (constraint, memcg) {
+        ("memcg", Some(m)) => format!("memcg OOM in {m}"),
+        ("unknown", _) => "OOM".to_string(),
+        (c, _) => format!("{c} OOM"),
+    };
+    let Some(v) = victim else {
+        return format!("{scope}: the OOM killer found no victim");
+    };
+    let mut s = format!("{scope}: killed pid {} ({})", v.pid, v.comm);
+    match growth {
+        Some(g) => {
+            s += &format!(
+                ", which grew from {} to {} in {}",
+                mib(g.from_bytes as f64),
+                mib(g.to_bytes as f64),
+                secs(g.secs)
+            );
+        }
+        None => s += ", which did not grow notably before the OOM",
+    }
+    if !right_victim {
+        if let Some(g) = grower {
+            s += &format!(
+                ". The victim was NOT the process that grew: pid {} ({}) grew {} in the {:.0} s before the OOM",
+                g.pid,
+                g.comm,
+                mib(g.growth_bytes as f64),
+                g.window_s
+            );
+        }
+    }
+    s
+}
+
+/// What the verdict adds about the victim's pool and the memcg as a
+/// whole (docs/verdict.md).
+pub(super) fn context_sentences(group: Option<&GroupInfo>, memcg: Option<&MemcgGrowth>) -> String {
+    let mut s = String::new();
+    if let Some(g) = group {
+        s += &format!(
+            ". It was in the pool of pid {} ({}): {} processes, {} RSS",
+            g.leader_pid,
+            g.comm,
+            g.members,
+            mib(g.rss_bytes as f64)
+        );
+        if let Some(p) = g.pss_bytes {
+            s += &format!(" ({} Pss, shared pages counted once)", mib(p as f64));
+        }
+    }
+    if let Some(m) = memcg {
+        if m.to_bytes > m.from_bytes + (1 << 20) {
+            s += &format!(
+                ". The memcg grew from {} to {} in {} (limit {})",
+                mib(m.from_bytes as f64),
+                mib(m.to_bytes as f64),
+                secs(m.secs),
+                mib(m.limit_bytes as f64)
+            );
+        }
+    }
+    s
+}
+
+/// "0.4 s", "12 s": one decimal below 10 s, so a half-second burst is not "0 s".
+pub(super) fn secs(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1} s")
+    } else {
+        format!("{v:.0} s")
+    }
+}
+
+/// What the task dump's RSS total means next to the memcg limit: RSS
+/// counts pages shared copy-on-write (a fork pool) once per process.
+pub(super) fn candidates_note(rep: &Report, candidates_rss_bytes: Option<u64>) -> Option<String> {
+    match (candidates_rss_bytes, rep.memcg_limit_kb.map(|k| k * 1024)) {
+        (Some(sum), Some(limit)) if sum > limit => Some(format!(
+            "the {} tasks in the dump add up to {} RSS, more than the {} limit: RSS counts pages shared \
+             copy-on-write (a fork pool) once per process; the memcg charges them once",
+            rep.candidates.len(),
+            mib(sum as f64),
+            mib(limit as f64)
+        )),
+        (Some(sum), Some(limit)) => Some(format!(
+            "the {} tasks in the dump add up to {} RSS of the {} limit (the rest is page cache and kernel memory \
+             charged to the memcg)",
+            rep.candidates.len(),
+            mib(sum as f64),
+            mib(limit as f64)
+        )),
+        _ => None,
+    }
+}
