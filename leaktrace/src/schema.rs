@@ -113,6 +113,10 @@ fn bundle_extras(s: &mut Schema) {
                 "stack_files",
                 "stacks.folded / stacks.raw.json: what was written and what was cut",
             ),
+            (
+                "profile",
+                "profile.pb.gz (pprof): sample types, counts, what was dropped for size",
+            ),
         ] {
             props.insert(
                 k.into(),

@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod exec;
 pub mod langstacks;
+pub mod pprof;
 pub mod stackfiles;
 pub mod symbolize;
 pub mod unwind;

@@ -38,7 +38,8 @@ const ANSWER_CAP: u64 = 16 << 20;
 /// Most bytes of request a child reads.
 const REQUEST_CAP: u64 = 4 << 20;
 
-fn cap(s: &str, n: usize) -> String {
+/// `s` cut to at most `n` bytes on a char boundary, ending in '…' if cut.
+pub(crate) fn cap(s: &str, n: usize) -> String {
     if s.len() <= n {
         return s.to_string();
     }
@@ -382,6 +383,7 @@ pub fn bundle_extras(
     samples: Option<&[(Vec<u64>, u64)]>,
     py_spy: Option<&Path>,
     known: &HashMap<u64, String>,
+    sampled_for: std::time::Duration,
 ) -> (ExtraFiles, serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let mut files = Vec::new();
@@ -448,6 +450,8 @@ pub fn bundle_extras(
         );
         files.push(("stacks.folded", folded.into_bytes()));
         files.push(("stacks.raw.json", raw));
+        // profile.pb.gz (pprof): the same stacks for pprof's tools.
+        super::pprof::add_to_bundle(&sf.raw, sampled_for, &mut files, &mut meta);
     }
     (files, meta)
 }

@@ -38,6 +38,9 @@ pub struct Job {
     pub trigger: Trigger,
     pub limit: u64,
     pub limit_source: String,
+    /// How long the process's faults have been sampled (profile.pb.gz's
+    /// duration).
+    pub sampled_for: Duration,
 }
 
 /// pid -> its latest bundle and when it was written. An incident links a
@@ -163,6 +166,7 @@ impl Triggers {
                 trigger: t,
                 limit,
                 limit_source: src,
+                sampled_for: now.duration_since(since),
             };
             if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
                 self.jobs_dropped += 1;
@@ -280,6 +284,7 @@ impl Worker {
             samples.as_deref(),
             self.args.py_spy.as_deref(),
             &names,
+            job.sampled_for,
         );
         let timeline = self
             .tracker
