@@ -869,7 +869,11 @@ pub fn check_profile(bundle: &std::path::Path, want: &str) -> String {
         "Duration: ",
         "sampled_faults/count estimated_bytes/bytes[dflt]",
     ] {
-        assert!(raw.contains(field), "pprof -raw lacks {field:?}:\n{}", &raw[..raw.len().min(2000)]);
+        assert!(
+            raw.contains(field),
+            "pprof -raw lacks {field:?}:\n{}",
+            &raw[..raw.len().min(2000)]
+        );
     }
     let meta: Value = serde_json::from_slice(&std::fs::read(bundle.join("meta.json")).unwrap()).unwrap();
     eprintln!("meta.profile: {}", meta["profile"]);

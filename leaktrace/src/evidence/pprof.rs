@@ -317,7 +317,10 @@ pub fn profile(inp: &ProfileInput) -> proto::Profile {
                     id: p.location.len() as u64 + 1,
                     mapping_id,
                     address: f.address,
-                    line: vec![Line { function_id: fid, line }],
+                    line: vec![Line {
+                        function_id: fid,
+                        line,
+                    }],
                     is_folded: false,
                 });
                 p.location.len() as u64
@@ -627,7 +630,10 @@ mod tests {
         assert_eq!(p.location.len(), 5);
         assert_eq!(p.function.len(), 4);
         let names: Vec<&str> = p.function.iter().map(|f| s(f.name)).collect();
-        assert!(names.contains(&"leaker+0x2000") && names.contains(&"0x7f0000001000"), "{names:?}");
+        assert!(
+            names.contains(&"leaker+0x2000") && names.contains(&"0x7f0000001000"),
+            "{names:?}"
+        );
         // Ids are 1..n and every reference resolves.
         for (i, l) in p.location.iter().enumerate() {
             assert_eq!(l.id, i as u64 + 1);
@@ -635,15 +641,24 @@ mod tests {
         }
         let mp = &p.mapping[0];
         assert_eq!((s(mp.filename), s(mp.build_id)), ("/usr/bin/leaker", "abcd"));
-        assert_eq!((mp.memory_start, mp.memory_limit, mp.file_offset), (0x401010, 0x402001, 0x1010));
+        assert_eq!(
+            (mp.memory_start, mp.memory_limit, mp.file_offset),
+            (0x401010, 0x402001, 0x1010)
+        );
         assert!(mp.has_functions);
         // Labels: pid as a number, comm escaped, cgroup.
-        let l: HashMap<&str, (&str, i64)> =
-            p.sample[1].label.iter().map(|l| (s(l.key), (s(l.str), l.num))).collect();
+        let l: HashMap<&str, (&str, i64)> = p.sample[1]
+            .label
+            .iter()
+            .map(|l| (s(l.key), (s(l.str), l.num)))
+            .collect();
         assert_eq!(l["pid"].1, 42);
         assert_eq!(l["cgroup"].0, "/leaktrace-test/x");
         assert!(!l["comm"].0.contains('\x1b'), "{:?}", l["comm"]);
-        assert_eq!((m.samples, m.locations, m.functions, m.stacks_dropped_for_size), (2, 5, 4, 0));
+        assert_eq!(
+            (m.samples, m.locations, m.functions, m.stacks_dropped_for_size),
+            (2, 5, 4, 0)
+        );
     }
 
     #[test]
