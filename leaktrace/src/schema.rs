@@ -117,6 +117,10 @@ fn bundle_extras(s: &mut Schema) {
                 "profile",
                 "profile.pb.gz (pprof): sample types, counts, what was dropped for size",
             ),
+            (
+                "language_runtime",
+                "cpython, go, node, jvm, dotnet or native; perf map status; hint for unnamed JIT frames",
+            ),
         ] {
             props.insert(
                 k.into(),

@@ -152,5 +152,10 @@ fn go_bundle_names_the_goroutine_function() {
     assert!(meta["python"].is_null(), "not Python");
     // profile.pb.gz opens in pprof and lists the goroutine's function.
     check_profile(&dir, "main.startWorker");
+    assert_eq!(
+        meta["language_runtime"]["name"], "go",
+        "{}",
+        meta["language_runtime"]
+    );
     assert!(rec.stop().success());
 }

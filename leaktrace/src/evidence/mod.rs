@@ -3,7 +3,9 @@
 pub mod bundle;
 pub mod exec;
 pub mod langstacks;
+pub mod perfmap;
 pub mod pprof;
+pub mod runtime;
 pub mod stackfiles;
 pub mod symbolize;
 pub mod unwind;

@@ -170,7 +170,9 @@ pub fn info_child_main() -> i32 {
         Err(e) => ans.normalize_error = Some(cap(&e.to_string(), 400)),
     }
     let sym = Symbolizer::new();
-    let src = Source::Process(Process::new(req.pid.into()));
+    let mut proc_src = Process::new(req.pid.into());
+    proc_src.perf_map = false; // read by perfmap.rs, as hostile input
+    let src = Source::Process(proc_src);
     match sym.symbolize(&src, Input::AbsAddr(req.addrs.as_slice())) {
         Ok(syms) => {
             for (a, s) in ans.addrs.iter_mut().zip(syms) {
@@ -181,6 +183,13 @@ pub fn info_child_main() -> i32 {
         }
         Err(e) => ans.symbolize_error = Some(cap(&e.to_string(), 400)),
     }
+    // JIT code (no file mapping): named from the perf map (perfmap.rs).
+    let anon = req
+        .addrs
+        .iter()
+        .zip(ans.addrs.iter_mut())
+        .filter(|(_, a)| a.mapping.is_none());
+    super::perfmap::fill_names(req.pid, anon.map(|(ip, a)| (*ip, &mut a.name)));
     write_answer(&ans)
 }
 
@@ -452,6 +461,12 @@ pub fn bundle_extras(
         files.push(("stacks.raw.json", raw));
         // profile.pb.gz (pprof): the same stacks for pprof's tools.
         super::pprof::add_to_bundle(&sf.raw, sampled_for, &mut files, &mut meta);
+        // The language runtime, and how JIT frames are named (runtime.rs).
+        let rt = super::runtime::meta(pid, &sf.raw);
+        meta.insert(
+            "language_runtime".into(),
+            serde_json::to_value(&rt).unwrap_or_default(),
+        );
     }
     (files, meta)
 }
