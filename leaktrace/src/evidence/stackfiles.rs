@@ -384,6 +384,7 @@ pub type ExtraFiles = Vec<(&'static str, Vec<u8>)>;
 /// stacks.folded and stacks.raw.json when stacks were sampled
 /// (`samples` is Some), python_stacks.txt for a CPython process, and the
 /// `go` object for a Go program.
+#[allow(clippy::too_many_arguments)]
 pub fn bundle_extras(
     pid: u32,
     comm: &str,
