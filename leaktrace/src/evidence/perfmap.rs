@@ -111,17 +111,31 @@ fn cap_name(b: &[u8]) -> String {
     super::stackfiles::cap(&String::from_utf8_lossy(b), NAME_CAP)
 }
 
-/// Names for `addrs` from the perf map `text`: address -> (name, offset
-/// in the function). Where entries overlap, the last one wins (a runtime
-/// reuses code space after it frees code, and appends the new entry).
-pub fn lookup_in(text: &[u8], addrs: &[u64]) -> HashMap<u64, (String, u64)> {
+/// Address -> (name, offset in the function).
+pub type Names = HashMap<u64, (String, u64)>;
+
+/// What reading a perf map hit: bounds and refusals, for stacks.raw.json's
+/// `errors` (the child cannot reach the daemon's limit counters).
+#[derive(Debug, Default, PartialEq)]
+pub struct Bounds {
+    pub long_lines: usize,
+    pub names_cut: usize,
+    pub read_cut: bool,
+}
+
+/// Names for `addrs` from the perf map `text`. Where entries overlap, the
+/// last one wins (a runtime reuses code space after it frees code, and
+/// appends the new entry).
+pub fn lookup_in(text: &[u8], addrs: &[u64]) -> (Names, Bounds) {
     let mut sorted: Vec<u64> = addrs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let mut b = Bounds::default();
     let mut found: HashMap<u64, (usize, u64)> = HashMap::new();
     let mut lines: Vec<&[u8]> = Vec::new();
     for l in text.split(|&b| b == b'\n') {
         if l.len() > LINE_CAP {
+            b.long_lines += 1;
             continue;
         }
         let Some((start, size, _)) = parse_line(l) else {
@@ -138,40 +152,64 @@ pub fn lookup_in(text: &[u8], addrs: &[u64]) -> HashMap<u64, (String, u64)> {
             found.insert(a, (lines.len() - 1, a - start));
         }
     }
-    found
+    let names = found
         .into_iter()
         .filter_map(|(a, (li, off))| {
             let (_, _, name) = parse_line(lines.get(li)?)?;
+            b.names_cut += usize::from(name.len() > NAME_CAP);
             Some((a, (cap_name(name), off)))
         })
-        .collect()
+        .collect();
+    (names, b)
 }
 
 /// Names for `addrs` from the perf map of `pid` (empty when it has none or
-/// it is refused). For the sandboxed children only: this parses the file.
-pub fn lookup(pid: u32, addrs: &[u64]) -> HashMap<u64, (String, u64)> {
-    let Ok((f, _, _)) = open(pid) else {
-        return HashMap::new();
+/// it is refused), and a note when it was refused or a bound was hit. For
+/// the sandboxed children only: this parses the file.
+pub fn lookup(pid: u32, addrs: &[u64]) -> (Names, Option<String>) {
+    let (f, len, path) = match open(pid) {
+        Ok(x) => x,
+        Err(e) if e.contains("No such file") => return (Names::new(), None),
+        Err(e) => return (Names::new(), Some(format!("perf map refused: {e}"))),
     };
     let mut text = Vec::new();
-    if f.take(FILE_CAP).read_to_end(&mut text).is_err() {
-        return HashMap::new();
+    if let Err(e) = f.take(FILE_CAP).read_to_end(&mut text) {
+        return (Names::new(), Some(format!("perf map {path}: {e}")));
     }
-    lookup_in(&text, addrs)
+    let (names, mut b) = lookup_in(&text, addrs);
+    b.read_cut = len > FILE_CAP;
+    let note = (b != Bounds::default()).then(|| {
+        format!(
+            "perf map {path}: {} lines over {LINE_CAP} bytes skipped, {} names cut at {NAME_CAP} bytes{}",
+            b.long_lines,
+            b.names_cut,
+            if b.read_cut {
+                format!(", only the first {FILE_CAP} bytes read")
+            } else {
+                String::new()
+            }
+        )
+    });
+    (names, note)
 }
 
 /// Fills the names still missing (`None`) of these addresses (outside any
-/// mapped file: the caller says which) from the perf map.
-pub fn fill_names<'a>(pid: u32, slots: impl Iterator<Item = (u64, &'a mut Option<String>)>) {
+/// mapped file: the caller says which) from the perf map; returns
+/// `lookup`'s note.
+pub fn fill_names<'a>(
+    pid: u32,
+    slots: impl Iterator<Item = (u64, &'a mut Option<String>)>,
+) -> Option<String> {
     let slots: Vec<(u64, &mut Option<String>)> = slots.filter(|(_, n)| n.is_none()).collect();
     if slots.is_empty() {
-        return;
+        return None;
     }
     let addrs: Vec<u64> = slots.iter().map(|(a, _)| *a).collect();
-    let jit = lookup(pid, &addrs);
+    let (jit, note) = lookup(pid, &addrs);
     for (a, n) in slots {
         *n = jit.get(&a).map(|(name, _)| name.clone());
     }
+    note
 }
 
 /// meta.json's account of the perf map (the daemon's side: opened and
@@ -220,7 +258,8 @@ mod tests {
             0x3000 10 Builtin:Foo\r\n\
             1000 10 JS:~reused\n\
             4000 10\n";
-        let m = lookup_in(text, &[0x1005, 0x1050, 0x3004, 0x2000, 0x4000, 0x9999]);
+        let (m, b) = lookup_in(text, &[0x1005, 0x1050, 0x3004, 0x2000, 0x4000, 0x9999]);
+        assert_eq!(b, Bounds::default());
         assert_eq!(m[&0x1005], ("JS:~reused".to_string(), 5));
         assert_eq!(m[&0x1050], ("JS:*leakBuffers /srv/a.js:3:20".to_string(), 0x50));
         assert_eq!(m[&0x3004].0, "Builtin:Foo");
@@ -232,8 +271,9 @@ mod tests {
         let mut text = format!("1000 10 {}\n", "a".repeat(LINE_CAP)).into_bytes();
         text.extend(format!("2000 10 {}\n", "b".repeat(NAME_CAP + 100)).as_bytes());
         text.extend(b"3000 10 evil\x1b]52;c;x\x07\xff\n");
-        let m = lookup_in(&text, &[0x1000, 0x2000, 0x3000]);
+        let (m, b) = lookup_in(&text, &[0x1000, 0x2000, 0x3000]);
         assert!(!m.contains_key(&0x1000));
+        assert_eq!((b.long_lines, b.names_cut), (1, 1));
         assert!(m[&0x2000].0.len() <= NAME_CAP + 3);
         // Kept as bytes here (lossy UTF-8); escaped where written.
         assert!(m[&0x3000].0.starts_with("evil"));
@@ -251,7 +291,8 @@ mod tests {
         assert_eq!(st.status, "refused", "{st:?}");
         std::fs::write(&path, "1000 10 f\n").unwrap();
         let st = status(me);
-        let names = lookup(me, &[0x1001]);
+        let (names, note) = lookup(me, &[0x1001]);
+        assert_eq!(note, None);
         let _ = std::fs::remove_file(&path);
         assert_eq!(st.status, "found", "{st:?}");
         assert_eq!(names[&0x1001].0, "f");
@@ -260,7 +301,9 @@ mod tests {
         if std::os::unix::fs::chown(&path, Some(54321), None).is_ok() {
             let st = status(me);
             assert_eq!(st.status, "refused", "{st:?}");
-            assert!(lookup(me, &[0x1001]).is_empty());
+            let (names, note) = lookup(me, &[0x1001]);
+            assert!(names.is_empty());
+            assert!(note.unwrap_or_default().contains("refused"));
         }
         let _ = std::fs::remove_file(&path);
     }

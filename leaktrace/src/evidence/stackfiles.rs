@@ -99,6 +99,9 @@ struct InfoAnswer {
     mappings: Vec<Mapping>,
     normalize_error: Option<String>,
     symbolize_error: Option<String>,
+    /// A refused perf map, or its bounds hit (perfmap.rs).
+    #[serde(default)]
+    perf_map_note: Option<String>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -189,7 +192,7 @@ pub fn info_child_main() -> i32 {
         .iter()
         .zip(ans.addrs.iter_mut())
         .filter(|(_, a)| a.mapping.is_none());
-    super::perfmap::fill_names(req.pid, anon.map(|(ip, a)| (*ip, &mut a.name)));
+    ans.perf_map_note = super::perfmap::fill_names(req.pid, anon.map(|(ip, a)| (*ip, &mut a.name)));
     write_answer(&ans)
 }
 
@@ -309,6 +312,7 @@ pub fn build(
         .extend(ans.normalize_error.iter().map(|e| format!("normalize: {e}")));
     raw.errors
         .extend(ans.symbolize_error.iter().map(|e| format!("symbolize: {e}")));
+    raw.errors.extend(ans.perf_map_note.iter().cloned());
     // Indexes from the child are checked: a bad one is dropped.
     let nmap = ans.mappings.len();
     raw.mappings = ans.mappings;

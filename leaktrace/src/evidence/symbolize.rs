@@ -95,7 +95,7 @@ pub fn child_main() -> i32 {
     proc_src.perf_map = false; // read by perfmap.rs, as hostile input
     let src = Source::Process(proc_src);
     let all: Vec<u64> = req.stacks.iter().flatten().copied().collect();
-    let jit = super::perfmap::lookup(req.pid, &all);
+    let (jit, _) = super::perfmap::lookup(req.pid, &all);
     let answer: Answer = req
         .stacks
         .iter()
