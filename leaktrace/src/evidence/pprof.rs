@@ -520,6 +520,20 @@ pub fn add_to_bundle(
     meta: &mut serde_json::Map<String, serde_json::Value>,
 ) {
     let (mappings, stacks) = from_raw(raw);
+    add_stacks_to_bundle(raw, &mappings, &stacks, sampled_for, files, meta);
+}
+
+/// As `add_to_bundle`, with stacks the caller built (most sampled first):
+/// e.g. `from_raw`'s native stacks with interpreter frames spliced in.
+/// pid, comm, period and page size are `raw`'s.
+pub fn add_stacks_to_bundle(
+    raw: &RawStacks,
+    mappings: &[PMapping],
+    stacks: &[PStack],
+    sampled_for: std::time::Duration,
+    files: &mut super::stackfiles::ExtraFiles,
+    meta: &mut serde_json::Map<String, serde_json::Value>,
+) {
     let cgroup = cgroup_of(raw.pid);
     let inp = ProfileInput {
         pid: raw.pid,
@@ -529,8 +543,8 @@ pub fn add_to_bundle(
         page_size: raw.page_size,
         time_nanos: (crate::fmt::now_ms() as i64).saturating_mul(1_000_000),
         duration_nanos: sampled_for.as_nanos().min(i64::MAX as u128) as i64,
-        mappings: &mappings,
-        stacks: &stacks,
+        mappings,
+        stacks,
     };
     let (gz, m) = encode(&inp, FILE_CAP);
     if let Some(gz) = gz {
@@ -659,6 +673,21 @@ mod tests {
             (m.samples, m.locations, m.functions, m.stacks_dropped_for_size),
             (2, 5, 4, 0)
         );
+    }
+
+    #[test]
+    fn a_bundle_gets_the_file_and_its_meta() {
+        let mut files = Vec::new();
+        let mut meta = serde_json::Map::new();
+        let r = raw();
+        add_to_bundle(&r, std::time::Duration::from_secs(2), &mut files, &mut meta);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, FILE);
+        let p = decode(&files[0].1);
+        assert_eq!(p.duration_nanos, 2_000_000_000);
+        assert!(p.time_nanos > 0);
+        assert_eq!(meta["profile"]["samples"], 2);
+        assert_eq!(meta["profile"]["file"], FILE);
     }
 
     #[test]
