@@ -112,6 +112,14 @@ fn bundle_extras(s: &mut Schema) {
                 "stack_files",
                 "stacks.folded / stacks.raw.json: what was written and what was cut",
             ),
+            (
+                "profile",
+                "profile.pb.gz (pprof): sample types, counts, what was dropped for size",
+            ),
+            (
+                "language_runtime",
+                "cpython, go, node, jvm, dotnet or native; perf map status; hint for unnamed JIT frames",
+            ),
         ] {
             props.insert(
                 k.into(),

@@ -817,3 +817,67 @@ pub fn fd_count(pid: u32) -> usize {
         .map(|r| r.count())
         .unwrap_or(0)
 }
+
+/// `go tool pprof` (Debian's golang-go, installed if missing) on a
+/// profile: `-top` and `-raw`, both as text. `-symbolize=none`: the
+/// profile must name its functions itself.
+pub fn pprof_text(profile: &std::path::Path) -> (String, String) {
+    let go = ensure_package("go", "golang-go");
+    let home = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tmp/pprof-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |mode: &str| {
+        let out = Command::new(&go)
+            .args(["tool", "pprof", mode, "-symbolize=none"])
+            .arg(profile)
+            .env("HOME", &home)
+            .env("PPROF_TMPDIR", &home)
+            .env("PPROF_BINARY_PATH", &home)
+            .output()
+            .expect("run go tool pprof");
+        assert!(
+            out.status.success(),
+            "go tool pprof {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    (run("-top"), run("-raw"))
+}
+
+/// Checks a bundle's profile.pb.gz with `go tool pprof`: `want` is among
+/// the functions of `-top`, and the fields pprof's ingesters rely on
+/// (period type, period, time, duration, both sample types) are set.
+/// Returns the head of `-top`.
+pub fn check_profile(bundle: &std::path::Path, want: &str) -> String {
+    let (top, raw) = pprof_text(&bundle.join("profile.pb.gz"));
+    let head: String = top.lines().take(12).collect::<Vec<_>>().join("\n");
+    eprintln!("go tool pprof -top profile.pb.gz:\n{head}");
+    let functions: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect();
+    assert!(
+        functions.iter().any(|f| f.contains(want)),
+        "pprof -top does not list {want}:\n{top}"
+    );
+    for field in [
+        "PeriodType: faults count",
+        "Period: ",
+        "Time: ",
+        "Duration: ",
+        "sampled_faults/count estimated_bytes/bytes[dflt]",
+    ] {
+        assert!(
+            raw.contains(field),
+            "pprof -raw lacks {field:?}:\n{}",
+            &raw[..raw.len().min(2000)]
+        );
+    }
+    let meta: Value = serde_json::from_slice(&std::fs::read(bundle.join("meta.json")).unwrap()).unwrap();
+    eprintln!("meta.profile: {}", meta["profile"]);
+    assert_eq!(meta["profile"]["file"], "profile.pb.gz");
+    assert_eq!(meta["profile"]["stacks_dropped_for_size"], 0);
+    head
+}

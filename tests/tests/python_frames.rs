@@ -66,7 +66,8 @@ struct PyBundle {
 
 /// Runs `argv` in a 256 MiB memcg under `record` until it is OOM-killed,
 /// and returns its bundle (written before the kill).
-fn bundle_of_killed(tag: &str, argv: &[&str]) -> PyBundle {
+/// `profile_fn`: a function `go tool pprof -top profile.pb.gz` must list.
+fn bundle_of_killed(tag: &str, argv: &[&str], profile_fn: Option<&str>) -> PyBundle {
     let out = TempDir::new(tag);
     let rec = Record::start(&out.0.join("rec"), &["--interval", "0.5"]);
     let cg = MemCg::new(tag, 256 * MB);
@@ -82,6 +83,9 @@ fn bundle_of_killed(tag: &str, argv: &[&str]) -> PyBundle {
         meta["ts_ms"],
         inc["ts_ms"]
     );
+    if let Some(f) = profile_fn {
+        check_profile(&dir, f);
+    }
     let b = PyBundle {
         stacks_txt: std::fs::read_to_string(dir.join("stacks.txt")).unwrap(),
         folded: std::fs::read_to_string(dir.join("stacks.folded")).unwrap(),
@@ -153,7 +157,11 @@ fn python311_short_leak_is_named_with_its_line() {
     require_root();
     let dir = TempDir::new("pyk-scripts");
     let s = write_script(&dir.0, "short_leak.py", SHORT_LEAK);
-    let b = bundle_of_killed("pyk311", &["/usr/bin/python3", s.to_str().unwrap()]);
+    let b = bundle_of_killed(
+        "pyk311",
+        &["/usr/bin/python3", s.to_str().unwrap()],
+        Some("leak_briefly"),
+    );
     let line = line_of(SHORT_LEAK, "# the leak");
     assert_names(&b, "3.11", "leak_briefly", s.to_str().unwrap(), line, "main");
     // Mixed: the interpreter's native frames below, memset's above.
@@ -173,7 +181,7 @@ fn python_leak_in_a_thread_is_named() {
     require_root();
     let dir = TempDir::new("pyk-thread");
     let s = write_script(&dir.0, "thread_leak.py", THREAD_LEAK);
-    let b = bundle_of_killed("pykthr", &["/usr/bin/python3", s.to_str().unwrap()]);
+    let b = bundle_of_killed("pykthr", &["/usr/bin/python3", s.to_str().unwrap()], None);
     let line = line_of(THREAD_LEAK, "# the leak");
     assert_names(&b, "3.11", "leak_briefly", s.to_str().unwrap(), line, "worker");
 }
@@ -213,6 +221,7 @@ fn python313_from_debian_13_is_named() {
             "/usr/bin/python3.13",
             inside,
         ],
+        None,
     );
     let _ = std::fs::remove_file(root.join(&inside[1..]));
     let line = line_of(SHORT_LEAK, "# the leak");
@@ -253,6 +262,7 @@ fn python_versions_from_the_table_are_named() {
         let b = bundle_of_killed(
             &format!("pyk{}", v.replace('.', "")),
             &[bin.to_str().unwrap(), s.to_str().unwrap()],
+            Some("leak_briefly"),
         );
         assert_names(&b, v, "leak_briefly", s.to_str().unwrap(), line, "main");
         ran += 1;

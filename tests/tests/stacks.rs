@@ -26,8 +26,9 @@ fn build_c(name: &str, flags: &[&str]) -> PathBuf {
 }
 
 /// Runs `bin` in a memcg under `leaktrace record` until it is OOM-killed;
-/// returns its bundle's stacks.txt and stacks.folded.
-fn stacks_of_leaker(tag: &str, bin: &std::path::Path) -> (String, String) {
+/// returns its bundle's stacks.txt and stacks.folded. Its profile.pb.gz
+/// must list `leaf` in `go tool pprof -top`.
+fn stacks_of_leaker(tag: &str, bin: &std::path::Path, leaf: &str) -> (String, String) {
     let out = TempDir::new(tag);
     let rec = Record::start(&out.0, &["--interval", "0.5"]);
     let cg = MemCg::new(tag, 256 * MB);
@@ -43,6 +44,7 @@ fn stacks_of_leaker(tag: &str, bin: &std::path::Path) -> (String, String) {
         "stacks.txt:\n{}",
         stacks.lines().take(24).collect::<Vec<_>>().join("\n")
     );
+    check_profile(&dir, leaf);
     let st = rec.stop();
     assert!(st.success(), "SIGTERM must flush and exit 0, got {st}");
     (stacks, folded)
@@ -63,7 +65,7 @@ fn first_stack(stacks: &str) -> String {
 fn frameless_callers_are_named() {
     require_root();
     let bin = build_c("frameless_leak", &["-O2", "-fomit-frame-pointer"]);
-    let (s, folded) = stacks_of_leaker("stacks-frameless", &bin);
+    let (s, folded) = stacks_of_leaker("stacks-frameless", &bin, "leak_inner");
     let top = first_stack(&s);
     for f in ["leak_inner", "leak_outer", "main"] {
         assert!(top.contains(f), "the largest stack does not name {f}:\n{s}");
@@ -84,7 +86,7 @@ fn the_caller_of_a_frameless_leaf_is_named() {
         "leaf_frameless_leak",
         &["-O1", "-fno-omit-frame-pointer", "-momit-leaf-frame-pointer"],
     );
-    let (s, folded) = stacks_of_leaker("stacks-leaf", &bin);
+    let (s, folded) = stacks_of_leaker("stacks-leaf", &bin, "touch_leaf");
     let top = first_stack(&s);
     for f in ["touch_leaf", "leak_caller", "main"] {
         assert!(top.contains(f), "the largest stack does not name {f}:\n{s}");

@@ -150,5 +150,12 @@ fn go_bundle_names_the_goroutine_function() {
         meta["go"]
     );
     assert!(meta["python"].is_null(), "not Python");
+    // profile.pb.gz opens in pprof and lists the goroutine's function.
+    check_profile(&dir, "main.startWorker");
+    assert_eq!(
+        meta["language_runtime"]["name"], "go",
+        "{}",
+        meta["language_runtime"]
+    );
     assert!(rec.stop().success());
 }

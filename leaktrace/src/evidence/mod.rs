@@ -3,8 +3,11 @@
 pub mod bundle;
 pub mod exec;
 pub mod langstacks;
+pub mod perfmap;
+pub mod pprof;
 pub mod pyframes;
 pub mod pymix;
+pub mod runtime;
 pub mod stackfiles;
 pub mod symbolize;
 pub mod unwind;

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use leaktrace_common::python::PyFrame;
 
-use super::stackfiles::folded_frame;
+use super::{
+    pprof::{PFrame, PStack},
+    stackfiles::folded_frame,
+};
 use crate::{
     fmt::term,
     host::cpython::{code::PyFunc, detect::Target},
@@ -49,10 +52,15 @@ fn is_eval(name: &str) -> bool {
 /// native stack shows no interpreter frame (its unwinding stopped short),
 /// the Python frames go above all of it.
 pub fn mix(native_leaf_first: &[String], py_leaf_first: &[String]) -> Vec<String> {
+    mix_by(native_leaf_first, |n| is_eval(n), py_leaf_first)
+}
+
+/// `mix` over any frame type; `eval` tells the interpreter's frames.
+fn mix_by<T: Clone>(native_leaf_first: &[T], eval: impl Fn(&T) -> bool, py_leaf_first: &[T]) -> Vec<T> {
     let evals: Vec<usize> = native_leaf_first
         .iter()
         .enumerate()
-        .filter(|(_, n)| is_eval(n))
+        .filter(|(_, n)| eval(n))
         .map(|(i, _)| i)
         .collect();
     let (leaf, root) = match (evals.first(), evals.last()) {
@@ -65,6 +73,83 @@ pub fn mix(native_leaf_first: &[String], py_leaf_first: &[String]) -> Vec<String
         .chain(leaf.iter().rev())
         .cloned()
         .collect()
+}
+
+/// The same mixed stacks for profile.pb.gz, leaf first: Python frames
+/// carry their file and line; native frames their address and mapping as
+/// `pprof::from_raw` made them.
+pub fn pprof_stacks(
+    py: &PyInput,
+    fp: &[(u32, u64)],
+    by_id: &HashMap<u32, Vec<u64>>,
+    raw: &super::stackfiles::RawStacks,
+) -> Vec<PStack> {
+    let (_, native_stacks) = super::pprof::from_raw(raw);
+    let mut by_addr: HashMap<u64, PFrame> = HashMap::new();
+    for f in native_stacks.into_iter().flat_map(|s| s.frames) {
+        by_addr.entry(f.address).or_insert(f);
+    }
+    let native = |id: u32| -> Vec<PFrame> {
+        by_id
+            .get(&id)
+            .map(|ips| {
+                ips.iter()
+                    .map(|ip| {
+                        by_addr.get(ip).cloned().unwrap_or_else(|| PFrame {
+                            function: format!("{ip:#x}"),
+                            file: None,
+                            line: None,
+                            address: *ip,
+                            mapping: None,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let python = |f: &PyFrame| match py.funcs.get(f) {
+        Some(p) => PFrame {
+            function: p.function.clone(),
+            file: Some(p.file.clone()),
+            line: Some(p.line.unwrap_or(p.first_line)),
+            address: 0,
+            mapping: None,
+        },
+        None => PFrame {
+            function: format!("<code {:#x}>", f.code),
+            file: None,
+            line: None,
+            address: 0,
+            mapping: None,
+        },
+    };
+    let mut out = Vec::new();
+    let mut with_py: HashMap<u32, u64> = HashMap::new();
+    for s in &py.samples {
+        *with_py.entry(s.native_stack_id).or_default() += s.count;
+        let pyf: Vec<PFrame> = s.frames.iter().map(python).collect();
+        let mut frames = mix_by(
+            &native(s.native_stack_id),
+            |f| f.address != 0 && is_eval(&f.function),
+            &pyf,
+        );
+        frames.reverse();
+        out.push(PStack {
+            frames,
+            samples: s.count,
+        });
+    }
+    for (id, count) in fp {
+        let rest = count.saturating_sub(with_py.get(id).copied().unwrap_or(0));
+        if rest > 0 {
+            out.push(PStack {
+                frames: native(*id),
+                samples: rest,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.samples.cmp(&a.samples));
+    out
 }
 
 /// stacks.folded for a CPython suspect: per native stack id, a mixed line

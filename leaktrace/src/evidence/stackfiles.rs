@@ -38,7 +38,8 @@ const ANSWER_CAP: u64 = 16 << 20;
 /// Most bytes of request a child reads.
 const REQUEST_CAP: u64 = 4 << 20;
 
-fn cap(s: &str, n: usize) -> String {
+/// `s` cut to at most `n` bytes on a char boundary, ending in '…' if cut.
+pub(crate) fn cap(s: &str, n: usize) -> String {
     if s.len() <= n {
         return s.to_string();
     }
@@ -98,6 +99,9 @@ struct InfoAnswer {
     mappings: Vec<Mapping>,
     normalize_error: Option<String>,
     symbolize_error: Option<String>,
+    /// A refused perf map, or its bounds hit (perfmap.rs).
+    #[serde(default)]
+    perf_map_note: Option<String>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -169,7 +173,9 @@ pub fn info_child_main() -> i32 {
         Err(e) => ans.normalize_error = Some(cap(&e.to_string(), 400)),
     }
     let sym = Symbolizer::new();
-    let src = Source::Process(Process::new(req.pid.into()));
+    let mut proc_src = Process::new(req.pid.into());
+    proc_src.perf_map = false; // read by perfmap.rs, as hostile input
+    let src = Source::Process(proc_src);
     match sym.symbolize(&src, Input::AbsAddr(req.addrs.as_slice())) {
         Ok(syms) => {
             for (a, s) in ans.addrs.iter_mut().zip(syms) {
@@ -180,6 +186,13 @@ pub fn info_child_main() -> i32 {
         }
         Err(e) => ans.symbolize_error = Some(cap(&e.to_string(), 400)),
     }
+    // JIT code (no file mapping): named from the perf map (perfmap.rs).
+    let anon = req
+        .addrs
+        .iter()
+        .zip(ans.addrs.iter_mut())
+        .filter(|(_, a)| a.mapping.is_none());
+    ans.perf_map_note = super::perfmap::fill_names(req.pid, anon.map(|(ip, a)| (*ip, &mut a.name)));
     write_answer(&ans)
 }
 
@@ -299,6 +312,7 @@ pub fn build(
         .extend(ans.normalize_error.iter().map(|e| format!("normalize: {e}")));
     raw.errors
         .extend(ans.symbolize_error.iter().map(|e| format!("symbolize: {e}")));
+    raw.errors.extend(ans.perf_map_note.iter().cloned());
     // Indexes from the child are checked: a bad one is dropped.
     let nmap = ans.mappings.len();
     raw.mappings = ans.mappings;
@@ -382,6 +396,7 @@ pub type ExtraFiles = Vec<(&'static str, Vec<u8>)>;
 /// stacks.folded and stacks.raw.json when stacks were sampled
 /// (`samples` is Some), python_stacks.txt for a CPython process, and the
 /// `go` object for a Go program.
+#[allow(clippy::too_many_arguments)]
 pub fn bundle_extras(
     pid: u32,
     comm: &str,
@@ -391,6 +406,7 @@ pub fn bundle_extras(
     py_spy: Option<&Path>,
     known: &HashMap<u64, String>,
     py: Option<PyExtras>,
+    sampled_for: std::time::Duration,
 ) -> (ExtraFiles, serde_json::Map<String, serde_json::Value>) {
     use serde_json::json;
     let mut files = Vec::new();
@@ -466,6 +482,29 @@ pub fn bundle_extras(
         );
         files.push(("stacks.folded", folded.into_bytes()));
         files.push(("stacks.raw.json", raw));
+        // profile.pb.gz (pprof): the same stacks for pprof's tools.
+        // For a CPython suspect, the mixed Python/native stacks.
+        match &py {
+            Some(p) => {
+                let (maps, _) = super::pprof::from_raw(&sf.raw);
+                let stacks = super::pymix::pprof_stacks(p.input, p.fp, p.by_id, &sf.raw);
+                super::pprof::add_stacks_to_bundle(
+                    &sf.raw,
+                    &maps,
+                    &stacks,
+                    sampled_for,
+                    &mut files,
+                    &mut meta,
+                );
+            }
+            None => super::pprof::add_to_bundle(&sf.raw, sampled_for, &mut files, &mut meta),
+        }
+        // The language runtime, and how JIT frames are named (runtime.rs).
+        let rt = super::runtime::meta(pid, &sf.raw);
+        meta.insert(
+            "language_runtime".into(),
+            serde_json::to_value(&rt).unwrap_or_default(),
+        );
     }
     (files, meta)
 }

@@ -73,7 +73,7 @@ fn cap(mut s: String) -> String {
 pub fn child_main() -> i32 {
     use blazesym::symbolize::{
         source::{Process, Source},
-        Input, Symbolized, Symbolizer,
+        Input, Reason, Symbolized, Symbolizer,
     };
     let mut raw = Vec::new();
     if std::io::stdin().take(REQUEST_CAP).read_to_end(&mut raw).is_err() {
@@ -92,7 +92,11 @@ pub fn child_main() -> i32 {
         return 0;
     }
     let sym = Symbolizer::new();
-    let src = Source::Process(Process::new(req.pid.into()));
+    let mut proc_src = Process::new(req.pid.into());
+    proc_src.perf_map = false; // read by perfmap.rs, as hostile input
+    let src = Source::Process(proc_src);
+    let all: Vec<u64> = req.stacks.iter().flatten().copied().collect();
+    let (jit, _) = super::perfmap::lookup(req.pid, &all);
     let answer: Answer = req
         .stacks
         .iter()
@@ -102,7 +106,8 @@ pub fn child_main() -> i32 {
                 .map_err(|e| cap(e.to_string()))?;
             Ok(syms
                 .into_iter()
-                .map(|s| match s {
+                .zip(ips)
+                .map(|(s, ip)| match s {
                     Symbolized::Sym(sy) => Frame::Sym {
                         name: cap(sy.name.to_string()),
                         offset: sy.offset as u64,
@@ -112,7 +117,18 @@ pub fn child_main() -> i32 {
                             .map(|c| cap(c.file.to_string_lossy().into_owned())),
                         line: sy.code_info.as_ref().and_then(|c| c.line),
                     },
-                    Symbolized::Unknown(reason) => Frame::Unknown(reason.to_string()),
+                    // Outside any mapped file (JIT code): the perf map.
+                    Symbolized::Unknown(reason) => {
+                        match jit.get(ip).filter(|_| reason == Reason::UnknownAddr) {
+                            Some((name, offset)) => Frame::Sym {
+                                name: name.clone(),
+                                offset: *offset,
+                                file: None,
+                                line: None,
+                            },
+                            None => Frame::Unknown(reason.to_string()),
+                        }
+                    }
                 })
                 .collect())
         })

@@ -43,6 +43,9 @@ pub struct Job {
     pub trigger: Trigger,
     pub limit: u64,
     pub limit_source: String,
+    /// How long the process's faults have been sampled (profile.pb.gz's
+    /// duration).
+    pub sampled_for: Duration,
 }
 
 /// pid -> its latest bundle and when it was written. An incident links a
@@ -189,6 +192,7 @@ impl Triggers {
                 trigger: t,
                 limit,
                 limit_source: src,
+                sampled_for: now.duration_since(since),
             };
             if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
                 self.jobs_dropped += 1;
@@ -362,6 +366,7 @@ impl Worker {
             self.args.py_spy.as_deref(),
             &names,
             py,
+            job.sampled_for,
         );
         if let Some(why) = g.as_ref().and_then(|g| g.py_not.as_ref()) {
             let m = extra_meta
