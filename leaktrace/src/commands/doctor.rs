@@ -226,6 +226,7 @@ pub fn build(args: &DoctorArgs, verbose: u8) -> Report {
     let risks = console_checks(&f, args.console_threshold, &mut checks);
     oom_checks(&f, &mut checks);
     unkillable_checks(&f, &mut checks);
+    ledger_checks(&mut checks);
     let warnings = checks.iter().filter(|c| c.status == "warn").count();
     let recommendations = if risks.iter().any(|r| r.at_risk) {
         host::recommendations(&f)
@@ -398,6 +399,68 @@ fn unkillable_checks(f: &host::Facts, checks: &mut Vec<Check>) {
                 ),
             ));
         }
+    }
+}
+
+/// The host memory ledger, read once: what memory no process holds (tmpfs,
+/// shmem no process maps, unreclaimable slab, SysV segments no process
+/// has attached) and whether any of it is a large share of the host.
+fn ledger_checks(checks: &mut Vec<Check>) {
+    let r = crate::host::ledger::read();
+    let proc_shmem: u64 = procfs::pids()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| procfs::read_status_rss(p).ok())
+        .map(|r| r.shmem)
+        .sum();
+    let l = crate::model::ledger::LedgerHistory::default().update(0.0, crate::fmt::now_ms(), &r, proc_shmem);
+    let total = l.mem_total_bytes.max(1);
+    let b = |v: u64| crate::fmt::bytes(v as f64);
+    let summary: Vec<String> = l
+        .parts
+        .iter()
+        .filter(|p| p.bytes * 100 >= total)
+        .map(|p| format!("{} {}", p.name, b(p.bytes)))
+        .collect();
+    checks.push(check(
+        "memory",
+        "ledger",
+        "info",
+        format!("of {}: {}", b(total), summary.join(", ")),
+    ));
+    let part = |n: &str| l.parts.iter().find(|p| p.name == n).map_or(0, |p| p.bytes);
+    let big = |v: u64| v * 10 >= total;
+    for m in l.tmpfs.iter().filter(|m| big(m.bytes)) {
+        checks.push(check(
+            "memory",
+            format!("tmpfs {}", crate::fmt::term(&m.name)),
+            "warn",
+            format!(
+                "holds {} ({}% of memory): tmpfs pages are freed only when its files are deleted",
+                b(m.bytes),
+                m.bytes * 100 / total
+            ),
+        ));
+    }
+    for (name, v, what) in [
+        (
+            "shmem no process maps",
+            part("shmem_unmapped"),
+            "shared memory (tmpfs, /dev/shm, SysV, memfd) that no process has mapped",
+        ),
+        (
+            "unreclaimable slab",
+            part("slab_unreclaimable"),
+            "kernel objects that reclaim cannot free (see /proc/slabinfo)",
+        ),
+        (
+            "SysV shm, no process attached",
+            l.sysv_shm_unattached_bytes,
+            "segments no process has attached (ipcs -m; ipcrm)",
+        ),
+    ] {
+        let status = if big(v) { "warn" } else { "ok" };
+        checks.push(check("memory", name, status, format!("{}: {what}", b(v))));
     }
 }
 

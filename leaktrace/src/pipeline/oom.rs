@@ -129,12 +129,21 @@ impl OomThread {
             // At shutdown, whatever is pending is closed as it stands.
             let now = if stopping { u64::MAX / 2 } else { monotonic_ns() };
             for mut inc in asm.poll(now, &view, lost) {
-                inc.evidence_dir = inc.victim.as_ref().and_then(|v| {
+                let bundle_of = |pid: u32| {
                     let b = self.bundles.lock().ok()?;
-                    b.get(&v.pid)
+                    b.get(&pid)
                         .filter(|(_, t)| t.elapsed() < Duration::from_secs(1800))
                         .map(|(d, _)| d.clone())
-                });
+                };
+                inc.evidence_dir = inc.victim.as_ref().and_then(|v| bundle_of(v.pid));
+                // The culprit's evidence, when the verdict names another.
+                let victim = inc.victim.as_ref().map(|v| v.pid);
+                inc.grower_evidence_dir = inc
+                    .top_grower
+                    .as_ref()
+                    .filter(|g| Some(g.pid) != victim)
+                    .and_then(|g| bundle_of(g.pid));
+                inc.host_ledger = self.shared.ledger.lock().ok().and_then(|l| l.clone());
                 self.fanout.send(Event::Incident(Arc::new(inc)));
             }
             if stopping {

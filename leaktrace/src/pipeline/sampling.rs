@@ -46,6 +46,8 @@ const MAX_EXITS: usize = crate::limits::EXITS_PER_SAMPLE_MAX;
 #[derive(Default)]
 pub struct Shared {
     pub oom_lost: AtomicU64,
+    /// The newest host memory ledger, for the incidents.
+    pub ledger: Mutex<Option<crate::model::ledger::Ledger>>,
 }
 
 pub struct Sampling {
@@ -215,6 +217,11 @@ impl Sampling {
             .map(|p| p.rss[leaktrace_common::member::SHMEM])
             .sum();
         sample.ledger = self.ledger.next(proc_shmem);
+        if let (Some(l), Ok(mut g)) = (&sample.ledger, self.shared.ledger.lock()) {
+            if g.as_ref().is_none_or(|old| old.ts_ms != l.ts_ms) {
+                *g = Some(l.clone());
+            }
+        }
         st.exits.clear();
         for r in requests {
             st.meta.request(r);

@@ -25,7 +25,12 @@ pub fn render_html(dir: &Path, rec: &Recording) -> String {
     let linked: HashMap<&str, usize> = incs
         .iter()
         .enumerate()
-        .filter_map(|(n, i)| Some((i.v["evidence_dir"].as_str()?, n + 1)))
+        .flat_map(|(n, i)| {
+            [i.v["evidence_dir"].as_str(), i.v["grower_evidence_dir"].as_str()]
+                .into_iter()
+                .flatten()
+                .map(move |d| (d, n + 1))
+        })
         .collect();
     // Bundles that no incident links to, newest first.
     let mut loose: Vec<&Value> = rec
@@ -302,6 +307,15 @@ pub(super) fn incident_html(dir: &Path, n: usize, i: &IncidentView) -> String {
         );
         s += &bundle_html(dir, d, &who);
     }
+    // The culprit's bundle, when the killer chose another process.
+    if let Some(d) = v["grower_evidence_dir"].as_str() {
+        let who = format!(
+            "pid {} ({}), the process that grew",
+            num(&v["top_grower"]["pid"]),
+            v["top_grower"]["comm"].as_str().unwrap_or("?")
+        );
+        s += &bundle_html(dir, d, &who);
+    }
     s + "</section>"
 }
 
@@ -382,8 +396,12 @@ pub(super) fn facts_html(i: &IncidentView) -> String {
 }
 
 pub(super) fn evidence_fact(i: &IncidentView) -> String {
+    let grower = i.v["grower_evidence_dir"]
+        .as_str()
+        .map(|g| format!("; of the process that grew: <code>{}</code> (below)", esc(g)))
+        .unwrap_or_default();
     let Some(d) = i.v["evidence_dir"].as_str() else {
-        return "none written before the kill".into();
+        return format!("none written for the victim before the kill{grower}");
     };
     let mut s = format!("<code>{}</code>", esc(d));
     if let Some(e) = i.evidence {
@@ -395,7 +413,7 @@ pub(super) fn evidence_fact(i: &IncidentView) -> String {
             h(&e["detail"], "")
         );
     }
-    s
+    s + &grower
 }
 
 /// A bundle's flame graph and its top stack as text. `who` is raw.

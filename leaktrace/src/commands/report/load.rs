@@ -296,10 +296,16 @@ pub(super) fn read_bundle_file(bundle: &Path, name: &str, cap: u64) -> Option<St
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// The first stack of a bundle's stacks.txt (its header line and frames).
+/// The first stack of a bundle's stacks.txt (its header line and frames):
+/// the first Python stack for a CPython process, else the first native one.
 pub(super) fn top_stack(bundle: &Path) -> Option<Vec<String>> {
     let text = read_bundle_file(bundle, "stacks.txt", STACKS_CAP)?;
-    let mut lines = text.lines().skip_while(|l| !l.starts_with("== stack 1"));
+    let first = if text.contains("\n== Python stack 1:") {
+        "== Python stack 1"
+    } else {
+        "== stack 1"
+    };
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(first));
     let head = lines.next()?.to_string();
     let mut v = vec![head];
     v.extend(

@@ -88,13 +88,33 @@ pub(super) fn text_incident(s: &mut String, dir: &Path, n: usize, i: &IncidentVi
     }
     let _ = writeln!(s, "   right victim: {}", term(&verdict(v)));
     let _ = writeln!(s, "   stall: {}", t(&v["stall"]["diagnosis"], "?"));
-    let Some(d) = v["evidence_dir"].as_str() else {
-        let _ = writeln!(s, "   evidence: none written before the kill");
-        return;
-    };
-    let _ = writeln!(s, "   evidence: {}", term(d));
+    if let Some(f) = v["host_ledger"]["findings"].as_array().filter(|f| !f.is_empty()) {
+        for x in f.iter().take(3) {
+            let _ = writeln!(s, "   host memory no process holds: {}", t(x, ""));
+        }
+    }
+    match v["evidence_dir"].as_str() {
+        Some(d) => bundle_lines(s, dir, "evidence", d, i.evidence),
+        None => {
+            let _ = writeln!(s, "   evidence: none written before the kill");
+        }
+    }
+    if let Some(d) = v["grower_evidence_dir"].as_str() {
+        let label = format!(
+            "evidence of the process that grew, pid {} ({})",
+            num(&v["top_grower"]["pid"]),
+            t(&v["top_grower"]["comm"], "?")
+        );
+        bundle_lines(s, dir, &label, d, None);
+    }
+}
+
+/// A bundle an incident links: where it is, when and why it was written,
+/// and its top stack.
+fn bundle_lines(s: &mut String, dir: &Path, label: &str, d: &str, ev: Option<&Value>) {
+    let _ = writeln!(s, "   {label}: {}", term(d));
     // The evidence event may have rotated out of the log.
-    if let Some(e) = i.evidence {
+    if let Some(e) = ev {
         let _ = writeln!(
             s,
             "     written {} ({}: {})",

@@ -131,6 +131,8 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         summary,
         stall,
         evidence_dir: None,
+        grower_evidence_dir: None,
+        host_ledger: None,
         closed_early: false,
         report_printed_by: p.report_task,
         oom_control: control,

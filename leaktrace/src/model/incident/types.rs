@@ -311,6 +311,14 @@ pub struct Incident {
     pub stall: Stall,
     /// The evidence bundle written for the victim before the kill, if any.
     pub evidence_dir: Option<String>,
+    /// When the top grower was not the victim: its newest bundle from
+    /// before the kill, if it had one (the culprit's flame graph).
+    #[serde(default)]
+    pub grower_evidence_dir: Option<String>,
+    /// The host memory ledger at the kill (the newest reading before it):
+    /// memory no process holds (tmpfs, shmem, slab) that may explain it.
+    #[serde(default)]
+    pub host_ledger: Option<crate::model::ledger::Ledger>,
     /// Closed before it was complete because more than 64 OOMs were
     /// being assembled at once.
     pub closed_early: bool,
