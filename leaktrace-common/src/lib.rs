@@ -627,12 +627,26 @@ pub struct ExitRecord {
     /// signal->maxrss (pages): the peak RSS of the group's mm, at least.
     pub maxrss_pages: u64,
     pub memcg_id: u64,
+    /// task->exit_code: the wait status (exit code << 8, or the signal).
     pub exit_code: u32,
-    /// 1 if the process was an OOM victim.
-    pub oom_victim: u32,
+    /// Why it was sent, see [`exit_reason`].
+    pub reason: u32,
     pub comm: [u8; 16],
     pub life: Life,
 }
+
+/// `ExitRecord::reason`.
+pub mod exit_reason {
+    /// Born while leaktrace ran and grew at least EXIT_MIN_GROWTH_PAGES.
+    pub const GREW: u32 = 0;
+    pub const OOM_VICTIM: u32 = 1;
+    /// Exited within `AFTER_KILL_NS` of an OOM victim's death, in its
+    /// memcg, as its parent or an ancestor, or as a sibling (same parent).
+    pub const AFTER_OOM_KILL: u32 = 2;
+}
+
+/// How long after an OOM victim dies the exits around it are sent.
+pub const AFTER_KILL_NS: u64 = 10_000_000_000;
 const _: () = assert!(core::mem::size_of::<ExitRecord>() == 40 + 16 + core::mem::size_of::<Life>());
 
 /// Exit records are sent for growth of at least this many pages (4 MiB

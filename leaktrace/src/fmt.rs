@@ -208,6 +208,12 @@ pub fn json_line<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Result<Stri
     Ok(String::from_utf8(buf).expect("serde_json writes UTF-8"))
 }
 
+/// A kernel comm (NUL-padded, any bytes) as text, lossily.
+pub fn comm_str(b: &[u8; 16]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

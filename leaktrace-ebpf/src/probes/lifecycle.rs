@@ -10,10 +10,12 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_user_buf},
     macros::{btf_tracepoint, map, tracepoint},
-    maps::RingBuf,
+    maps::{LruHashMap, RingBuf},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use leaktrace_common::{counter, life_flag, off, ExitRecord, Life, ARGS_LEN, EXIT_MIN_GROWTH_PAGES};
+use leaktrace_common::{
+    counter, exit_reason, life_flag, off, ExitRecord, Life, AFTER_KILL_NS, ARGS_LEN, EXIT_MIN_GROWTH_PAGES,
+};
 
 use super::{
     bump, current_tgid, drop_slot, global,
@@ -32,6 +34,49 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 /// about 1,000 records; the sampling thread drains it at least every 100 ms.
 #[map]
 pub static EXITS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// After an OOM victim dies: its memcg, and its parent and two more
+/// ancestors, each -> until when (ns) the exits around them are sent.
+#[map]
+static AFTER_KILL_MEMCG: LruHashMap<u64, u64> = LruHashMap::with_max_entries(256, 0);
+#[map]
+static AFTER_KILL_TGID: LruHashMap<u32, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// The victim is dying: watch the processes around it for a while.
+#[inline(always)]
+fn watch_after_kill(task: u64) {
+    // SAFETY: no preconditions.
+    let until = unsafe { bpf_ktime_get_ns() } + AFTER_KILL_NS;
+    let memcg = memcg_id::<Probe>(task);
+    if memcg != 0 {
+        let _ = AFTER_KILL_MEMCG.insert(&memcg, &until, 0);
+    }
+    let mut t = task;
+    for _ in 0..3 {
+        t = Probe::u64(t, o(off::TASK_REAL_PARENT));
+        let tgid = Probe::u32(t, o(off::TASK_TGID));
+        if tgid <= 1 {
+            break;
+        }
+        let _ = AFTER_KILL_TGID.insert(&tgid, &until, 0);
+    }
+}
+
+/// Is this exit around a recent OOM kill (see `watch_after_kill`)?
+#[inline(always)]
+fn after_kill(task: u64, tgid: u32) -> bool {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let live = |v: Option<&u64>| v.is_some_and(|u| *u > now);
+    let ppid = Probe::u32(Probe::u64(task, o(off::TASK_REAL_PARENT)), o(off::TASK_TGID));
+    let memcg = memcg_id::<Probe>(task);
+    // SAFETY: plain lookups, values copied out.
+    unsafe {
+        live(AFTER_KILL_TGID.get(&tgid))
+            || live(AFTER_KILL_TGID.get(&ppid))
+            || (memcg != 0 && live(AFTER_KILL_MEMCG.get(&memcg)))
+    }
+}
 
 /// The current task as an integer kernel pointer.
 #[inline(always)]
@@ -189,14 +234,22 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// Sends the life of a process that grew (or was an OOM victim) and
-/// forgets it.
+/// Sends the life of a process that grew, was an OOM victim or died
+/// around one, and forgets it.
 #[inline(always)]
 fn life_ends(tgid: u32, oom_victim: bool) {
     let task = current_task();
+    let reason = if oom_victim {
+        watch_after_kill(task);
+        Some(exit_reason::OOM_VICTIM)
+    } else if after_kill(task, tgid) {
+        Some(exit_reason::AFTER_OOM_KILL)
+    } else {
+        None
+    };
     let Some(l) = PROC_LIFE.get_ptr(&tgid) else {
-        if oom_victim {
-            send_exit(task, tgid, None, true);
+        if let Some(r) = reason {
+            send_exit(task, tgid, None, r);
         }
         return;
     };
@@ -208,14 +261,16 @@ fn life_ends(tgid: u32, oom_victim: bool) {
     // value is this image's own.
     let own_peak = life.flags & life_flag::EXECED == 0 || maxrss > life.maxrss_at_exec;
     let grew = life.birth_ns != 0 && own_peak && maxrss >= life.birth_rss_pages + EXIT_MIN_GROWTH_PAGES;
-    if grew || oom_victim {
-        send_exit(task, tgid, Some(life), oom_victim);
+    match (reason, grew) {
+        (Some(r), _) => send_exit(task, tgid, Some(life), r),
+        (None, true) => send_exit(task, tgid, Some(life), exit_reason::GREW),
+        (None, false) => {}
     }
     let _ = PROC_LIFE.remove(&tgid);
 }
 
 #[inline(always)]
-fn send_exit(task: u64, tgid: u32, life: Option<&Life>, oom_victim: bool) {
+fn send_exit(task: u64, tgid: u32, life: Option<&Life>, reason: u32) {
     let Some(mut entry) = EXITS.reserve::<ExitRecord>(0) else {
         bump(counter::EXITS_LOST);
         return;
@@ -232,7 +287,7 @@ fn send_exit(task: u64, tgid: u32, life: Option<&Life>, oom_victim: bool) {
         (*e).maxrss_pages = Probe::u64(signal, o(off::SIG_MAXRSS));
         (*e).memcg_id = memcg_id::<Probe>(task);
         (*e).exit_code = Probe::u32(task, o(off::TASK_EXIT_CODE));
-        (*e).oom_victim = oom_victim as u32;
+        (*e).reason = reason;
         (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         (*e).life = match life {
             Some(l) => *l,

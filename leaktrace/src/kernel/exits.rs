@@ -28,6 +28,9 @@ pub struct ExitSample {
     pub memcg_id: u64,
     pub exit_code: u32,
     pub oom_victim: bool,
+    /// Died within AFTER_KILL_NS of an OOM victim, around it (its memcg,
+    /// parent chain or siblings).
+    pub after_kill: bool,
     /// argv at exec (NUL-separated), or the parent's if it never exec'd.
     pub args: Vec<u8>,
 }
@@ -46,7 +49,8 @@ impl ExitSample {
             peak_bytes: (own_peak && r.maxrss_pages > 0).then_some(r.maxrss_pages * page),
             memcg_id: r.memcg_id,
             exit_code: r.exit_code,
-            oom_victim: r.oom_victim != 0,
+            oom_victim: r.reason == leaktrace_common::exit_reason::OOM_VICTIM,
+            after_kill: r.reason == leaktrace_common::exit_reason::AFTER_OOM_KILL,
             args: l.argv().to_vec(),
         }
     }
@@ -116,7 +120,7 @@ mod tests {
             maxrss_pages: 40_000,
             memcg_id: 3,
             exit_code: 9,
-            oom_victim: 1,
+            reason: leaktrace_common::exit_reason::OOM_VICTIM,
             comm: [0; 16],
             life,
         };

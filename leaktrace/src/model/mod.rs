@@ -1,6 +1,7 @@
 //! Pure logic over what the kernel reported: the per-process tracker and
 //! its histories, trends, groups, and OOM incidents with their verdicts.
 //! No I/O: every part is unit-tested on synthetic input.
+pub mod aftermath;
 pub mod filter;
 pub mod groups;
 pub mod history;

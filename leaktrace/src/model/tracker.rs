@@ -66,8 +66,7 @@ const META_RETRY_S: f64 = 10.0;
 const HOOKS_META_REFRESH_S: f64 = 10.0;
 
 fn lossy_comm(b: &[u8; 16]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    crate::fmt::comm_str(b)
 }
 
 /// argv bytes kept by the kernel at exec, as a command line.
@@ -305,6 +304,8 @@ pub struct Tracker {
     /// only the processes that pass; verdicts see every process.
     pub filter: super::filter::FilterArgs,
     procs: FastMap<u32, Tracked>,
+    /// Victims and the exits around them (what a kill set off).
+    pub aftermath: super::aftermath::Aftermath,
     /// Exited processes, newest last (see LINGER_S).
     gone: VecDeque<Tracked>,
     pub linger_dropped: u64,
@@ -339,6 +340,7 @@ impl Tracker {
             params,
             filter: Default::default(),
             procs: FastMap::default(),
+            aftermath: Default::default(),
             gone: VecDeque::new(),
             linger_dropped: 0,
             last_t: None,
@@ -455,6 +457,7 @@ impl Tracker {
             }
         }
         for e in input.exits {
+            self.aftermath.record(e);
             self.exit(e, names);
         }
         while self
@@ -1364,6 +1367,7 @@ mod tests {
             memcg_id: 7,
             exit_code: 9,
             oom_victim: true,
+            after_kill: false,
             args: b"stress-ng-bigheap [run]     \0".to_vec(),
         };
         tick(&mut tr, &mut names, 1.0, &[proc(1, 1, 6 * MIB)], &[e]);
@@ -1419,6 +1423,7 @@ mod tests {
             memcg_id: 7,
             exit_code: 9,
             oom_victim: true,
+            after_kill: false,
             args: argv.clone(),
         };
         tick(&mut tr, &mut names, 1.0, &[proc(1, 1, 6 * MIB)], &[e]);
@@ -1465,6 +1470,7 @@ mod tests {
             memcg_id: 7,
             exit_code: 9,
             oom_victim: true,
+            after_kill: false,
             args: vec![],
         };
         tick(&mut tr, &mut names, 10.0, &[proc(21, 6, 110 * MIB)], &[e]);

@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use super::{evidence::Bundles, sampling::Shared};
@@ -17,7 +17,7 @@ use crate::{
     host::facts,
     kernel::oom_ring::OomRings,
     model::{
-        incident::{Assembler, Grower, OomContext, ProcSnapshot},
+        incident::{Assembler, Grower, Incident, OomContext, ProcSnapshot},
         tracker::Tracker,
     },
     sinks::{Event, Fanout},
@@ -93,7 +93,42 @@ pub struct OomThread {
     pub interval: Duration,
 }
 
+/// How long a complete incident waits for the exits its kill set off
+/// (they reach the model at the next sample).
+const AFTERMATH_WAIT: Duration = Duration::from_secs(4);
+
 impl OomThread {
+    /// Links the bundles, the host ledger and the exits that followed,
+    /// then sends the incident.
+    fn send(&self, mut inc: Incident) {
+        let bundle_of = |pid: u32| {
+            let b = self.bundles.lock().ok()?;
+            b.get(&pid)
+                .filter(|(_, t)| t.elapsed() < Duration::from_secs(1800))
+                .map(|(d, _)| d.clone())
+        };
+        inc.evidence_dir = inc.victim.as_ref().and_then(|v| bundle_of(v.pid));
+        // The culprit's evidence, when the verdict names another.
+        let victim = inc.victim.as_ref().map(|v| v.pid);
+        inc.grower_evidence_dir = inc
+            .top_grower
+            .as_ref()
+            .filter(|g| Some(g.pid) != victim)
+            .and_then(|g| bundle_of(g.pid));
+        inc.host_ledger = self.shared.ledger.lock().ok().and_then(|l| l.clone());
+        if let Some(v) = victim {
+            inc.after_kill_exits = self
+                .tracker
+                .lock()
+                .map(|t| t.aftermath.after(v))
+                .unwrap_or_default();
+            if let Some(s) = crate::model::aftermath::sentence(v, &inc.after_kill_exits) {
+                inc.summary = format!("{}; {s}", inc.summary);
+            }
+        }
+        self.fanout.send(Event::Incident(Arc::new(inc)));
+    }
+
     pub fn run(mut self) {
         let mut asm = Assembler::new();
         asm.after_exit_ns = asm
@@ -106,6 +141,7 @@ impl OomThread {
         // not know: dropped, and counted with the kernel's lost events so
         // that an incident says it may be missing something.
         let mut undecoded = 0u64;
+        let mut held: Vec<(Incident, Instant)> = Vec::new();
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             let mut p = fds.map(|fd| libc::pollfd {
@@ -128,23 +164,18 @@ impl OomThread {
             }
             // At shutdown, whatever is pending is closed as it stands.
             let now = if stopping { u64::MAX / 2 } else { monotonic_ns() };
-            for mut inc in asm.poll(now, &view, lost) {
-                let bundle_of = |pid: u32| {
-                    let b = self.bundles.lock().ok()?;
-                    b.get(&pid)
-                        .filter(|(_, t)| t.elapsed() < Duration::from_secs(1800))
-                        .map(|(d, _)| d.clone())
-                };
-                inc.evidence_dir = inc.victim.as_ref().and_then(|v| bundle_of(v.pid));
-                // The culprit's evidence, when the verdict names another.
-                let victim = inc.victim.as_ref().map(|v| v.pid);
-                inc.grower_evidence_dir = inc
-                    .top_grower
-                    .as_ref()
-                    .filter(|g| Some(g.pid) != victim)
-                    .and_then(|g| bundle_of(g.pid));
-                inc.host_ledger = self.shared.ledger.lock().ok().and_then(|l| l.clone());
-                self.fanout.send(Event::Incident(Arc::new(inc)));
+            for inc in asm.poll(now, &view, lost) {
+                held.push((inc, Instant::now()));
+            }
+            // Held a moment for the exits the kill sets off to arrive.
+            let mut i = 0;
+            while i < held.len() {
+                if stopping || held[i].1.elapsed() >= AFTERMATH_WAIT {
+                    let (inc, _) = held.swap_remove(i);
+                    self.send(inc);
+                } else {
+                    i += 1;
+                }
             }
             if stopping {
                 break;

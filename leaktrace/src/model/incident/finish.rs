@@ -133,6 +133,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         evidence_dir: None,
         grower_evidence_dir: None,
         host_ledger: None,
+        after_kill_exits: Vec::new(),
         closed_early: false,
         report_printed_by: p.report_task,
         oom_control: control,

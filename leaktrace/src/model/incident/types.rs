@@ -319,6 +319,10 @@ pub struct Incident {
     /// memory no process holds (tmpfs, shmem, slab) that may explain it.
     #[serde(default)]
     pub host_ledger: Option<crate::model::ledger::Ledger>,
+    /// Processes around the victim (parent and ancestors, siblings, its
+    /// memcg) that exited within 10 s after it, in order.
+    #[serde(default)]
+    pub after_kill_exits: Vec<crate::model::aftermath::AfterExit>,
     /// Closed before it was complete because more than 64 OOMs were
     /// being assembled at once.
     pub closed_early: bool,
