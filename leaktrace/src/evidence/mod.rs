@@ -8,6 +8,7 @@ pub mod pprof;
 pub mod pyframes;
 pub mod pymix;
 pub mod runtime;
+pub mod stackdata;
 pub mod stackfiles;
 pub mod symbolize;
 pub mod unwind;

@@ -108,7 +108,7 @@ fn parse_line(l: &[u8]) -> Option<(u64, u64, &[u8])> {
 }
 
 fn cap_name(b: &[u8]) -> String {
-    super::stackfiles::cap(&String::from_utf8_lossy(b), NAME_CAP)
+    super::stackdata::cap(&String::from_utf8_lossy(b), NAME_CAP)
 }
 
 /// Address -> (name, offset in the function).

@@ -10,14 +10,14 @@
 //! Every string comes from the traced process (symbol names, paths, comm,
 //! cgroup): each is escaped like terminal text (`fmt::term`, since `pprof
 //! -top` prints them) and capped. The gzip file is capped at
-//! `stackfiles::FILE_CAP`; past it the least sampled stacks are dropped and
+//! `stackdata::FILE_CAP`; past it the least sampled stacks are dropped and
 //! counted.
 use std::{collections::HashMap, io::Write};
 
 use prost::Message;
 use serde::Serialize;
 
-use super::stackfiles::{Mapping, RawStacks, FILE_CAP};
+use super::stackdata::{Mapping, RawStacks, FILE_CAP};
 
 /// Longest function name, file name or mapping path kept.
 const NAME_CAP: usize = 512;
@@ -230,7 +230,7 @@ pub struct ProfileMeta {
 
 /// Escaped for a terminal (`pprof -top` prints it), then capped.
 fn clean(s: &str, n: usize) -> String {
-    super::stackfiles::cap(&crate::fmt::term(s), n)
+    super::stackdata::cap(&crate::fmt::term(s), n)
 }
 
 /// The string table: "" first, each string once.
@@ -493,7 +493,7 @@ pub fn from_raw(raw: &RawStacks) -> (Vec<PMapping>, Vec<PStack>) {
     (maps, stacks)
 }
 
-fn unnamed(f: &super::stackfiles::RawFrame, ms: &[Mapping]) -> String {
+fn unnamed(f: &super::stackdata::RawFrame, ms: &[Mapping]) -> String {
     match (f.mapping.and_then(|m| ms.get(m)), f.file_offset) {
         (Some(m), Some(off)) => {
             let base = m.path.rsplit('/').next().unwrap_or(&m.path);
@@ -516,7 +516,7 @@ fn cgroup_of(pid: u32) -> Option<String> {
 pub fn add_to_bundle(
     raw: &RawStacks,
     sampled_for: std::time::Duration,
-    files: &mut super::stackfiles::ExtraFiles,
+    files: &mut super::stackdata::ExtraFiles,
     meta: &mut serde_json::Map<String, serde_json::Value>,
 ) {
     let (mappings, stacks) = from_raw(raw);
@@ -531,7 +531,7 @@ pub fn add_stacks_to_bundle(
     mappings: &[PMapping],
     stacks: &[PStack],
     sampled_for: std::time::Duration,
-    files: &mut super::stackfiles::ExtraFiles,
+    files: &mut super::stackdata::ExtraFiles,
     meta: &mut serde_json::Map<String, serde_json::Value>,
 ) {
     let cgroup = cgroup_of(raw.pid);
@@ -558,7 +558,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::evidence::stackfiles::{RawFrame, RawStack};
+    use crate::evidence::stackdata::{RawFrame, RawStack};
 
     fn decode(gz: &[u8]) -> proto::Profile {
         let mut b = Vec::new();

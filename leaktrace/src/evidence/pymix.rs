@@ -8,7 +8,7 @@ use leaktrace_common::python::PyFrame;
 
 use super::{
     pprof::{PFrame, PStack},
-    stackfiles::folded_frame,
+    stackdata::folded_frame,
 };
 use crate::{
     fmt::term,
@@ -82,7 +82,7 @@ pub fn pprof_stacks(
     py: &PyInput,
     fp: &[(u32, u64)],
     by_id: &HashMap<u32, Vec<u64>>,
-    raw: &super::stackfiles::RawStacks,
+    raw: &super::stackdata::RawStacks,
 ) -> Vec<PStack> {
     let (_, native_stacks) = super::pprof::from_raw(raw);
     let mut by_addr: HashMap<u64, PFrame> = HashMap::new();

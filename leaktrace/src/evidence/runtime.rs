@@ -9,7 +9,7 @@ use std::{collections::HashSet, path::Path};
 
 use serde::Serialize;
 
-use super::{perfmap::PerfMapStatus, stackfiles::RawStacks};
+use super::{perfmap::PerfMapStatus, stackdata::RawStacks};
 
 /// Most bytes of /proc/PID/maps read.
 const MAPS_CAP: usize = 4 << 20;

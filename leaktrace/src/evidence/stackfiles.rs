@@ -23,6 +23,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::stackdata::{cap, hex, NAME_CAP};
+pub use super::stackdata::{
+    folded_frame, ExtraFiles, Mapping, RawFrame, RawStack, RawStacks, FILE_CAP, RAW_FORMAT,
+};
+
 /// Most unique stacks written to stacks.folded and stacks.raw.json.
 pub const MAX_STACKS: usize = 1000;
 /// Most frames kept per stack.
@@ -30,7 +35,6 @@ pub const MAX_FRAMES: usize = 128;
 /// Most unique addresses sent to the child.
 pub const MAX_ADDRS: usize = 8000;
 /// Longest frame name kept.
-const NAME_CAP: usize = 512;
 /// Longest mapping path kept.
 const PATH_CAP: usize = 1024;
 /// Most bytes read from a child.
@@ -38,50 +42,10 @@ const ANSWER_CAP: u64 = 16 << 20;
 /// Most bytes of request a child reads.
 const REQUEST_CAP: u64 = 4 << 20;
 
-/// `s` cut to at most `n` bytes on a char boundary, ending in '…' if cut.
-pub(crate) fn cap(s: &str, n: usize) -> String {
-    if s.len() <= n {
-        return s.to_string();
-    }
-    let mut end = n;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// A frame name made safe for one field of a folded line: ';' (the frame
-/// separator) becomes ':', control characters (newlines included) and
-/// other hostile characters are written as \xNN / \u{N}, and the name is
-/// capped. Never empty.
-pub fn folded_frame(name: &str) -> String {
-    let name = cap(name, NAME_CAP);
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        match c {
-            ';' => out.push(':'),
-            c => out.push_str(&crate::fmt::term(c.encode_utf8(&mut [0; 4]))),
-        }
-    }
-    if out.trim().is_empty() {
-        "[empty]".into()
-    } else {
-        out
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct InfoRequest {
     pid: u32,
     addrs: Vec<u64>,
-}
-
-/// One mapped file the frames point into.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Mapping {
-    pub path: String,
-    /// Hex of the ELF build-id note; None if the file has none.
-    pub build_id: Option<String>,
 }
 
 /// What the child learnt about one address.
@@ -102,10 +66,6 @@ struct InfoAnswer {
     /// A refused perf map, or its bounds hit (perfmap.rs).
     #[serde(default)]
     perf_map_note: Option<String>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(crate) fn read_request<T: for<'de> Deserialize<'de>>() -> Option<T> {
@@ -195,48 +155,6 @@ pub fn info_child_main() -> i32 {
     ans.perf_map_note = super::perfmap::fill_names(req.pid, anon.map(|(ip, a)| (*ip, &mut a.name)));
     write_answer(&ans)
 }
-
-/// stacks.raw.json.
-#[derive(Serialize, Deserialize, Default, Debug)]
-pub struct RawStacks {
-    pub format: String,
-    pub pid: u32,
-    pub comm: String,
-    /// 1 in `period` faults was sampled.
-    pub period: u32,
-    pub page_size: u64,
-    pub total_samples: u64,
-    pub stacks_total: usize,
-    /// Stacks left out (beyond MAX_STACKS), and their samples.
-    pub stacks_truncated: usize,
-    pub samples_truncated: u64,
-    /// Stacks cut to MAX_FRAMES frames.
-    pub frames_truncated: usize,
-    /// Frames not looked up (beyond MAX_ADDRS unique addresses).
-    pub addrs_not_looked_up: usize,
-    pub mappings: Vec<Mapping>,
-    pub stacks: Vec<RawStack>,
-    /// Why build-ids, offsets or names are missing, if they are.
-    pub errors: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct RawStack {
-    pub count: u64,
-    /// Innermost first, as sampled.
-    pub frames: Vec<RawFrame>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct RawFrame {
-    pub addr: u64,
-    pub mapping: Option<usize>,
-    pub file_offset: Option<u64>,
-    /// The name found on the machine that recorded it, if any.
-    pub name: Option<String>,
-}
-
-pub const RAW_FORMAT: &str = "leaktrace-stacks-raw/1";
 
 /// What `build` makes: the two files and a summary for meta.json.
 pub struct StackFiles {
@@ -376,11 +294,6 @@ pub fn folded_line(frames: &[RawFrame], mappings: &[Mapping], count: u64) -> Str
     format!("{} {count}\n", names.join(";"))
 }
 
-/// Most bytes of stacks.folded or stacks.raw.json; past it the file is cut
-/// at a line (folded) or its stacks are dropped from the end (raw), and
-/// meta.json says so.
-pub const FILE_CAP: usize = 4 << 20;
-
 /// A CPython suspect's Python stacks, for its stacks.folded.
 pub struct PyExtras<'a> {
     pub input: &'a super::pymix::PyInput,
@@ -388,9 +301,6 @@ pub struct PyExtras<'a> {
     pub fp: &'a [(u32, u64)],
     pub by_id: &'a HashMap<u32, Vec<u64>>,
 }
-
-/// Files for a bundle: name and bounded content.
-pub type ExtraFiles = Vec<(&'static str, Vec<u8>)>;
 
 /// The files a bundle gets besides stacks.txt, and their meta.json fields:
 /// stacks.folded and stacks.raw.json when stacks were sampled
