@@ -342,27 +342,7 @@ pub fn bundle_extras(
                 o.insert("kernel_frames".into(), super::pymix::meta(p.input));
             }
         }
-        let mut folded_cut = 0usize;
-        if folded.len() > FILE_CAP {
-            let end = folded[..FILE_CAP].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            folded_cut = folded[end..].lines().count();
-            folded.truncate(end);
-        }
-        let mut raw = crate::fmt::json_line(&sf.raw)
-            .map(String::into_bytes)
-            .unwrap_or_default();
-        let mut raw_dropped = 0usize;
-        while raw.len() > FILE_CAP && !sf.raw.stacks.is_empty() {
-            let n = sf.raw.stacks.len().div_ceil(4);
-            for st in sf.raw.stacks.drain(sf.raw.stacks.len() - n..) {
-                raw_dropped += 1;
-                sf.raw.samples_truncated += st.count;
-            }
-            sf.raw.stacks_truncated += n;
-            raw = crate::fmt::json_line(&sf.raw)
-                .map(String::into_bytes)
-                .unwrap_or_default();
-        }
+        let (raw, folded_cut, raw_dropped) = cap_files(&mut folded, &mut sf.raw);
         let names = sf
             .raw
             .stacks
@@ -417,6 +397,33 @@ pub fn bundle_extras(
         );
     }
     (files, meta)
+}
+
+/// Cuts stacks.folded at a line and drops stacks.raw.json's least sampled
+/// stacks until both fit FILE_CAP; returns the raw file and what was cut.
+fn cap_files(folded: &mut String, raw_stacks: &mut RawStacks) -> (Vec<u8>, usize, usize) {
+    let mut folded_cut = 0usize;
+    if folded.len() > FILE_CAP {
+        let end = folded[..FILE_CAP].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        folded_cut = folded[end..].lines().count();
+        folded.truncate(end);
+    }
+    let mut raw = crate::fmt::json_line(&raw_stacks)
+        .map(String::into_bytes)
+        .unwrap_or_default();
+    let mut raw_dropped = 0usize;
+    while raw.len() > FILE_CAP && !raw_stacks.stacks.is_empty() {
+        let n = raw_stacks.stacks.len().div_ceil(4);
+        for st in raw_stacks.stacks.drain(raw_stacks.stacks.len() - n..) {
+            raw_dropped += 1;
+            raw_stacks.samples_truncated += st.count;
+        }
+        raw_stacks.stacks_truncated += n;
+        raw = crate::fmt::json_line(&raw_stacks)
+            .map(String::into_bytes)
+            .unwrap_or_default();
+    }
+    (raw, folded_cut, raw_dropped)
 }
 
 /// Mixed Python/native folded lines; native names from the stack lookup,

@@ -160,6 +160,8 @@ pub struct Stacks {
     perf: StdHashMap<u32, Suspect>,
     copies_rb: Option<RingBuf<MapData>>,
     copies: StdHashMap<u32, CopyStore>,
+    /// Stack ids nothing referred to at the last prune.
+    unused_ids: HashSet<u32>,
     /// CPython frames of suspects (None: an object without them).
     pub py: Option<super::pystacks::PyStacks>,
     pub stats: StackStats,
@@ -185,6 +187,7 @@ impl Stacks {
             mode,
             perf: StdHashMap::new(),
             copies: StdHashMap::new(),
+            unused_ids: HashSet::new(),
             stats: StackStats::default(),
         })
     }
@@ -334,15 +337,19 @@ impl Stacks {
             .filter_map(|k| k.ok())
             .map(|k| k.stack_id)
             .collect();
-        let unused: Vec<u32> = self
+        // An id the kernel made after `used` was listed looks unused now:
+        // only ids unused at two prunes in a row are freed (else a new
+        // stack's id is freed under its count, and its frames are lost).
+        let unused: HashSet<u32> = self
             .ids
             .stack_ids()
             .filter_map(|k| k.ok())
             .filter(|id| !used.contains(id))
             .collect();
-        for id in unused {
-            let _ = self.ids.remove(&id);
+        for id in unused.intersection(&self.unused_ids) {
+            let _ = self.ids.remove(id);
         }
+        self.unused_ids = unused;
     }
 }
 

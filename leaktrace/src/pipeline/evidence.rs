@@ -90,6 +90,41 @@ impl Triggers {
         }
     }
 
+    /// Queues a bundle for `pid`, within the cool-down and hourly budget.
+    fn fire(
+        &mut self,
+        tracker: &Tracker,
+        jobs: &SyncSender<Job>,
+        pid: u32,
+        trigger: Trigger,
+        (limit, limit_source): (u64, String),
+        sampled_for: Duration,
+    ) {
+        let now = Instant::now();
+        if !self
+            .rate
+            .allow(pid, self.args.cooldown, self.args.max_bundles_per_hour, now)
+        {
+            return;
+        }
+        let (Some(row), Some(start_ns)) = (tracker.row(pid), tracker.start_ns(pid)) else {
+            return;
+        };
+        let job = Job {
+            ts_ms: now_ms(),
+            row,
+            start_ns,
+            trigger,
+            limit,
+            limit_source,
+            sampled_for,
+        };
+        if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
+            self.jobs_dropped += 1;
+            crate::limits::EVIDENCE_JOBS.hit();
+        }
+    }
+
     /// The processes that crossed a trigger recently.
     pub fn flagged(&self) -> impl Iterator<Item = u32> + '_ {
         self.flagged.keys().copied()
@@ -176,28 +211,14 @@ impl Triggers {
                 suspects.push((f64::MAX, subj.pid));
                 continue;
             }
-            if !self
-                .rate
-                .allow(subj.pid, self.args.cooldown, self.args.max_bundles_per_hour, now)
-            {
-                continue;
-            }
-            let (Some(row), Some(start_ns)) = (tracker.row(subj.pid), tracker.start_ns(subj.pid)) else {
-                continue;
-            };
-            let job = Job {
-                ts_ms: now_ms(),
-                row,
-                start_ns,
-                trigger: t,
-                limit,
-                limit_source: src,
-                sampled_for: now.duration_since(since),
-            };
-            if let Err(TrySendError::Full(_)) = jobs.try_send(job) {
-                self.jobs_dropped += 1;
-                crate::limits::EVIDENCE_JOBS.hit();
-            }
+            self.fire(
+                tracker,
+                jobs,
+                subj.pid,
+                t,
+                (limit, src),
+                now.duration_since(since),
+            );
         }
         self.growing_since.retain(|pid, _| growing.contains(pid));
         self.limited = by_id.iter().filter_map(|(id, l)| Some((*id, (*l)?))).collect();
@@ -332,6 +353,50 @@ impl Worker {
             .exec
             .as_ref()
             .and_then(|_| exec::Target::open(row.pid, job.start_ns));
+        let (stacks, extra_files, extra_meta, sampled) = self.stack_files(job);
+        let timeline = self
+            .tracker
+            .lock()
+            .map(|t| t.timeline(row.pid))
+            .unwrap_or_default();
+        let input = bundle::BundleInput {
+            root: &root,
+            ts_ms: job.ts_ms,
+            row,
+            trigger: &job.trigger,
+            limit: job.limit,
+            limit_source: &job.limit_source,
+            args: &self.args,
+            timeline,
+            stacks,
+            extra_files,
+            extra_meta,
+        };
+        match bundle::write_bundle(&input) {
+            Ok((d, handle)) => {
+                self.written(job, &root, &d, handle, target);
+                ev.dir = Some(d.to_string_lossy().into_owned());
+            }
+            Err(e) => {
+                log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
+                ev.error = Some(format!("{e:#}"));
+            }
+        }
+        (ev, sampled)
+    }
+
+    /// stacks.txt, the other stack files and their meta.json fields, and
+    /// the sampled faults (None: no stack sampler).
+    fn stack_files(
+        &self,
+        job: &Job,
+    ) -> (
+        String,
+        evidence::stackfiles::ExtraFiles,
+        serde_json::Map<String, serde_json::Value>,
+        Option<u64>,
+    ) {
+        let row = &job.row;
         let g = self.stacks.as_ref().map(|s| gather(s, row.pid));
         let samples = g.as_ref().map(|g| g.samples.clone());
         let sampled = samples.as_ref().map(|s| s.iter().map(|x| x.1).sum::<u64>());
@@ -376,67 +441,54 @@ impl Worker {
                 o.insert("kernel_frames".into(), serde_json::json!({ "unavailable": why }));
             }
         }
-        let timeline = self
-            .tracker
-            .lock()
-            .map(|t| t.timeline(row.pid))
-            .unwrap_or_default();
-        let input = bundle::BundleInput {
-            root: &root,
-            ts_ms: job.ts_ms,
-            row,
-            trigger: &job.trigger,
-            limit: job.limit,
-            limit_source: &job.limit_source,
-            args: &self.args,
-            timeline,
-            stacks,
-            extra_files,
-            extra_meta,
-        };
-        match bundle::write_bundle(&input) {
-            Ok((d, handle)) => {
-                let ds = d.to_string_lossy().into_owned();
-                if let Ok(mut b) = self.bundles.lock() {
-                    b.insert(row.pid, (ds.clone(), Instant::now()));
-                    if b.len() > 4096 {
-                        b.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(1800));
-                    }
-                }
-                if let Some(argv) = &self.exec {
-                    let job = exec::ExecJob {
-                        argv: exec::substitute(argv, row.pid, &row.comm, &d),
-                        bundle: handle,
-                        bundle_path: d.clone(),
-                        pid: row.pid,
-                        comm: row.comm.clone(),
-                        reason: job.trigger.reason,
-                        target,
-                        need_target: true,
-                        env: exec::place_env(&row.cgroup, &row.attribution),
-                        timeout: self.args.exec_timeout,
-                        delay: test_exec_delay(),
-                    };
-                    let (root, budget) = (root.clone(), self.max_evidence_bytes);
-                    // The command's output counts against the budget too.
-                    std::thread::spawn(move || {
-                        exec::run_exec(job);
-                        if let Some(m) = budget {
-                            bundle::enforce_budget(&root, m);
-                        }
-                    });
-                }
-                if let Some(m) = self.max_evidence_bytes {
-                    bundle::enforce_budget(&root, m);
-                }
-                ev.dir = Some(ds);
-            }
-            Err(e) => {
-                log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
-                ev.error = Some(format!("{e:#}"));
+        (stacks, extra_files, extra_meta, sampled)
+    }
+
+    /// After a bundle is written: remember it for the incidents, run
+    /// --exec-on-trigger, keep the evidence budget.
+    fn written(
+        &self,
+        job: &Job,
+        root: &Arc<OutDir>,
+        d: &std::path::Path,
+        handle: OutDir,
+        target: Option<exec::Target>,
+    ) {
+        let row = &job.row;
+
+        let ds = d.to_string_lossy().into_owned();
+        if let Ok(mut b) = self.bundles.lock() {
+            b.insert(row.pid, (ds.clone(), Instant::now()));
+            if b.len() > 4096 {
+                b.retain(|_, (_, t)| t.elapsed() < Duration::from_secs(1800));
             }
         }
-        (ev, sampled)
+        if let Some(argv) = &self.exec {
+            let job = exec::ExecJob {
+                argv: exec::substitute(argv, row.pid, &row.comm, &d),
+                bundle: handle,
+                bundle_path: d.to_path_buf(),
+                pid: row.pid,
+                comm: row.comm.clone(),
+                reason: job.trigger.reason,
+                target,
+                need_target: true,
+                env: exec::place_env(&row.cgroup, &row.attribution),
+                timeout: self.args.exec_timeout,
+                delay: test_exec_delay(),
+            };
+            let (root, budget) = (root.clone(), self.max_evidence_bytes);
+            // The command's output counts against the budget too.
+            std::thread::spawn(move || {
+                exec::run_exec(job);
+                if let Some(m) = budget {
+                    bundle::enforce_budget(&root, m);
+                }
+            });
+        }
+        if let Some(m) = self.max_evidence_bytes {
+            bundle::enforce_budget(&root, m);
+        }
     }
 }
 
