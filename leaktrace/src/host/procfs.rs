@@ -283,7 +283,8 @@ pub fn parse_rollup(text: &[u8]) -> Option<Rollup> {
 /// mapping under the mmap lock: docs/performance.md says what it costs).
 pub fn read_rollup(pid: u32) -> Result<Rollup, ProcErr> {
     let (b, _) = read_capped(&proc_path(pid, "smaps_rollup"), 8192)?;
-    parse_rollup(&b).ok_or_else(|| ProcErr::Failed(format!("/proc/{pid}/smaps_rollup: no Pss or Private lines")))
+    parse_rollup(&b)
+        .ok_or_else(|| ProcErr::Failed(format!("/proc/{pid}/smaps_rollup: no Pss or Private lines")))
 }
 
 /// All numeric entries of /proc.
@@ -342,7 +343,10 @@ mod tests {
         );
         // Pss_Dirty is not Pss, and a rollup without the private lines is
         // not read as USS 0.
-        assert_eq!(parse_rollup(b"Pss_Dirty: 1 kB\nPrivate_Clean: 1 kB\nPrivate_Dirty: 1 kB\n"), None);
+        assert_eq!(
+            parse_rollup(b"Pss_Dirty: 1 kB\nPrivate_Clean: 1 kB\nPrivate_Dirty: 1 kB\n"),
+            None
+        );
         assert_eq!(parse_rollup(b"Rss: 1 kB\nPss: 1 kB\n"), None);
         let me = read_rollup(std::process::id()).unwrap();
         assert!(me.pss > 0 && me.uss > 0 && me.uss <= me.pss);

@@ -102,7 +102,10 @@ pub struct GroupPrivate {
 
 /// A group's sums, when every member has a fresh read: (Pss, USS, the
 /// newest read's time).
-pub fn sums<'a>(members: impl Iterator<Item = Option<&'a ProcPrivate>>, t_now: f64) -> Option<(u64, u64, f64)> {
+pub fn sums<'a>(
+    members: impl Iterator<Item = Option<&'a ProcPrivate>>,
+    t_now: f64,
+) -> Option<(u64, u64, f64)> {
     let (mut pss, mut uss, mut newest) = (0u64, 0u64, f64::NEG_INFINITY);
     for m in members {
         let m = m?;
@@ -215,13 +218,23 @@ mod tests {
         assert!((last.long - want).abs() < 0.01 * want, "{last:?}");
         // A member not read (or gone): no sum.
         assert_eq!(sums([Some(&a), None].into_iter(), 61.0), None);
-        assert_eq!(sums([Some(&a), Some(&ProcPrivate::default())].into_iter(), 61.0), None);
+        assert_eq!(
+            sums([Some(&a), Some(&ProcPrivate::default())].into_iter(), 61.0),
+            None
+        );
         assert_eq!(sums([Some(&a)].into_iter(), 60.0 + FRESH_S + 1.0), None);
     }
 
     #[test]
     fn picking_keeps_priority_puts_unread_first_and_counts_the_rest() {
-        let mut c = vec![(5, Some(9.0)), (1, None), (5, Some(9.0)), (2, Some(3.0)), (3, None), (4, Some(1.0))];
+        let mut c = vec![
+            (5, Some(9.0)),
+            (1, None),
+            (5, Some(9.0)),
+            (2, Some(3.0)),
+            (3, None),
+            (4, Some(1.0)),
+        ];
         assert_eq!(pick(&mut c, 3), 2);
         assert_eq!(c, vec![(1, None), (3, None), (4, Some(1.0))]);
         let mut c = vec![(1, Some(1.0))];

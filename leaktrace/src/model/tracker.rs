@@ -723,7 +723,11 @@ impl Tracker {
             let mut pss_growth = None;
             if let Some(sums) = sums {
                 // Shared pages once: the group's own memory, not RSS summed.
-                let r = self.group_private.entry(key).or_default().update(t_now, sums, &params, &mut self.buf);
+                let r =
+                    self.group_private
+                        .entry(key)
+                        .or_default()
+                        .update(t_now, sums, &params, &mut self.buf);
                 (growth, long, trend, pss_growth) = (r.short, r.long, r.trend, Some(r.short));
             }
             rows.push(GroupRow {
@@ -1309,8 +1313,14 @@ mod tests {
                 .map(|req| {
                     let c = copied(t - 1.0);
                     let shared = 600 * MIB - c;
-                    let r = Rollup { pss: c + shared / 3, uss: c };
-                    Answer { req, result: Ok(Reply::Rollup(r)) }
+                    let r = Rollup {
+                        pss: c + shared / 3,
+                        uss: c,
+                    };
+                    Answer {
+                        req,
+                        result: Ok(Reply::Rollup(r)),
+                    }
                 })
                 .collect();
             tr.apply_meta(answers, &mut names);
@@ -1339,7 +1349,10 @@ mod tests {
         let g = &s.groups[0];
         assert_eq!((g.leader_pid, g.members, g.growth_of), (10, 3, "pss"), "{g:?}");
         assert_eq!(g.trend, Trend::Growing);
-        assert!((g.growth_bytes_per_sec - 2.0 * want).abs() < 0.05 * 2.0 * want, "{g:?}");
+        assert!(
+            (g.growth_bytes_per_sec - 2.0 * want).abs() < 0.05 * 2.0 * want,
+            "{g:?}"
+        );
         assert_eq!(g.rss_bytes, 1800 * MIB);
         // Pss counts each page once: the 600 MiB plus the two copies (USS
         // sums the three private sets, 3 copies).

@@ -294,7 +294,10 @@ fn group_table(
             term(&g.comm).into_owned(),
             g.members.to_string(),
             // PSS: shared pages once. Until read, the RSS sum, marked.
-            g.pss_bytes.map_or_else(|| format!("({} rss sum)", bytes(g.rss_bytes as f64)), |p| bytes(p as f64)),
+            g.pss_bytes.map_or_else(
+                || format!("({} rss sum)", bytes(g.rss_bytes as f64)),
+                |p| bytes(p as f64),
+            ),
             g.uss_bytes.map_or_else(|| "-".into(), |u| bytes(u as f64)),
             rate(g.growth_bytes_per_sec),
             g.trend.as_str().into(),
@@ -313,8 +316,17 @@ fn group_table(
     ];
     let t = Table::new(rows, widths)
         .header(
-            Row::new(vec!["LEADER", "COMM", "MEMBERS", "PSS", "USS", "GROWTH 10s", "TREND", "EXE"])
-                .style(Style::default().add_modifier(Modifier::BOLD)),
+            Row::new(vec![
+                "LEADER",
+                "COMM",
+                "MEMBERS",
+                "PSS",
+                "USS",
+                "GROWTH 10s",
+                "TREND",
+                "EXE",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(Block::default().title(" process groups ").borders(Borders::TOP));
     f.render_widget(t, area);
