@@ -105,7 +105,8 @@ fn positive_secs(s: &str) -> Result<f64, String> {
 /// Why a bundle was written.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Trigger {
-    /// "rss-pct", "time-to-limit", "psi", "pid"
+    /// "rss-pct", "time-to-limit", "psi", "pid", "sustained-growth", or
+    /// "stacks-follow-up" (a second bundle once samples arrived).
     pub reason: &'static str,
     pub detail: String,
     /// time-to-limit: the seconds left at the current rate.
