@@ -355,3 +355,63 @@ fn json_at_10000_processes_stays_under_100_kb_per_sample() {
     assert_eq!(rows, 50);
     assert!(max < 100_000, "a sample of {max} bytes");
 }
+
+/// An OOM storm (issue 21): six children in a 256 MiB memcg, each at
+/// oom_score_adj 1000 touching 48 MiB chunks until it is killed, and
+/// respawned at once. Each kill's verdict uses only what happened up to
+/// that kill: no grower's series reaches past it, and the next victim
+/// (killed a few ms later) is not named the grower this kill spared.
+#[test]
+fn an_oom_storm_is_judged_only_by_what_came_before_each_kill() {
+    require_root();
+    let w = Watch::start_default(&["--interval", "1"]);
+    let cg = MemCg::new("storm", 256 * MB);
+    let k0 = cg.oom_kills();
+    // 480 MiB/s in 1 MiB steps: 48 MiB every 0.1 s.
+    let script = format!(
+        "for i in 1 2 3 4 5 6; do \
+           (end=$(($(date +%s) + 15)); while [ $(date +%s) -lt $end ]; do \
+              sh -c 'echo 1000 > /proc/self/oom_score_adj; exec \"$0\" grow 480 2 0' {HELPER} 2>/dev/null; \
+            done) & \
+         done; wait"
+    );
+    let mut storm = Proc::spawn(&mut cg.command(&["/bin/sh", "-c", &script]));
+    storm.wait();
+    let kills = cg.oom_kills() - k0;
+    assert!(kills >= 10, "the storm made only {kills} kills");
+    std::thread::sleep(Duration::from_secs(6));
+    let incs = incidents_in(&w, &cg);
+    assert!(incs.len() >= 10, "{} incidents for {kills} kills", incs.len());
+    // Each victim and the time of its kill.
+    let killed: Vec<(u64, u64)> = incs
+        .iter()
+        .filter_map(|i| Some((i["victim"]["pid"].as_u64()?, i["ts_ms"].as_u64()?)))
+        .collect();
+    let mut wrong = 0;
+    for inc in &incs {
+        let ts = inc["ts_ms"].as_u64().unwrap();
+        for g in inc["growers"].as_array().into_iter().flatten() {
+            for p in g["history"].as_array().into_iter().flatten() {
+                let t = p[0].as_u64().unwrap();
+                assert!(t <= ts + 1, "a grower's point at {t} after the kill at {ts}: {inc}");
+            }
+        }
+        if inc["victim_was_top_grower"] == false {
+            wrong += 1;
+            let g = inc["top_grower"]["pid"].as_u64().unwrap();
+            let next = killed.iter().find(|k| k.0 == g && k.1 > ts && k.1 <= ts + 1000);
+            assert!(
+                next.is_none(),
+                "kill at {ts} names {g}, killed {} ms later, as the grower it spared: {}",
+                next.map_or(0, |k| k.1 - ts),
+                inc["summary"]
+            );
+        }
+    }
+    eprintln!("{kills} kills, {} incidents, {wrong} named another grower", incs.len());
+    assert!(
+        wrong * 10 <= incs.len(),
+        "{wrong} of {} incidents call the victim wrong in a storm of equal children",
+        incs.len()
+    );
+}

@@ -1054,7 +1054,10 @@ impl Tracker {
                 }
             }
             tr.points(from, &mut buf);
-            buf.retain(|p| p.0 <= kill_t + EXIT_SLACK_S);
+            // The window ends at the kill for every input (samples, peaks
+            // at exit): in a storm the next victim's sample taken 89 ms
+            // after this kill shows growth this kill could not have seen.
+            buf.retain(|p| p.0 <= kill_t);
             if let Some((_, t, b)) = victim.filter(|_| is_victim) {
                 // Its samples after the kill see it torn down.
                 buf.retain(|p| p.0 < t);
@@ -1478,6 +1481,45 @@ mod tests {
             .top_grower(Some("/app"), 60.0, Some((21, 10.2, 112 * MIB)))
             .unwrap();
         assert_eq!(g.pid, 21, "the process killed earlier holds nothing: {g:?}");
+    }
+
+    #[test]
+    fn the_verdict_never_looks_past_the_kill() {
+        // An OOM storm: two siblings grow at the same pace, 20 is killed at
+        // 5.0 s. 21 is sampled 89 ms later, 100 MiB higher, and exits (the
+        // next victim) with a bigger peak: neither point may count.
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let mut tr = Tracker::new(trend::Params::default());
+        for i in 0..6u64 {
+            let a = proc(20, 5, (i + 1) * 20 * MIB);
+            let b = proc(21, 6, (i + 1) * 18 * MIB);
+            tick(&mut tr, &mut names, i as f64, &[a, b], &[]);
+        }
+        tick(&mut tr, &mut names, 5.089, &[proc(21, 6, 220 * MIB)], &[]);
+        let e = ExitSample {
+            tgid: 21,
+            ppid: 1,
+            comm: [0; 16],
+            exit_ns: 5_200_000_000,
+            start_ns: 6,
+            birth: None,
+            peak_bytes: Some(400 * MIB),
+            memcg_id: 7,
+            exit_code: 9,
+            oom_victim: true,
+            after_kill: false,
+            args: vec![],
+        };
+        tick(&mut tr, &mut names, 5.3, &[], &[e]);
+        let g = tr
+            .top_grower(Some("/app"), 60.0, Some((20, 5.0, 125 * MIB)))
+            .unwrap();
+        assert_eq!(g.pid, 20, "the victim grew most up to its kill: {g:?}");
+        let all = tr.top_growers(Some("/app"), 60.0, Some((20, 5.0, 125 * MIB)), 4);
+        let b = all.iter().find(|x| x.0.pid == 21).expect("21 grew before the kill");
+        assert!(b.0.to_bytes <= 108 * MIB, "only its points up to the kill: {:?}", b.0);
+        assert!(b.1.iter().all(|p| p.0 <= 5000), "its series ends at the kill: {:?}", b.1);
     }
 
     #[test]
