@@ -35,6 +35,7 @@ pub const UNWIND_MODULES_MAX: usize = 128;
 pub const UNWIND_MODULE_BYTES: u64 = 256 << 20;
 pub const METRICS_CONNECTIONS_MAX: usize = 64;
 pub const METRICS_IO_SECS: u64 = 5;
+pub const ROLLUP_READS_PER_ROUND: usize = 16;
 
 pub struct Limit {
     pub name: &'static str,
@@ -151,6 +152,12 @@ pub static META_BACKLOG: Limit = Limit::new(
     "requests",
     "a /proc read request is dropped and asked again later",
 );
+pub static ROLLUP_READS: Limit = Limit::new(
+    "smaps_rollup_reads_per_round",
+    ROLLUP_READS_PER_ROUND as u64,
+    "reads",
+    "the processes whose Pss/USS was read longest ago go first; the others wait a round",
+);
 pub static SINK_QUEUE: Limit = Limit::new(
     "sink_queue",
     SINK_QUEUE_LEN as u64,
@@ -255,7 +262,7 @@ pub static INCIDENT_FILES: Limit = Limit::new(
     "the oldest --exec-on-oom incident directory is deleted",
 );
 
-pub static ALL: [&Limit; 29] = [
+pub static ALL: [&Limit; 30] = [
     &CMDLINE,
     &COMM,
     &CGROUP_PATH,
@@ -267,6 +274,7 @@ pub static ALL: [&Limit; 29] = [
     &LINGERING,
     &EXITS_PER_TICK,
     &META_BACKLOG,
+    &ROLLUP_READS,
     &SINK_QUEUE,
     &PRIORITY_QUEUE,
     &EVIDENCE_JOBS,

@@ -33,15 +33,15 @@ pub struct Req {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Want {
     Meta,
-    /// Pss in bytes from /proc/<pid>/smaps_rollup (walks every mapping
+    /// Pss and USS from /proc/<pid>/smaps_rollup (walks every mapping
     /// under the mmap lock: asked for a few processes at a bounded rate).
-    Pss,
+    Rollup,
 }
 
 #[derive(Debug)]
 pub enum Reply {
     Meta(Meta),
-    Pss(u64),
+    Rollup(procfs::Rollup),
 }
 
 #[derive(Debug)]
@@ -53,7 +53,7 @@ pub struct Answer {
 fn read_real(req: Req) -> Result<Reply, ProcErr> {
     match req.what {
         Want::Meta => procfs::read_meta(req.pid).map(Reply::Meta),
-        Want::Pss => procfs::read_pss(req.pid).map(Reply::Pss),
+        Want::Rollup => procfs::read_rollup(req.pid).map(Reply::Rollup),
     }
 }
 

@@ -242,23 +242,49 @@ pub fn read_meta(pid: u32) -> Result<Meta, ProcErr> {
     })
 }
 
-/// The `Pss:` line of /proc/<pid>/smaps_rollup, in bytes.
-pub fn parse_pss(text: &[u8]) -> Option<u64> {
+/// What /proc/<pid>/smaps_rollup says about a process's memory, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// Proportional set size: each resident page divided by the number of
+    /// processes that map it.
+    pub pss: u64,
+    /// Unique set size: Private_Clean + Private_Dirty, the pages only this
+    /// process maps (what its death would free). A copy-on-write copy
+    /// moves a page from shared to private: USS grows, RSS does not.
+    pub uss: u64,
+}
+
+/// The value in bytes of the `key` line ("Pss:") of smaps_rollup text.
+fn rollup_field(text: &[u8], key: &[u8]) -> Option<u64> {
     text.split(|&b| b == b'\n').find_map(|l| {
-        let v = l.strip_prefix(b"Pss:")?;
+        let v = l.strip_prefix(key)?;
         let kb: u64 = std::str::from_utf8(v)
             .ok()?
             .split_ascii_whitespace()
             .next()?
             .parse()
             .ok()?;
-        Some(kb * 1024)
+        Some(kb.saturating_mul(1024))
     })
 }
 
-pub fn read_pss(pid: u32) -> Result<u64, ProcErr> {
+/// Pss and Private_Clean + Private_Dirty of /proc/<pid>/smaps_rollup.
+pub fn parse_rollup(text: &[u8]) -> Option<Rollup> {
+    let pss = rollup_field(text, b"Pss:")?;
+    let clean = rollup_field(text, b"Private_Clean:")?;
+    let dirty = rollup_field(text, b"Private_Dirty:")?;
+    Some(Rollup {
+        pss,
+        uss: clean.saturating_add(dirty),
+    })
+}
+
+/// One bounded read of /proc/<pid>/smaps_rollup (the kernel walks every
+/// mapping under the mmap lock: docs/performance.md says what it costs).
+pub fn read_rollup(pid: u32) -> Result<Rollup, ProcErr> {
     let (b, _) = read_capped(&proc_path(pid, "smaps_rollup"), 8192)?;
-    parse_pss(&b).ok_or_else(|| ProcErr::Failed(format!("/proc/{pid}/smaps_rollup: no Pss line")))
+    parse_rollup(&b)
+        .ok_or_else(|| ProcErr::Failed(format!("/proc/{pid}/smaps_rollup: no Pss or Private lines")))
 }
 
 /// All numeric entries of /proc.
@@ -306,11 +332,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pss_from_smaps_rollup() {
-        let t = b"55d0a0000000-7ffd0b5f2000 ---p 00000000 00:00 0                          [rollup]\nRss:              123456 kB\nPss:               61728 kB\nPss_Dirty:         60000 kB\n";
-        assert_eq!(parse_pss(t), Some(61728 * 1024));
-        assert_eq!(parse_pss(b"Rss: 1 kB\n"), None);
-        assert!(read_pss(std::process::id()).unwrap() > 0);
+    fn pss_and_uss_from_smaps_rollup() {
+        let t = b"55d0a0000000-7ffd0b5f2000 ---p 00000000 00:00 0                          [rollup]\nRss:              123456 kB\nPss:               61728 kB\nPss_Dirty:         60000 kB\nShared_Clean:      1000 kB\nShared_Dirty:     60000 kB\nPrivate_Clean:      456 kB\nPrivate_Dirty:    62000 kB\n";
+        assert_eq!(
+            parse_rollup(t),
+            Some(Rollup {
+                pss: 61728 * 1024,
+                uss: (456 + 62000) * 1024
+            })
+        );
+        // Pss_Dirty is not Pss, and a rollup without the private lines is
+        // not read as USS 0.
+        assert_eq!(
+            parse_rollup(b"Pss_Dirty: 1 kB\nPrivate_Clean: 1 kB\nPrivate_Dirty: 1 kB\n"),
+            None
+        );
+        assert_eq!(parse_rollup(b"Rss: 1 kB\nPss: 1 kB\n"), None);
+        let me = read_rollup(std::process::id()).unwrap();
+        assert!(me.pss > 0 && me.uss > 0 && me.uss <= me.pss);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod groups;
 pub mod history;
 pub mod incident;
 pub mod ledger;
+pub mod private;
 pub mod sample;
 pub mod tracker;
 pub mod trend;

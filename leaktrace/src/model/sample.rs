@@ -30,8 +30,22 @@ pub struct ProcessRow {
     /// The highest RSS the kernel has recorded for this image (its lazy
     /// high-water mark, or the current RSS if higher).
     pub peak_rss_bytes: u64,
+    /// Growth over the 10 s and the 60 s window, of RSS, or of USS when
+    /// only USS grows (see `growth_of`).
     pub growth_bytes_per_sec: f64,
     pub growth_bytes_per_sec_long: f64,
+    /// "rss", or "uss" when the growth and trend are its private memory's:
+    /// a forked worker copying the pages it shares (copy-on-write) keeps
+    /// its RSS while the host loses memory.
+    pub growth_of: &'static str,
+    /// From /proc/<pid>/smaps_rollup, read every few seconds for the
+    /// suspects, growers and the largest groups' members (null when not
+    /// read lately). Pss: shared pages split among their mappers. USS
+    /// (Private_Clean + Private_Dirty): what its exit would free.
+    pub pss_bytes: Option<u64>,
+    pub uss_bytes: Option<u64>,
+    /// The USS's 10 s growth rate (null when never read).
+    pub uss_growth_bytes_per_sec: Option<f64>,
     pub faults_per_sec: f64,
     pub forks_per_sec: f64,
     /// Milliseconds per second its threads spent in direct or memcg
@@ -58,17 +72,27 @@ pub struct GroupRow {
     pub members: usize,
     /// The first 64 members by pid (`members` counts them all).
     pub pids: Vec<u32>,
+    /// The members' RSS summed: shared pages once per member, so NOT the
+    /// group's size when they share pages (use `pss_bytes`).
     pub rss_bytes: u64,
-    /// The members' 10 s rates summed.
+    /// The group's 10 s rate: of its Pss sum when every member's is fresh
+    /// (`growth_of` "pss"), else the members' RSS rates summed ("rss_sum").
     pub growth_bytes_per_sec: f64,
-    /// The group's total RSS over the 60 s window, and its trend (the
-    /// process rule applied to the total).
+    /// The same series over the 60 s window, and its trend (the process
+    /// rule applied to the Pss sum, or to the total RSS).
     pub growth_bytes_per_sec_long: f64,
     pub trend: Trend,
+    /// "pss" or "rss_sum": the series `growth_*` and `trend` come from.
+    pub growth_of: &'static str,
     /// The group's memory with shared copy-on-write pages counted once:
     /// the sum of the members' Pss from /proc/<pid>/smaps_rollup, read for
-    /// the top groups at a bounded rate (None until read).
+    /// the top groups at a bounded rate (null unless every member's read
+    /// is fresh).
     pub pss_bytes: Option<u64>,
+    /// The members' USS summed: what the group's exit would free at least.
+    pub uss_bytes: Option<u64>,
+    /// The Pss sum's 10 s growth rate (null when the sum is not fresh).
+    pub pss_growth_bytes_per_sec: Option<f64>,
 }
 
 /// One cgroup's processes together: the top cgroups by RSS in a sample.

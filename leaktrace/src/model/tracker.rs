@@ -17,6 +17,7 @@ use crate::{
 use super::{
     groups,
     history::History,
+    private::{self, ProcPrivate},
     sample::{CgroupRow, GroupRow, KernelStatus, ProcessRow, Sample},
     trend::{self, Trend},
 };
@@ -50,12 +51,9 @@ pub const END_S: f64 = 5.0;
 pub const END_MIN: f64 = 1024.0 * 1024.0;
 /// A process seen gone this long before the kill had exited before it.
 const EXIT_SLACK_S: f64 = 0.5;
-/// Pss of the top groups' members: a round every this many seconds...
-const PSS_EVERY_S: f64 = 10.0;
-/// ...for this many groups...
+/// Pss/USS reads (private.rs) for the members of this many groups, besides
+/// the suspects and growers.
 const PSS_GROUPS: usize = 5;
-/// ...and at most this many reads in a round.
-const PSS_MAX_READS: usize = 256;
 /// Reclaim counted for an OOM: up to the sample after it, at most this
 /// long after (intervals up to 2 s).
 const RECLAIM_AFTER_S: f64 = 2.0;
@@ -114,8 +112,11 @@ struct Tracked {
     attr_of: String,
     /// It passes --unit/--container/--cgroup/--comm (true without them).
     visible: bool,
-    /// Its Pss (bytes) and when it was read, for a top group's member.
-    pss: Option<(f64, u64)>,
+    /// Its Pss and USS reads (suspects, growers, top groups' members).
+    private: ProcPrivate,
+    /// "uss" when its growth and trend are its USS's (copy-on-write
+    /// copying that RSS does not see), else "rss".
+    growth_of: &'static str,
     /// `exited_at` is the kernel's exit time (an exit record), not the
     /// sample that found the process gone.
     exit_exact: bool,
@@ -162,7 +163,8 @@ impl Tracked {
             attr: Attribution::default(),
             attr_of: String::new(),
             visible: true,
-            pss: None,
+            private: ProcPrivate::default(),
+            growth_of: "rss",
             exit_exact: false,
             exit_peak: None,
             growth_short: 0.0,
@@ -211,6 +213,10 @@ impl Tracked {
             peak_rss_bytes: self.peak,
             growth_bytes_per_sec: self.growth_short,
             growth_bytes_per_sec_long: self.growth_long,
+            growth_of: self.growth_of,
+            pss_bytes: self.private.now.map(|r| r.pss),
+            uss_bytes: self.private.now.map(|r| r.uss),
+            uss_growth_bytes_per_sec: self.private.now.map(|_| self.private.rates.short),
             faults_per_sec: self.faults_per_sec,
             forks_per_sec: self.forks_per_sec,
             reclaim_stall_ms_per_sec: self.reclaim_ms_per_sec,
@@ -220,9 +226,22 @@ impl Tracked {
         }
     }
 
-    /// Growth rates and trend for this tick; nothing is computed for a
-    /// process whose RSS has not changed within the long window.
+    /// Growth rates and trend for this tick: RSS's, or USS's when only
+    /// USS grows (a forked worker copying the pages it shares).
     fn classify(&mut self, t_now: f64, params: &trend::Params, buf: &mut Vec<(f64, f64)>) {
+        self.private.classify(t_now, params, buf);
+        self.classify_rss(t_now, params, buf);
+        let uss = self.private.rates;
+        self.growth_of = "rss";
+        if uss.trend == Trend::Growing && self.trend != Trend::Growing {
+            (self.growth_short, self.growth_long, self.trend) = (uss.short, uss.long, Trend::Growing);
+            self.growth_of = "uss";
+        }
+    }
+
+    /// RSS rates and trend; nothing is computed for a process whose RSS
+    /// has not changed within the long window.
+    fn classify_rss(&mut self, t_now: f64, params: &trend::Params, buf: &mut Vec<(f64, f64)>) {
         if !self.history.changed_since(t_now - params.long_window_s) {
             (self.growth_short, self.growth_long, self.trend) = (0.0, 0.0, Trend::Stable);
             return;
@@ -319,6 +338,8 @@ pub struct Tracker {
     buf: Vec<(f64, f64)>,
     /// Total RSS of each group over time, by its leader (pid, start).
     group_hist: FastMap<(u32, u64), super::history::History>,
+    /// Pss and USS sums of each group over time, by its leader.
+    group_private: FastMap<(u32, u64), private::GroupPrivate>,
     /// The groups of the last sample, every one (rows show the top).
     groups: Vec<GroupRow>,
     /// The memcgs that set the limits of tracked processes, by path: their
@@ -329,9 +350,9 @@ pub struct Tracker {
     memcg_now: FastMap<u64, (u64, f64)>,
     /// memcg id of processes -> the limit that applies to it.
     memcg_limit_of: FastMap<u64, u64>,
-    /// Pss reads wanted for the top groups' members, and the last round.
-    pss_wanted: Vec<Req>,
-    last_pss_round: f64,
+    /// Pss/USS reads wanted this round, and the last round's time.
+    rollups_wanted: Vec<Req>,
+    last_rollup_round: f64,
 }
 
 impl Tracker {
@@ -349,9 +370,10 @@ impl Tracker {
             wall_offset_ms: 0.0,
             buf: Vec::new(),
             group_hist: FastMap::default(),
+            group_private: FastMap::default(),
             groups: Vec::new(),
-            pss_wanted: Vec::new(),
-            last_pss_round: f64::NEG_INFINITY,
+            rollups_wanted: Vec::new(),
+            last_rollup_round: f64::NEG_INFINITY,
             memcgs: FastMap::default(),
             memcg_now: FastMap::default(),
             memcg_limit_of: FastMap::default(),
@@ -368,7 +390,7 @@ impl Tracker {
                 continue;
             }
             match a.result {
-                Ok(Reply::Pss(b)) => tr.pss = Some((self.last_t.unwrap_or(0.0), b)),
+                Ok(Reply::Rollup(r)) => tr.private.record(self.last_t.unwrap_or(0.0), r),
                 Ok(Reply::Meta(m)) => {
                     if !m.cgroup.is_empty() {
                         names.learn(&m.cgroup, &m.cgroup_raw);
@@ -480,7 +502,7 @@ impl Tracker {
             input.pids,
             input.flagged,
         );
-        requests.append(&mut self.pss_wanted);
+        requests.append(&mut self.rollups_wanted);
         (sample, requests)
     }
 
@@ -640,7 +662,7 @@ impl Tracker {
                 Some(r)
             })
             .collect();
-        self.update_groups(t_now);
+        self.update_groups(t_now, flagged);
         let groups = self
             .groups
             .iter()
@@ -668,7 +690,7 @@ impl Tracker {
     /// Groups and pools (groups.rs) of every live process, each with its
     /// total RSS over time: a 10 s and a 60 s rate and a trend, as for a
     /// process.
-    fn update_groups(&mut self, t_now: f64) {
+    fn update_groups(&mut self, t_now: f64, flagged: &[u32]) {
         let members: Vec<groups::Member> = self
             .procs
             .values()
@@ -685,7 +707,7 @@ impl Tracker {
             .collect();
         let found = groups::group(&members);
         drop(members);
-        self.want_pss(&found, t_now);
+        self.want_rollups(&found, flagged, t_now);
         let params = self.params;
         let mut seen: FastMap<(u32, u64), ()> = FastMap::default();
         let mut rows = Vec::with_capacity(found.len());
@@ -697,9 +719,20 @@ impl Tracker {
             h.trim_before(t_now - HISTORY_S);
             self.buf.clear();
             h.points(t_now - params.long_window_s, &mut self.buf);
-            let long = trend::slope(&self.buf);
-            let trend = trend::classify(&self.buf, &params);
-            let pss_bytes = self.group_pss(&g, t_now);
+            let mut long = trend::slope(&self.buf);
+            let mut trend = trend::classify(&self.buf, &params);
+            let mut growth = g.growth_bytes_per_sec;
+            let sums = private::sums(g.all.iter().map(|p| self.procs.get(p).map(|t| &t.private)), t_now);
+            let mut pss_growth = None;
+            if let Some(sums) = sums {
+                // Shared pages once: the group's own memory, not RSS summed.
+                let r =
+                    self.group_private
+                        .entry(key)
+                        .or_default()
+                        .update(t_now, sums, &params, &mut self.buf);
+                (growth, long, trend, pss_growth) = (r.short, r.long, r.trend, Some(r.short));
+            }
             rows.push(GroupRow {
                 attribution: self
                     .procs
@@ -716,13 +749,17 @@ impl Tracker {
                 members: g.members,
                 pids: g.pids,
                 rss_bytes: g.rss_bytes,
-                growth_bytes_per_sec: g.growth_bytes_per_sec,
+                growth_bytes_per_sec: growth,
                 growth_bytes_per_sec_long: long,
                 trend,
-                pss_bytes,
+                growth_of: if sums.is_some() { "pss" } else { "rss_sum" },
+                pss_bytes: sums.map(|s| s.0),
+                uss_bytes: sums.map(|s| s.1),
+                pss_growth_bytes_per_sec: pss_growth,
             });
         }
         self.group_hist.retain(|k, _| seen.contains_key(k));
+        self.group_private.retain(|k, _| seen.contains_key(k));
         self.groups = rows;
     }
 
@@ -763,44 +800,37 @@ impl Tracker {
             .collect()
     }
 
-    /// Every PSS_EVERY_S, the members of the PSS_GROUPS largest groups get
-    /// their Pss read (at most PSS_MAX_READS in a round): RSS counts a
-    /// pool's shared copy-on-write pages once per member; Pss splits them.
-    fn want_pss(&mut self, found: &[groups::Group], t_now: f64) {
-        if t_now - self.last_pss_round < PSS_EVERY_S {
+    /// Every private::ROUND_S, a round of Pss/USS reads: the suspects
+    /// (flagged) and growers, then the members of the PSS_GROUPS largest
+    /// groups (RSS counts a pool's shared pages once per member; Pss splits
+    /// them, USS shows copy-on-write copying). At most
+    /// ROLLUP_READS_PER_ROUND, the longest unread first; the rest counted.
+    fn want_rollups(&mut self, found: &[groups::Group], flagged: &[u32], t_now: f64) {
+        if t_now - self.last_rollup_round < private::ROUND_S {
             return;
         }
-        self.last_pss_round = t_now;
-        let mut n = 0;
-        for g in found.iter().take(PSS_GROUPS) {
-            for pid in &g.all {
-                if n >= PSS_MAX_READS {
-                    return;
-                }
-                if let Some(tr) = self.procs.get(pid) {
-                    self.pss_wanted.push(Req {
-                        pid: *pid,
-                        start_ns: tr.start_ns,
-                        what: Want::Pss,
-                    });
-                    n += 1;
-                }
+        self.last_rollup_round = t_now;
+        let growers = self
+            .procs
+            .values()
+            .filter(|t| t.visible && (t.trend == Trend::Growing || flagged.contains(&t.pid)))
+            .map(|t| t.pid);
+        let members = found.iter().take(PSS_GROUPS).flat_map(|g| g.all.iter().copied());
+        let mut cands: Vec<(u32, Option<f64>)> = growers
+            .chain(members)
+            .filter_map(|pid| self.procs.get(&pid).map(|t| (pid, t.private.read_at())))
+            .collect();
+        let waiting = private::pick(&mut cands, crate::limits::ROLLUP_READS_PER_ROUND);
+        crate::limits::ROLLUP_READS.hit_n(waiting as u64);
+        for (pid, _) in cands {
+            if let Some(tr) = self.procs.get(&pid) {
+                self.rollups_wanted.push(Req {
+                    pid,
+                    start_ns: tr.start_ns,
+                    what: Want::Rollup,
+                });
             }
         }
-    }
-
-    /// A group's Pss: the sum of its members', when every member's was
-    /// read within the last two rounds.
-    fn group_pss(&self, g: &groups::Group, t_now: f64) -> Option<u64> {
-        let mut sum = 0;
-        for pid in &g.all {
-            let (at, b) = self.procs.get(pid)?.pss?;
-            if t_now - at > 2.5 * PSS_EVERY_S {
-                return None;
-            }
-            sum += b;
-        }
-        Some(sum)
     }
 
     /// The limiting memcgs read this sample: (memcg id of processes, the
@@ -1250,7 +1280,7 @@ mod tests {
             let mut p = proc(10, 100, MIB + 32 * MIB * i);
             p.faults = 100 * i;
             let (s, req) = tick(&mut tr, &mut names, i as f64, &[p, proc(11, 100, 5 * MIB)], &[]);
-            asked += req.len();
+            asked += req.iter().filter(|r| r.what == Want::Meta).count();
             if i == 9 {
                 assert_eq!(asked, 2, "metadata is asked once per process");
             }
@@ -1266,6 +1296,75 @@ mod tests {
         let idle = s.processes.iter().find(|p| p.pid == 11).unwrap();
         assert_eq!(idle.trend, Trend::Stable);
         assert_eq!(s.processes[0].pid, 10, "sorted by growth");
+    }
+
+    #[test]
+    fn a_pool_copying_shared_pages_grows_by_uss_and_pss_with_flat_rss() {
+        use crate::host::procfs::Rollup;
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        let mut pending: Vec<Req> = Vec::new();
+        let mut last = None;
+        let mut rounds = 0;
+        for i in 0..45u64 {
+            let t = i as f64;
+            // Workers 11 and 12 (forked by 10) each copy 8 MiB/s of the
+            // 600 MiB they share with it, the same pages, from the start
+            // (clamped at 500 MiB): a page both copied is the parent's
+            // alone, the rest is shared by all three.
+            let copied = |at: f64| ((8.0 * at) as u64).min(500) * MIB;
+            let answers = pending
+                .drain(..)
+                .filter(|r| r.what == Want::Rollup)
+                .map(|req| {
+                    let c = copied(t - 1.0);
+                    let shared = 600 * MIB - c;
+                    let r = Rollup {
+                        pss: c + shared / 3,
+                        uss: c,
+                    };
+                    Answer {
+                        req,
+                        result: Ok(Reply::Rollup(r)),
+                    }
+                })
+                .collect();
+            tr.apply_meta(answers, &mut names);
+            let ps: Vec<ProcSample> = [10, 11, 12]
+                .iter()
+                .map(|&pid| ProcSample {
+                    ppid: if pid == 10 { 1 } else { 10 },
+                    ..proc(pid, 100 + pid as u64, 600 * MIB)
+                })
+                .collect();
+            let (s, req) = tick(&mut tr, &mut names, t, &ps, &[]);
+            let n = req.iter().filter(|r| r.what == Want::Rollup).count();
+            assert!(n == 0 || n == 3, "a round reads the 3 members: {req:?}");
+            rounds += (n > 0) as u32;
+            pending = req;
+            last = Some(s);
+        }
+        assert_eq!(rounds, 15, "a round every {} s", private::ROUND_S);
+        let s = last.unwrap();
+        let w = s.processes.iter().find(|p| p.pid == 11).unwrap();
+        assert_eq!((w.trend, w.growth_of), (Trend::Growing, "uss"), "{w:?}");
+        let want = 8.0 * MIB as f64;
+        assert!((w.growth_bytes_per_sec - want).abs() < 0.05 * want, "{w:?}");
+        assert_eq!(w.rss_bytes, 600 * MIB);
+        assert!(w.uss_bytes.is_some() && w.pss_bytes.is_some());
+        let g = &s.groups[0];
+        assert_eq!((g.leader_pid, g.members, g.growth_of), (10, 3, "pss"), "{g:?}");
+        assert_eq!(g.trend, Trend::Growing);
+        assert!(
+            (g.growth_bytes_per_sec - 2.0 * want).abs() < 0.05 * 2.0 * want,
+            "{g:?}"
+        );
+        assert_eq!(g.rss_bytes, 1800 * MIB);
+        // Pss counts each page once: the 600 MiB plus the two copies (USS
+        // sums the three private sets, 3 copies).
+        let (pss, uss) = (g.pss_bytes.unwrap(), g.uss_bytes.unwrap());
+        assert!(pss.abs_diff(600 * MIB + uss / 3 * 2) < 16, "{g:?}");
+        assert!(uss > 900 * MIB, "{g:?}");
     }
 
     #[test]

@@ -111,12 +111,24 @@ pub fn render(s: &Sample, view: &View, out: &mut String) {
     for g in view.groups(s).into_iter().take(5) {
         let _ = writeln!(
             out,
-            "group leader {} {} members={} rss={} growth={}",
+            "group leader {} {} members={} {} growth={} ({}) trend={}",
             g.leader_pid,
             term(&g.comm),
             g.members,
-            bytes(g.rss_bytes as f64),
-            rate(g.growth_bytes_per_sec)
+            group_size(g),
+            rate(g.growth_bytes_per_sec),
+            g.growth_of,
+            g.trend.as_str()
         );
+    }
+}
+
+/// A group's size, labelled: Pss (shared pages once) and USS when every
+/// member's is fresh; else the members' RSS summed, said to be a sum
+/// (shared pages counted per member), never shown as the group's size.
+pub fn group_size(g: &crate::model::sample::GroupRow) -> String {
+    match (g.pss_bytes, g.uss_bytes) {
+        (Some(p), Some(u)) => format!("pss={} uss={}", bytes(p as f64), bytes(u as f64)),
+        _ => format!("rss_sum={} (pss not read yet)", bytes(g.rss_bytes as f64)),
     }
 }

@@ -293,8 +293,14 @@ fn group_table(
             g.leader_pid.to_string(),
             term(&g.comm).into_owned(),
             g.members.to_string(),
-            bytes(g.rss_bytes as f64),
+            // PSS: shared pages once. Until read, the RSS sum, marked.
+            g.pss_bytes.map_or_else(
+                || format!("({} rss sum)", bytes(g.rss_bytes as f64)),
+                |p| bytes(p as f64),
+            ),
+            g.uss_bytes.map_or_else(|| "-".into(), |u| bytes(u as f64)),
             rate(g.growth_bytes_per_sec),
+            g.trend.as_str().into(),
             term(&g.exe).into_owned(),
         ])
     });
@@ -302,14 +308,25 @@ fn group_table(
         Constraint::Length(7),
         Constraint::Length(15),
         Constraint::Length(8),
+        Constraint::Length(22),
         Constraint::Length(10),
         Constraint::Length(13),
+        Constraint::Length(8),
         Constraint::Min(10),
     ];
     let t = Table::new(rows, widths)
         .header(
-            Row::new(vec!["LEADER", "COMM", "MEMBERS", "RSS", "GROWTH 10s", "EXE"])
-                .style(Style::default().add_modifier(Modifier::BOLD)),
+            Row::new(vec![
+                "LEADER",
+                "COMM",
+                "MEMBERS",
+                "PSS",
+                "USS",
+                "GROWTH 10s",
+                "TREND",
+                "EXE",
+            ])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
         )
         .block(Block::default().title(" process groups ").borders(Borders::TOP));
     f.render_widget(t, area);

@@ -4,6 +4,13 @@
 //!   lt-helper step  <mib> <delay_secs> <hold_secs>
 //!   lt-helper churn <mib> <period_ms> <secs>
 //!   lt-helper forkpool <children> <mib_each> <hold_secs>
+//!   lt-helper cowpool <children> <mib> <mib_per_sec> <secs>   (the parent touches
+//!            <mib> of anonymous memory and forks the children; each child rewrites
+//!            the pages it inherited, 1 MiB at a time at <mib_per_sec> from the start
+//!            of the mapping, so the kernel copies them (copy-on-write): RSS stays
+//!            flat, USS grows. They copy for <secs> (or until all is copied), then
+//!            hold what they have; they die with the parent. Prints
+//!            `children PIDS` and `ready` when all run)
 //!   lt-helper leak <mib_per_sec> <secs>   (grows through `leak_into_cache`, a
 //!            distinctively named function, for stack symbolization tests)
 //!   lt-helper argv-dump <file> [args...]   (writes its arguments as JSON)
@@ -113,6 +120,66 @@ fn unhex(h: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `cowpool`: see the top of this file.
+fn cowpool(args: &[String]) {
+    let (n, mib, rate, secs) = (
+        arg(args, 2) as usize,
+        arg(args, 3) as usize,
+        arg(args, 4),
+        arg(args, 5),
+    );
+    let bytes = mib * MIB;
+    let mem = map(bytes);
+    touch(mem, bytes);
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid 2-element array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let mut kids = Vec::new();
+    for _ in 0..n {
+        // SAFETY: the child only writes to its inherited mapping, sleeps, exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: prctl with integer arguments only (die with the parent).
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // SAFETY: writing one byte from a valid buffer to the pipe.
+            unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) };
+            let start = Instant::now();
+            // MiB k is copied at start + k / rate: the true rate is exact.
+            for k in 0..mib.min((rate * secs) as usize) {
+                let due = start + Duration::from_secs_f64(k as f64 / rate);
+                if let Some(d) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+                // A write to a page shared with the parent makes the kernel
+                // copy it for this child.
+                // SAFETY: the chunk is inside the inherited mapping.
+                touch(unsafe { mem.add(k * MIB) }, MIB);
+            }
+            loop {
+                // SAFETY: pause has no preconditions (SIGKILL ends it).
+                unsafe { libc::pause() };
+            }
+        }
+        kids.push(pid);
+    }
+    let mut buf = [0u8; 1];
+    for _ in 0..n {
+        // SAFETY: reading one byte into a valid buffer.
+        unsafe { libc::read(fds[0], buf.as_mut_ptr() as *mut libc::c_void, 1) };
+    }
+    let mut o = std::io::stdout();
+    let list: Vec<String> = kids.iter().map(|k| k.to_string()).collect();
+    let _ = writeln!(o, "children {}", list.join(" "));
+    ready();
+    for k in kids {
+        let mut st = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(k, &mut st, 0) };
+    }
+    unmap(mem, bytes);
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--comm") {
@@ -207,6 +274,7 @@ fn main() {
                 unsafe { libc::waitpid(k, &mut st, 0) };
             }
         }
+        Some("cowpool") => cowpool(&args),
         Some("leak") => {
             let (rate, secs) = (arg(&args, 2), arg(&args, 3));
             let mut cache = Vec::new();

@@ -160,14 +160,16 @@ pub(super) fn group_line(g: &Value) -> Option<String> {
         _ => "a group",
     };
     let mut s = format!(
-        "{kind} of {} processes led by pid {} ({}), RSS {}",
+        "{kind} of {} processes led by pid {} ({})",
         num(&g["members"]),
         num(&g["leader_pid"]),
         g["comm"].as_str().unwrap_or("?"),
-        bytes(&g["rss_bytes"])
     );
+    // Its size is its Pss (shared pages once); the RSS sum counts shared
+    // pages once per member, so it is labelled as a sum.
     if g["pss_bytes"].is_number() {
-        let _ = write!(s, ", PSS {}", bytes(&g["pss_bytes"]));
+        let _ = write!(s, ", PSS {} (shared pages once)", bytes(&g["pss_bytes"]));
     }
+    let _ = write!(s, ", members' RSS summed {}", bytes(&g["rss_bytes"]));
     Some(s)
 }

@@ -53,15 +53,15 @@ pub(super) fn context_sentences(group: Option<&GroupInfo>, memcg: Option<&MemcgG
     let mut s = String::new();
     if let Some(g) = group {
         s += &format!(
-            ". It was in the pool of pid {} ({}): {} processes, {} RSS",
-            g.leader_pid,
-            g.comm,
-            g.members,
-            mib(g.rss_bytes as f64)
+            ". It was in the pool of pid {} ({}): {} processes",
+            g.leader_pid, g.comm, g.members
         );
+        // The pool's size is its Pss; the RSS sum counts each shared page
+        // once per member, so it is only ever named as a sum.
         if let Some(p) = g.pss_bytes {
-            s += &format!(" ({} Pss, shared pages counted once)", mib(p as f64));
+            s += &format!(", {} Pss (shared pages counted once)", mib(p as f64));
         }
+        s += &format!(", their RSS summed {}", mib(g.rss_bytes as f64));
     }
     if let Some(m) = memcg {
         if m.to_bytes > m.from_bytes + (1 << 20) {
