@@ -816,9 +816,14 @@ impl Tracker {
             .filter(|t| t.visible && (t.trend == Trend::Growing || flagged.contains(&t.pid)))
             .map(|t| t.pid);
         let members = found.iter().take(PSS_GROUPS).flat_map(|g| g.all.iter().copied());
+        // Not a process whose RSS is growing: RSS already shows its growth,
+        // and a read holds the mmap lock of a process faulting at full
+        // speed, often in memcg reclaim (15-72 ms per GiB, docs/performance.md).
         let mut cands: Vec<(u32, Option<f64>)> = growers
             .chain(members)
-            .filter_map(|pid| self.procs.get(&pid).map(|t| (pid, t.private.read_at())))
+            .filter_map(|pid| self.procs.get(&pid).map(|t| (pid, t)))
+            .filter(|(_, t)| !(t.trend == Trend::Growing && t.growth_of == "rss"))
+            .map(|(pid, t)| (pid, t.private.read_at()))
             .collect();
         let waiting = private::pick(&mut cands, crate::limits::ROLLUP_READS_PER_ROUND);
         crate::limits::ROLLUP_READS.hit_n(waiting as u64);
