@@ -105,3 +105,39 @@ fn a_million_files_show_as_slab_growth_with_the_caches_named() {
     // The files go with the mount; the slab is freed on umount.
     drop(t);
 }
+
+/// A memcg OOM whose memory is mostly a tmpfs file that no process holds
+/// (issue 20): the incident reads the kernel's own "Memory cgroup stats"
+/// block, names shmem as the part a kill cannot free, and sizes it within
+/// 10%.
+#[test]
+fn an_oom_in_a_memcg_full_of_shmem_says_so() {
+    require_root();
+    let t = Tmpfs::mount("ltest-oomshm", "1g");
+    let mnt = t.dir.0.canonicalize().unwrap();
+    let w = Watch::start(&["--interval", "1"]);
+    let cg = MemCg::new("oomshm", 256 * MB);
+    // 180 MiB written into the tmpfs from inside the memcg: charged to it
+    // as shmem, and held by no process once dd exits.
+    let st = cg
+        .command(&["dd", "if=/dev/zero", "bs=1M", "count=180", "status=none"])
+        .arg(format!("of={}", mnt.join("blob").display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut g = Proc::spawn(&mut cg.command(&[HELPER, "grow", "64", "4", "5"]));
+    g.wait();
+    let inc = wait_incident(&w, g.pid(), Duration::from_secs(30));
+    let m = &inc["memory_at_oom"];
+    eprintln!("summary: {}\nmemory_at_oom: {m}\nlines: {}", inc["summary"], inc["report_lines"]);
+    assert_eq!(m["scope"], "memcg", "{m}");
+    let shm = m["shmem_bytes"].as_u64().unwrap_or_else(|| panic!("no shmem_bytes: {m}"));
+    assert!(within(shm as f64, (180 * MB) as f64, 0.10), "shmem {shm}: {m}");
+    let anon = m["anon_bytes"].as_u64().unwrap();
+    assert!(anon < 100 * MB, "the grower's anon, killed at the limit: {m}");
+    let s = inc["summary"].as_str().unwrap();
+    assert!(s.contains("% shmem (tmpfs or shared memory)"), "{s}");
+    drop(cg);
+    drop(t);
+    assert!(w.stop().success());
+}

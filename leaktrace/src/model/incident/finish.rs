@@ -94,6 +94,8 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         &verdict.grower,
         verdict.victim_was_top_grower,
     ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
+    let memory_at_oom = super::oom_memory::OomMemory::from_blocks(&rep.memory, page);
+    let summary = summary + &memory_sentence(memory_at_oom.as_ref());
     let stall = stall(
         &p,
         ctx,
@@ -132,6 +134,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         stall,
         evidence_dir: None,
         grower_evidence_dir: None,
+        memory_at_oom,
         host_ledger: None,
         after_kill_exits: Vec::new(),
         closed_early: false,

@@ -80,6 +80,11 @@ pub struct Report {
     pub constraint: Option<Constraint>,
     pub candidates: Vec<Candidate>,
     pub killed: Option<Killed>,
+    /// The memory blocks (memcg stats, Mem-Info, slab table), for
+    /// oom_memory.rs.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub memory: super::oom_memory::MemoryBlocks,
 }
 
 /// Removes a dmesg "[   12.345678] " prefix, a syslog "<4>" level and the
@@ -297,8 +302,14 @@ fn parse_task_row(l: &str, cols: &[String]) -> Option<Candidate> {
 pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Report {
     let mut r = Report::default();
     let mut cols: Option<Vec<String>> = None;
-    for raw in lines {
+    let mut memory = super::oom_memory::BlockReader::default();
+    // A multi-line printk record (memory.stat before 6.5, Mem-Info) comes
+    // as one text with newlines inside.
+    for raw in lines.into_iter().flat_map(|l| l.split('\n')) {
         let l = strip(raw);
+        if memory.feed(l) {
+            continue;
+        }
         if r.invoked.is_none() {
             if let Some(i) = parse_invoked(l) {
                 r.invoked = Some(i);
@@ -330,6 +341,7 @@ pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Report {
             r.killed = Some(k);
         }
     }
+    r.memory = memory.blocks;
     r
 }
 

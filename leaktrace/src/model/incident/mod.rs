@@ -6,6 +6,7 @@ mod assembler;
 mod context;
 mod finish;
 pub mod kernel_text;
+pub mod oom_memory;
 mod prose;
 mod stall;
 #[cfg(test)]

@@ -107,3 +107,32 @@ pub(super) fn candidates_note(rep: &Report, candidates_rss_bytes: Option<u64>) -
         _ => None,
     }
 }
+
+/// When the kernel's report says memory was mostly a part that a kill may
+/// not free: "At the kill the memcg's memory was 83% shmem (tmpfs or shared
+/// memory): 200 MiB", with the largest slab caches when it is slab.
+pub(super) fn memory_sentence(m: Option<&super::oom_memory::OomMemory>) -> String {
+    let Some((part, share, bytes)) = m.and_then(|m| m.unfreeable_part().map(|p| (m, p))).map(|(_, p)| p) else {
+        return String::new();
+    };
+    let m = m.expect("checked above");
+    let whose = match m.scope {
+        super::oom_memory::MemoryScope::Memcg => "the memcg's",
+        super::oom_memory::MemoryScope::Host => "the host's",
+    };
+    let mut s = format!(
+        ". At the kill {whose} memory was {:.0}% {part}: {}, which killing a process may not free",
+        share * 100.0,
+        mib(bytes as f64)
+    );
+    if part.contains("slab") && !m.top_slab_caches.is_empty() {
+        let names: Vec<String> = m
+            .top_slab_caches
+            .iter()
+            .take(3)
+            .map(|c| format!("{} {}", c.name, mib(c.total_bytes as f64)))
+            .collect();
+        s += &format!(" (largest caches: {})", names.join(", "));
+    }
+    s
+}

@@ -315,6 +315,10 @@ pub struct Incident {
     /// before the kill, if it had one (the culprit's flame graph).
     #[serde(default)]
     pub grower_evidence_dir: Option<String>,
+    /// What memory was made of at the kill, from the kernel's report (the
+    /// memcg's memory.stat, or the host's Mem-Info and slab table).
+    #[serde(default)]
+    pub memory_at_oom: Option<super::oom_memory::OomMemory>,
     /// The host memory ledger at the kill (the newest reading before it):
     /// memory no process holds (tmpfs, shmem, slab) that may explain it.
     #[serde(default)]
