@@ -206,6 +206,9 @@ pub struct Meta {
     pub cgroup_raw: Vec<u8>,
     /// 1 or 2; 0 if unknown.
     pub cgroup_version: u8,
+    /// Its pid in its own PID namespace, when that is not the host's
+    /// (the last NSpid of /proc/<pid>/status).
+    pub ns_pid: Option<u32>,
 }
 
 /// Reads cmdline, exe and cgroup. Gone only if the process is gone; a
@@ -232,6 +235,9 @@ pub fn read_meta(pid: u32) -> Result<Meta, ProcErr> {
     let (cg, _) = read_capped(&proc_path(pid, "cgroup"), CGROUP_CAP * 4)?;
     let (cgroup_raw, cgroup_version) = parse_cgroup_raw(&cg).unwrap_or_default();
     let cgroup = String::from_utf8_lossy(&cgroup_raw).into_owned();
+    let ns_pid = read_capped(&proc_path(pid, "status"), 4096)
+        .ok()
+        .and_then(|(st, _)| parse_ns_pid(&st));
     Ok(Meta {
         cmdline: parse_cmdline(&raw),
         cmdline_truncated,
@@ -239,7 +245,27 @@ pub fn read_meta(pid: u32) -> Result<Meta, ProcErr> {
         cgroup,
         cgroup_raw,
         cgroup_version,
+        ns_pid,
     })
+}
+
+/// "NSpid:\t4242\t7": the innermost pid, when there is more than one.
+fn parse_ns_pid(status: &[u8]) -> Option<u32> {
+    let line = status.split(|&b| b == b'\n').find_map(|l| l.strip_prefix(b"NSpid:"))?;
+    let ids: Vec<&[u8]> = line.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect();
+    if ids.len() < 2 {
+        return None;
+    }
+    std::str::from_utf8(ids[ids.len() - 1]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+#[test]
+fn ns_pid_is_the_innermost_of_several() {
+    assert_eq!(parse_ns_pid(b"Name:\tx\nNSpid:\t4242\t17\t7\nVmRSS: 1 kB\n"), Some(7));
+    assert_eq!(parse_ns_pid(b"NSpid:\t4242\n"), None);
+    assert_eq!(parse_ns_pid(b"NSpid:\t4242\tzz\n"), None);
+    assert_eq!(parse_ns_pid(b""), None);
 }
 
 /// What /proc/<pid>/smaps_rollup says about a process's memory, in bytes.

@@ -985,6 +985,8 @@ impl Tracker {
             comm: tr.comm.clone(),
             cmdline: tr.cmdline(),
             cgroup: tr.cgroup.clone(),
+            exe: tr.meta.as_ref().map(|m| m.exe.clone()).unwrap_or_default(),
+            ns_pid: tr.meta.as_ref().and_then(|m| m.ns_pid),
             history: pts.iter().map(|&(t, rss)| (self.to_ms(t), rss as u64)).collect(),
             birth_ms: tr.birth.map(|(t, b)| (self.to_ms(t), b)),
             group: self.group_of(pid).map(|g| crate::model::incident::GroupInfo {

@@ -9,6 +9,10 @@ pub struct ProcSnapshot {
     pub comm: String,
     pub cmdline: String,
     pub cgroup: String,
+    /// Its executable's path, when /proc was read (a comm can be anything).
+    pub exe: String,
+    /// Its pid in its own PID namespace, where that differs.
+    pub ns_pid: Option<u32>,
     /// (unix ms, rss bytes), oldest first: its samples, its birth and its
     /// peak at exit when the kernel reported them.
     pub history: Vec<(u64, u64)>,

@@ -252,6 +252,8 @@ fn victim_of(p: &Pending, rep: &Report, snap: &ProcSnapshot) -> Option<Victim> {
         attribution: attribute(&cgroup),
         pid: r.target,
         comm,
+        exe: snap.exe.clone(),
+        ns_pid: snap.ns_pid,
         cmdline: snap.cmdline.clone(),
         cgroup,
         rss_anon_bytes: m.rss_anon_bytes,

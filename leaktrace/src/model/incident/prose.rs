@@ -21,7 +21,7 @@ pub(super) fn summarize(
     let Some(v) = victim else {
         return format!("{scope}: the OOM killer found no victim");
     };
-    let mut s = format!("{scope}: killed pid {} ({})", v.pid, v.comm);
+    let mut s = format!("{scope}: killed pid {} ({}{})", v.pid, v.comm, identity(v));
     match growth {
         Some(g) => {
             s += &format!(
@@ -133,6 +133,24 @@ pub(super) fn memory_sentence(m: Option<&super::oom_memory::OomMemory>) -> Strin
             .map(|c| format!("{} {}", c.name, mib(c.total_bytes as f64)))
             .collect();
         s += &format!(" (largest caches: {})", names.join(", "));
+    }
+    s
+}
+
+/// What the comm alone does not say: the executable when its name is not
+/// the comm (a process can call itself "systemd"), and the pid inside its
+/// namespace. "" when neither applies.
+pub(super) fn identity(v: &Victim) -> String {
+    let mut s = String::new();
+    let base = v.exe.rsplit('/').next().unwrap_or("");
+    // comm is at most 15 bytes and often a variant of the binary's name
+    // ("python3" for python3.11, "stress-ng-bighe" for stress-ng).
+    let matches = !base.is_empty() && !v.comm.is_empty() && (base.starts_with(&v.comm) || v.comm.starts_with(base));
+    if !v.exe.is_empty() && !matches {
+        s += &format!(", running {}", v.exe);
+    }
+    if let Some(n) = v.ns_pid.filter(|&n| n != v.pid) {
+        s += &format!(", pid {n} in its namespace");
     }
     s
 }

@@ -169,6 +169,13 @@ pub struct Victim {
     pub attribution: Attribution,
     pub pid: u32,
     pub comm: String,
+    /// Its executable, when leaktrace read it: a process can name itself
+    /// anything ("systemd"), its exe it cannot.
+    #[serde(default)]
+    pub exe: String,
+    /// Its pid inside its PID namespace (a container), where it differs.
+    #[serde(default)]
+    pub ns_pid: Option<u32>,
     pub cmdline: String,
     pub cgroup: String,
     pub rss_anon_bytes: u64,
