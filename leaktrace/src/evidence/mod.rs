@@ -203,6 +203,20 @@ pub fn check(
     None
 }
 
+/// The process the PSI trigger may name: the fastest grower whose trend
+/// is `growing`, never leaktrace itself (`me`). A process whose RSS only
+/// wobbles (a shell script, leaktrace's own buffers) is not a grower.
+pub fn psi_top(subjects: impl Iterator<Item = Subject>, me: u32) -> Option<u32> {
+    subjects
+        .filter(|s| s.pid != me && s.trend == Trend::Growing && s.growth_bytes_per_sec > 0.0)
+        .max_by(|a, b| {
+            a.growth_bytes_per_sec
+                .total_cmp(&b.growth_bytes_per_sec)
+                .then(b.pid.cmp(&a.pid))
+        })
+        .map(|s| s.pid)
+}
+
 /// The slow-leak rule: growing without a break for `--sustained-growth`
 /// seconds (`growing_for`), whatever the limit.
 pub fn sustained(row: &Subject, growing_for: f64, args: &TriggerArgs) -> Option<Trigger> {
@@ -335,6 +349,29 @@ pub(crate) mod tests_support {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_psi_trigger_names_a_grower_never_leaktrace() {
+        let s = |pid, g, trend| Subject {
+            pid,
+            rss_bytes: 1 << 20,
+            growth_bytes_per_sec: g,
+            trend,
+            memcg: None,
+        };
+        let me = 10;
+        let subjects = || {
+            [
+                s(10, 9e6, Trend::Growing),
+                s(11, 5e6, Trend::Stable),
+                s(12, 2e6, Trend::Growing),
+                s(13, 3e6, Trend::Growing),
+            ]
+            .into_iter()
+        };
+        assert_eq!(psi_top(subjects(), me), Some(13));
+        assert_eq!(psi_top(subjects().filter(|x| x.pid != 13 && x.pid != 12), me), None);
+    }
     use super::{tests_support::*, *};
 
     fn sub(rss: u64, growth: f64, trend: Trend) -> Subject {

@@ -142,11 +142,7 @@ impl Triggers {
     ) -> HashMap<u32, u32> {
         let psi = crate::host::facts::psi_full_avg10();
         let mem_total = crate::host::facts::meminfo_kb("MemTotal").unwrap_or(0) * 1024;
-        let top = tracker
-            .subjects()
-            .filter(|(s, _, _)| s.growth_bytes_per_sec > 0.0)
-            .max_by(|a, b| a.0.growth_bytes_per_sec.total_cmp(&b.0.growth_bytes_per_sec))
-            .map(|(s, _, _)| s.pid);
+        let top = evidence::psi_top(tracker.subjects().map(|(s, _, _)| s), std::process::id());
         let mut suspects: Vec<(f64, u32)> = Vec::new();
         let now = Instant::now();
         // Limits per cgroup, looked up once per tick (and cached for 10 s
