@@ -1,5 +1,6 @@
 //! leaktrace: which process is eating memory, how fast, and is it a leak.
 mod commands;
+mod dirlock;
 mod evidence;
 mod exit;
 mod fmt;

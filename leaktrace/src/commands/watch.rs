@@ -205,6 +205,9 @@ pub fn watch(args: WatchArgs, verbose: u8) -> Result<()> {
 
 pub fn record(args: RecordArgs, verbose: u8) -> Result<()> {
     loader::check_privileges().map_err(crate::exit::NoPermission)?;
+    // Before anything is written: a second recorder on this directory
+    // stops here (exit 1), and the first one's files stay as they are.
+    let _lock = crate::dirlock::DirLock::take(&args.dir)?;
     let log = EventLog::open(&args.dir, args.max_file_bytes, args.max_files)
         .with_context(|| format!("cannot record into {}", args.dir.display()))?;
     pipeline::run(Config {
