@@ -75,15 +75,17 @@ pub fn safe_comm(comm: &str) -> String {
 
 /// The LEAKTRACE_* variables about where a process belongs (the same for
 /// --exec-on-trigger and --exec-on-oom): empty when they do not apply.
+/// Each value comes from names a user controls (a delegated cgroup can be
+/// called anything but '/' and NUL): control bytes are escaped
+/// (`fmt::term`), so that a hook that logs or echoes them prints no
+/// escape sequence.
 pub fn place_env(cgroup: &str, a: &crate::host::attribution::Attribution) -> Vec<(&'static str, String)> {
+    let esc = |s: Option<&str>| crate::fmt::term(s.unwrap_or_default()).into_owned();
     vec![
-        ("LEAKTRACE_CGROUP", cgroup.to_string()),
-        ("LEAKTRACE_UNIT", a.unit.clone().unwrap_or_default()),
-        (
-            "LEAKTRACE_CONTAINER_ID",
-            a.container_id.clone().unwrap_or_default(),
-        ),
-        ("LEAKTRACE_POD_UID", a.pod_uid.clone().unwrap_or_default()),
+        ("LEAKTRACE_CGROUP", esc(Some(cgroup))),
+        ("LEAKTRACE_UNIT", esc(a.unit.as_deref())),
+        ("LEAKTRACE_CONTAINER_ID", esc(a.container_id.as_deref())),
+        ("LEAKTRACE_POD_UID", esc(a.pod_uid.as_deref())),
     ]
 }
 
@@ -313,5 +315,22 @@ mod tests {
         assert_eq!(safe_comm("python3"), "python3");
         assert!(split_template("a 'b").is_err());
         assert!(split_template("   ").is_err());
+    }
+
+    #[test]
+    fn place_variables_carry_no_raw_control_bytes() {
+        let a = crate::host::attribution::Attribution {
+            unit: Some("x\x1b]0;pwned\x07.service".into()),
+            ..Default::default()
+        };
+        let env = place_env("/user.slice/\x1b[31mred\u{202e}", &a);
+        for (k, v) in &env {
+            assert!(
+                !v.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{k}={v:?}"
+            );
+        }
+        assert_eq!(env[0].1, crate::fmt::term("/user.slice/\x1b[31mred\u{202e}"));
+        assert!(env[1].1.ends_with(".service"), "{:?}", env[1]);
     }
 }
