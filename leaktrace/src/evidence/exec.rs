@@ -148,18 +148,21 @@ impl Target {
         crate::host::procfs::started_at(pid, start_ns).then_some(t)
     }
 
-    /// The process has not exited (so its pid is still its own).
+    /// The process has not exited (so its pid is still its own). EPERM
+    /// (leaktrace without CAP_KILL, a target of another user) means the
+    /// process exists: only ESRCH means it has exited.
     pub fn alive(&self) -> bool {
         // SAFETY: signal 0 through a pidfd checks existence only.
-        unsafe {
+        let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.0.as_raw_fd(),
                 0,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
-            ) == 0
-        }
+            )
+        };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 }
 
