@@ -7,6 +7,7 @@ mod fmt;
 mod host;
 mod kernel;
 mod limits;
+mod losses;
 mod model;
 mod notify;
 mod outdir;

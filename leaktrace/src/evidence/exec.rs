@@ -205,7 +205,9 @@ pub fn run_exec(job: ExecJob) -> ExecOutcome {
     }
     out.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if let Ok(j) = crate::fmt::json_line(&out) {
-        let _ = job.bundle.write_atomic("exec.json", j.as_bytes());
+        if job.bundle.write_atomic("exec.json", j.as_bytes()).is_err() {
+            crate::losses::output_write_failed();
+        }
     }
     out
 }

@@ -380,6 +380,7 @@ impl Worker {
             Err(e) => {
                 log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
                 ev.error = Some(format!("{e:#}"));
+                crate::losses::output_write_failed();
             }
         }
         (ev, sampled)

@@ -92,7 +92,20 @@ pub fn run(cfg: Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_async(cfg))
+    let res = rt.block_on(run_async(cfg));
+    report_losses();
+    res
+}
+
+/// One line at exit when something was lost: output writes that failed.
+fn report_losses() {
+    let lost = crate::losses::output_write_failures();
+    if lost > 0 {
+        log::warn!(
+            "outputs: {lost} write(s) failed (event lines, bundles, incident or exec files); \
+             lost, counted in lost_events_total{{kind=\"outputs\"}}"
+        );
+    }
 }
 
 async fn run_async(mut cfg: Config) -> Result<()> {

@@ -88,7 +88,10 @@ impl ExecOnOomSink {
             // leftover from an earlier run can.
             Err(_) => dir.open_subdir(&name)?,
         };
-        d.write_atomic("incident.json", crate::fmt::json_line(i)?.as_bytes())?;
+        if let Err(e) = d.write_atomic("incident.json", crate::fmt::json_line(i)?.as_bytes()) {
+            crate::losses::output_write_failed();
+            return Err(e.into());
+        }
         let file = d.path().join("incident.json");
         let (comm, cgroup, attr) = i
             .victim

@@ -256,7 +256,10 @@ impl Metrics {
             }
         }
         let k = &s.kernel.counters;
-        let sinks: u64 = s.kernel.sink_drops.iter().map(|d| d.1).sum();
+        // Outputs: samples an output fell behind on, and every write that
+        // failed (lines, bundles, incident files, exec.json; losses.rs).
+        let sinks: u64 =
+            s.kernel.sink_drops.iter().map(|d| d.1).sum::<u64>() + crate::losses::output_write_failures();
         for (kind, v) in [
             ("oom_ring", k.oom_lost),
             ("oom_crit_ring", k.oom_crit_lost),
