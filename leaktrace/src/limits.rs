@@ -35,6 +35,7 @@ pub const UNWIND_MODULES_MAX: usize = 128;
 pub const UNWIND_MODULE_BYTES: u64 = 256 << 20;
 pub const METRICS_CONNECTIONS_MAX: usize = 64;
 pub const METRICS_IO_SECS: u64 = 5;
+pub const METRICS_HEAD_SECS: u64 = 2;
 
 pub struct Limit {
     pub name: &'static str,
@@ -114,6 +115,12 @@ pub static METRICS_CONNECTIONS: Limit = Limit::new(
     METRICS_CONNECTIONS_MAX as u64,
     "connections",
     "a further connection to --metrics is closed at once",
+);
+pub static METRICS_EVICTED: Limit = Limit::new(
+    "metrics_idle_evicted",
+    METRICS_HEAD_SECS,
+    "s to send the request",
+    "a metrics client that sent no request in time, or the oldest such one when all connections are taken, is dropped",
 );
 pub static METRICS_TIMEOUT: Limit = Limit::new(
     "metrics_io_seconds",
@@ -255,13 +262,14 @@ pub static INCIDENT_FILES: Limit = Limit::new(
     "the oldest --exec-on-oom incident directory is deleted",
 );
 
-pub static ALL: [&Limit; 29] = [
+pub static ALL: [&Limit; 30] = [
     &CMDLINE,
     &COMM,
     &CGROUP_PATH,
     &EXE_PATH,
     &METRICS_CONNECTIONS,
     &METRICS_TIMEOUT,
+    &METRICS_EVICTED,
     &OOM_REPORT_LINES,
     &PENDING_INCIDENTS,
     &LINGERING,
