@@ -36,6 +36,8 @@ pub const UNWIND_MODULE_BYTES: u64 = 256 << 20;
 pub const METRICS_CONNECTIONS_MAX: usize = 64;
 pub const METRICS_IO_SECS: u64 = 5;
 pub const METRICS_HEAD_SECS: u64 = 2;
+pub const HOOKS_RUNNING_MAX: usize = 4;
+pub const HOOKS_QUEUE_MAX: usize = 16;
 
 pub struct Limit {
     pub name: &'static str,
@@ -121,6 +123,18 @@ pub static METRICS_EVICTED: Limit = Limit::new(
     METRICS_HEAD_SECS,
     "s to send the request",
     "a metrics client that sent no request in time, or the oldest such one when all connections are taken, is dropped",
+);
+pub static HOOKS_RUNNING: Limit = Limit::new(
+    "exec_running",
+    HOOKS_RUNNING_MAX as u64,
+    "commands",
+    "a further --exec-on-trigger/--exec-on-oom command waits for a free slot",
+);
+pub static HOOKS_QUEUE: Limit = Limit::new(
+    "exec_queue",
+    HOOKS_QUEUE_MAX as u64,
+    "commands waiting",
+    "a further command is dropped, not run: lost_events_total{kind=\"hooks\"}, and its exec.json says dropped",
 );
 pub static METRICS_TIMEOUT: Limit = Limit::new(
     "metrics_io_seconds",
@@ -262,7 +276,7 @@ pub static INCIDENT_FILES: Limit = Limit::new(
     "the oldest --exec-on-oom incident directory is deleted",
 );
 
-pub static ALL: [&Limit; 30] = [
+pub static ALL: [&Limit; 32] = [
     &CMDLINE,
     &COMM,
     &CGROUP_PATH,
@@ -283,6 +297,8 @@ pub static ALL: [&Limit; 30] = [
     &EVENT_LOG_BYTES,
     &EXEC_SECONDS,
     &EXEC_OUTPUT,
+    &HOOKS_RUNNING,
+    &HOOKS_QUEUE,
     &SYMBOLIZER_MEMORY,
     &SYMBOLIZER_SECONDS,
     &STACK_COPIES,

@@ -179,6 +179,27 @@ pub struct ExecOutcome {
     /// The command's output reached exec_output_bytes (SIGXFSZ).
     pub output_capped: bool,
     pub duration_ms: f64,
+    /// Not run because too many commands were running and waiting
+    /// (limit exec_queue), or the recorder was exiting; `not_run` says which.
+    pub dropped: bool,
+    /// Where the command ran: the hooks' cgroup and its limits, or the
+    /// rlimits it got instead (hook_sandbox.rs).
+    pub sandbox: Option<String>,
+}
+
+/// exec.json for a command that was dropped, not run (hook_pool.rs).
+pub fn write_dropped(job: &ExecJob, why: String) {
+    let out = ExecOutcome {
+        argv: job.argv.clone(),
+        not_run: Some(why),
+        dropped: true,
+        ..Default::default()
+    };
+    if let Ok(j) = crate::fmt::json_line(&out) {
+        if job.bundle.write_atomic("exec.json", j.as_bytes()).is_err() {
+            crate::losses::output_write_failed();
+        }
+    }
 }
 
 /// Runs the --exec-on-trigger command for a bundle: no shell, a cleared
@@ -226,6 +247,10 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         }
     };
     let fsize = crate::limits::EXEC_OUTPUT.bound();
+    let sandbox = super::hook_sandbox::get();
+    out.sandbox = Some(sandbox.describe());
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let mut cmd = std::process::Command::new(&job.argv[0]);
     cmd.args(&job.argv[1..])
         .env_clear()
@@ -240,10 +265,21 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         .stdout(std::process::Stdio::from(stdout))
         .stderr(std::process::Stdio::from(stderr))
         .process_group(0);
-    // SAFETY: between fork and exec only async-signal-safe calls: setrlimit,
-    // open, write, close, on data prepared before the fork.
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl,
+    // getppid, setrlimit, open, write, close, on data prepared before the
+    // fork.
     unsafe {
         cmd.pre_exec(move || {
+            // A kill -9 of the recorder kills the command too (the thread
+            // that forks waits for it: hook_pool.rs); if the recorder died
+            // before this line, the command must not start.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            super::hook_sandbox::enter(sandbox)?;
             let r = libc::rlimit {
                 rlim_cur: fsize,
                 rlim_max: fsize,
@@ -269,6 +305,10 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         }
     };
     let pgid = child.id() as libc::pid_t;
+    if !super::hook_pool::started(pgid) {
+        // SAFETY: the command's own process group.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
     let deadline = t0 + Duration::from_secs_f64(job.timeout);
     loop {
         match child.try_wait() {
@@ -297,6 +337,7 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
     // Whatever the command left running in its group ends with it.
     // SAFETY: as above; ESRCH when the group is empty.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    super::hook_pool::finished(pgid);
     if out.output_capped {
         crate::limits::EXEC_OUTPUT.hit();
     }

@@ -479,9 +479,9 @@ impl Worker {
                 delay: test_exec_delay(),
             };
             let (root, budget) = (root.clone(), self.max_evidence_bytes);
-            // The command's output counts against the budget too.
-            std::thread::spawn(move || {
-                exec::run_exec(job);
+            // Bounded (evidence/hook_pool.rs). The command's output counts
+            // against the budget too.
+            crate::evidence::hook_pool::submit(job, move |_| {
                 if let Some(m) = budget {
                     bundle::enforce_budget(&root, m);
                 }

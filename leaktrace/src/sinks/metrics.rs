@@ -260,6 +260,7 @@ impl Metrics {
         // failed (lines, bundles, incident files, exec.json; losses.rs).
         let sinks: u64 =
             s.kernel.sink_drops.iter().map(|d| d.1).sum::<u64>() + crate::losses::output_write_failures();
+        let (_, _, hooks_dropped) = crate::evidence::hook_pool::counts();
         for (kind, v) in [
             ("oom_ring", k.oom_lost),
             ("oom_crit_ring", k.oom_crit_lost),
@@ -271,6 +272,7 @@ impl Metrics {
             ("map_insert_failed", k.insert_failed + k.life_insert_failed),
             ("exits_queue", s.kernel.exits_dropped),
             ("outputs", sinks),
+            ("hooks", hooks_dropped),
         ] {
             set_total(&self.lost.get_or_create(&vec![("kind".into(), kind.into())]), v);
         }
