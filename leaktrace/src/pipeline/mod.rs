@@ -146,10 +146,9 @@ async fn run_async(mut cfg: Config) -> Result<()> {
     if exec.is_some() || exec_oom.is_some() {
         // Made now, not at the first hook: it also empties the hooks'
         // cgroups that a kill -9'd recorder left, and says where hooks run.
-        log::info!(
-            "exec hooks run in: {}",
-            crate::evidence::hook_sandbox::get().describe()
-        );
+        // (Outside log::info!, whose arguments are not evaluated below -v.)
+        let sandbox = crate::evidence::hook_sandbox::get();
+        log::info!("exec hooks run in: {}", sandbox.describe());
     }
     set_bounds(&cfg);
     raise_nofile();
