@@ -290,18 +290,60 @@ fn exec_hooks_in_an_oom_storm_are_bounded_and_die_with_the_recorder() {
     // The next recorder with hooks empties and removes the cgroups the
     // killed one left.
     let stale = _cgroups.dirs();
-    let rec2 = Rec::start(&out.0.join("rec2"), &["-v", "--exec-on-oom", "true"]);
+    let marker2 = (2_000_000 + std::process::id()).to_string();
+    let hook2 = format!("sleep {marker2}");
+    let mut rec2 = Rec::start(
+        &out.0.join("rec2"),
+        &[
+            "--summary-interval",
+            "0.5",
+            "--exec-on-oom",
+            &hook2,
+            "--exec-timeout",
+            "300",
+        ],
+    );
     let _cgroups2 = HooksCgroups(rec2.pid());
     let still = stale.iter().filter(|d| d.exists()).collect::<Vec<_>>();
     eprintln!("stale hook cgroups {stale:?}, left after the next start {still:?}");
-    let said: Vec<String> = rec2
+    assert!(still.is_empty(), "{still:?}");
+    // Its SIGTERM ends its hooks too, and it says what it dropped.
+    stop.store(false, Ordering::Relaxed);
+    let storm = {
+        let (stop, procs) = (stop.clone(), cg.dir.join("cgroup.procs"));
+        std::thread::spawn(move || oom_storm(&procs, &stop))
+    };
+    let hooks2 = || pids_with_cmdline(&["sleep", &marker2]).len();
+    let t0 = Instant::now();
+    while rec2.limit_hits("exec_queue") == 0 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let before = hooks2();
+    let t_term = Instant::now();
+    let st = rec2.signal(libc::SIGTERM);
+    let after = hooks2();
+    let took = t_term.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    let left = pids_with_cmdline(&["sleep", &marker2]);
+    for p in &left {
+        // SAFETY: cleaning up what the test caused.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    let line = rec2
         .stderr()
         .lines()
-        .filter(|l| l.contains("exec hooks"))
-        .map(String::from)
-        .collect();
-    assert!(still.is_empty(), "{still:?}: {said:?}");
-    drop(rec2);
+        .find(|l| l.contains("exec hooks:"))
+        .unwrap_or("")
+        .to_string();
+    eprintln!(
+        "SIGTERM with {before} hooks running: {after} left when it exited ({:.2} s); {line}",
+        took.as_secs_f64()
+    );
+    assert!(st.success());
+    assert!(before >= 1, "no hook ran under the second recorder");
+    assert!(left.is_empty(), "hooks outlived the recorder's SIGTERM: {left:?}");
+    assert!(line.contains("dropped"), "{}", rec2.stderr());
 }
 
 /// Issue 21 item 2: a second recorder on the same directory is refused
