@@ -36,6 +36,9 @@ pub const UNWIND_MODULE_BYTES: u64 = 256 << 20;
 pub const METRICS_CONNECTIONS_MAX: usize = 64;
 pub const METRICS_IO_SECS: u64 = 5;
 pub const ROLLUP_READS_PER_ROUND: usize = 16;
+pub const METRICS_HEAD_SECS: u64 = 2;
+pub const HOOKS_RUNNING_MAX: usize = 4;
+pub const HOOKS_QUEUE_MAX: usize = 16;
 
 pub struct Limit {
     pub name: &'static str,
@@ -115,6 +118,24 @@ pub static METRICS_CONNECTIONS: Limit = Limit::new(
     METRICS_CONNECTIONS_MAX as u64,
     "connections",
     "a further connection to --metrics is closed at once",
+);
+pub static METRICS_EVICTED: Limit = Limit::new(
+    "metrics_idle_evicted",
+    METRICS_HEAD_SECS,
+    "s to send the request",
+    "a metrics client that sent no request in time, or the oldest such one when all connections are taken, is dropped",
+);
+pub static HOOKS_RUNNING: Limit = Limit::new(
+    "exec_running",
+    HOOKS_RUNNING_MAX as u64,
+    "commands",
+    "a further --exec-on-trigger/--exec-on-oom command waits for a free slot",
+);
+pub static HOOKS_QUEUE: Limit = Limit::new(
+    "exec_queue",
+    HOOKS_QUEUE_MAX as u64,
+    "commands waiting",
+    "a further command is dropped, not run: lost_events_total{kind=\"hooks\"}, and its exec.json says dropped",
 );
 pub static METRICS_TIMEOUT: Limit = Limit::new(
     "metrics_io_seconds",
@@ -262,13 +283,14 @@ pub static INCIDENT_FILES: Limit = Limit::new(
     "the oldest --exec-on-oom incident directory is deleted",
 );
 
-pub static ALL: [&Limit; 30] = [
+pub static ALL: [&Limit; 33] = [
     &CMDLINE,
     &COMM,
     &CGROUP_PATH,
     &EXE_PATH,
     &METRICS_CONNECTIONS,
     &METRICS_TIMEOUT,
+    &METRICS_EVICTED,
     &OOM_REPORT_LINES,
     &PENDING_INCIDENTS,
     &LINGERING,
@@ -283,6 +305,8 @@ pub static ALL: [&Limit; 30] = [
     &EVENT_LOG_BYTES,
     &EXEC_SECONDS,
     &EXEC_OUTPUT,
+    &HOOKS_RUNNING,
+    &HOOKS_QUEUE,
     &SYMBOLIZER_MEMORY,
     &SYMBOLIZER_SECONDS,
     &STACK_COPIES,

@@ -1,11 +1,13 @@
 //! leaktrace: which process is eating memory, how fast, and is it a leak.
 mod commands;
+mod dirlock;
 mod evidence;
 mod exit;
 mod fmt;
 mod host;
 mod kernel;
 mod limits;
+mod losses;
 mod model;
 mod notify;
 mod outdir;

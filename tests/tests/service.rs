@@ -284,3 +284,121 @@ fn journal_priorities_only_when_stderr_is_the_journal() {
     let out = run(None, &args);
     assert!(!out.lines().any(|l| l.starts_with('<')), "{out}");
 }
+
+/// The unit's CapabilityBoundingSet, as setpriv's list ("+bpf,+kill,...").
+fn unit_caps() -> Vec<String> {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/leaktrace.service"))
+            .expect("contrib/leaktrace.service");
+    unit.lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet in the unit")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+/// Issue 21 item 3: under the unit's capability set, --exec-on-trigger
+/// against another user's process runs (the pidfd liveness check sees it
+/// alive). Also without CAP_KILL: EPERM from that check means "exists".
+#[test]
+fn exec_on_trigger_sees_another_users_process_alive_under_the_units_capabilities() {
+    require_root();
+    let caps = unit_caps();
+    assert!(
+        caps.iter().any(|c| c == "kill"),
+        "the unit lacks CAP_KILL: {caps:?}"
+    );
+    let out = TempDir::new("svc-caps");
+    let helper = env!("CARGO_BIN_EXE_lt-helper");
+    for (tag, set) in [
+        ("unit", caps.clone()),
+        ("no-kill", caps.iter().filter(|c| *c != "kill").cloned().collect()),
+    ] {
+        // The target belongs to nobody (uid 65534), not to root.
+        let mut target = {
+            use std::os::unix::process::CommandExt;
+            Proc::spawn(
+                Command::new(helper)
+                    .args(["step", "4", "0", "120"])
+                    .uid(65534)
+                    .gid(65534),
+            )
+        };
+        target.wait_line("ready", Duration::from_secs(10));
+        let dir = out.0.join(tag);
+        let bounding = format!(
+            "-all,{}",
+            set.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",")
+        );
+        let mut rec = Command::new("setpriv")
+            .arg(format!("--bounding-set={bounding}"))
+            .args(["--inh-caps=-all", "--"])
+            .arg(leaktrace_bin())
+            .args(["record", "--interval", "0.5", "--evidence-pid"])
+            .arg(target.pid().to_string())
+            .args(["--exec-on-trigger", "/bin/true", "--dir"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("setpriv leaktrace record");
+        let guard = KillOnDrop(rec.id());
+        let events = wait_events(&dir, Duration::from_secs(30), "the bundle", |l| {
+            l.iter().any(|v| v["type"] == "evidence" && v["dir"].is_string())
+        });
+        let status = events
+            .iter()
+            .find(|v| v["type"] == "status")
+            .cloned()
+            .unwrap_or_default();
+        let bundle = events
+            .iter()
+            .find(|v| v["type"] == "evidence")
+            .and_then(|v| v["dir"].as_str())
+            .unwrap()
+            .to_string();
+        let exec_json = Path::new(&bundle).join("exec.json");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !exec_json.exists() {
+            assert!(Instant::now() < deadline, "{tag}: exec.json missing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let ex: serde_json::Value = serde_json::from_slice(&std::fs::read(&exec_json).unwrap()).unwrap();
+        let eff = std::fs::read_to_string(format!("/proc/{}/status", rec.id()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("CapEff"))
+            .unwrap_or("")
+            .to_string();
+        eprintln!("{tag}: caps {bounding} ({eff}); exec.json {ex}");
+        drop(guard);
+        let _ = rec.wait();
+        assert!(status.is_object(), "{tag}: no status line");
+        assert!(ex["not_run"].is_null(), "{tag}: {ex}");
+        assert_eq!(ex["exit_code"], 0, "{tag}: {ex}");
+        assert!(ex["sandbox"].is_string(), "{tag}: {ex}");
+    }
+}
+
+/// SIGTERM to a pid on drop (then SIGKILL), for a child spawned by hand.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: our own child, not yet reaped (the caller waits after).
+        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && Path::new(&format!("/proc/{}/status", self.0)).exists() {
+            let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.0))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
+            if zombie {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}

@@ -160,8 +160,9 @@ fn parse_duration(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-pub fn watch(args: WatchArgs, verbose: u8) -> Result<()> {
+pub fn watch(mut args: WatchArgs, verbose: u8) -> Result<()> {
     loader::check_privileges().map_err(crate::exit::NoPermission)?;
+    args.dir = args.dir.as_deref().map(absolute).transpose()?;
     let output = if args.json {
         Output::Json
     } else if tui::is_terminal() {
@@ -203,8 +204,19 @@ pub fn watch(args: WatchArgs, verbose: u8) -> Result<()> {
     })
 }
 
-pub fn record(args: RecordArgs, verbose: u8) -> Result<()> {
+/// `--dir` made absolute: hooks get it in {dir}, LEAKTRACE_DIR and
+/// LEAKTRACE_INCIDENT, and run in `/`, where a relative path means
+/// something else.
+fn absolute(dir: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(dir).with_context(|| format!("cannot make {} absolute", dir.display()))
+}
+
+pub fn record(mut args: RecordArgs, verbose: u8) -> Result<()> {
     loader::check_privileges().map_err(crate::exit::NoPermission)?;
+    args.dir = absolute(&args.dir)?;
+    // Before anything is written: a second recorder on this directory
+    // stops here (exit 1), and the first one's files stay as they are.
+    let _lock = crate::dirlock::DirLock::take(&args.dir)?;
     let log = EventLog::open(&args.dir, args.max_file_bytes, args.max_files)
         .with_context(|| format!("cannot record into {}", args.dir.display()))?;
     pipeline::run(Config {

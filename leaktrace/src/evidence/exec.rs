@@ -75,15 +75,17 @@ pub fn safe_comm(comm: &str) -> String {
 
 /// The LEAKTRACE_* variables about where a process belongs (the same for
 /// --exec-on-trigger and --exec-on-oom): empty when they do not apply.
+/// Each value comes from names a user controls (a delegated cgroup can be
+/// called anything but '/' and NUL): control bytes are escaped
+/// (`fmt::term`), so that a hook that logs or echoes them prints no
+/// escape sequence.
 pub fn place_env(cgroup: &str, a: &crate::host::attribution::Attribution) -> Vec<(&'static str, String)> {
+    let esc = |s: Option<&str>| crate::fmt::term(s.unwrap_or_default()).into_owned();
     vec![
-        ("LEAKTRACE_CGROUP", cgroup.to_string()),
-        ("LEAKTRACE_UNIT", a.unit.clone().unwrap_or_default()),
-        (
-            "LEAKTRACE_CONTAINER_ID",
-            a.container_id.clone().unwrap_or_default(),
-        ),
-        ("LEAKTRACE_POD_UID", a.pod_uid.clone().unwrap_or_default()),
+        ("LEAKTRACE_CGROUP", esc(Some(cgroup))),
+        ("LEAKTRACE_UNIT", esc(a.unit.as_deref())),
+        ("LEAKTRACE_CONTAINER_ID", esc(a.container_id.as_deref())),
+        ("LEAKTRACE_POD_UID", esc(a.pod_uid.as_deref())),
     ]
 }
 
@@ -146,18 +148,21 @@ impl Target {
         crate::host::procfs::started_at(pid, start_ns).then_some(t)
     }
 
-    /// The process has not exited (so its pid is still its own).
+    /// The process has not exited (so its pid is still its own). EPERM
+    /// (leaktrace without CAP_KILL, a target of another user) means the
+    /// process exists: only ESRCH means it has exited.
     pub fn alive(&self) -> bool {
         // SAFETY: signal 0 through a pidfd checks existence only.
-        unsafe {
+        let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.0.as_raw_fd(),
                 0,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
-            ) == 0
-        }
+            )
+        };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
 }
 
@@ -174,6 +179,27 @@ pub struct ExecOutcome {
     /// The command's output reached exec_output_bytes (SIGXFSZ).
     pub output_capped: bool,
     pub duration_ms: f64,
+    /// Not run because too many commands were running and waiting
+    /// (limit exec_queue), or the recorder was exiting; `not_run` says which.
+    pub dropped: bool,
+    /// Where the command ran: the hooks' cgroup and its limits, or the
+    /// rlimits it got instead (hook_sandbox.rs).
+    pub sandbox: Option<String>,
+}
+
+/// exec.json for a command that was dropped, not run (hook_pool.rs).
+pub fn write_dropped(job: &ExecJob, why: String) {
+    let out = ExecOutcome {
+        argv: job.argv.clone(),
+        not_run: Some(why),
+        dropped: true,
+        ..Default::default()
+    };
+    if let Ok(j) = crate::fmt::json_line(&out) {
+        if job.bundle.write_atomic("exec.json", j.as_bytes()).is_err() {
+            crate::losses::output_write_failed();
+        }
+    }
 }
 
 /// Runs the --exec-on-trigger command for a bundle: no shell, a cleared
@@ -200,7 +226,9 @@ pub fn run_exec(job: ExecJob) -> ExecOutcome {
     }
     out.duration_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if let Ok(j) = crate::fmt::json_line(&out) {
-        let _ = job.bundle.write_atomic("exec.json", j.as_bytes());
+        if job.bundle.write_atomic("exec.json", j.as_bytes()).is_err() {
+            crate::losses::output_write_failed();
+        }
     }
     out
 }
@@ -219,6 +247,10 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         }
     };
     let fsize = crate::limits::EXEC_OUTPUT.bound();
+    let sandbox = super::hook_sandbox::get();
+    out.sandbox = Some(sandbox.describe());
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     let mut cmd = std::process::Command::new(&job.argv[0]);
     cmd.args(&job.argv[1..])
         .env_clear()
@@ -233,10 +265,21 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         .stdout(std::process::Stdio::from(stdout))
         .stderr(std::process::Stdio::from(stderr))
         .process_group(0);
-    // SAFETY: between fork and exec only async-signal-safe calls: setrlimit,
-    // open, write, close, on data prepared before the fork.
+    // SAFETY: between fork and exec only async-signal-safe calls: prctl,
+    // getppid, setrlimit, open, write, close, on data prepared before the
+    // fork.
     unsafe {
         cmd.pre_exec(move || {
+            // A kill -9 of the recorder kills the command too (the thread
+            // that forks waits for it: hook_pool.rs); if the recorder died
+            // before this line, the command must not start.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            super::hook_sandbox::enter(sandbox)?;
             let r = libc::rlimit {
                 rlim_cur: fsize,
                 rlim_max: fsize,
@@ -262,6 +305,10 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         }
     };
     let pgid = child.id() as libc::pid_t;
+    if !super::hook_pool::started(pgid) {
+        // SAFETY: the command's own process group.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
     let deadline = t0 + Duration::from_secs_f64(job.timeout);
     loop {
         match child.try_wait() {
@@ -290,6 +337,7 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
     // Whatever the command left running in its group ends with it.
     // SAFETY: as above; ESRCH when the group is empty.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    super::hook_pool::finished(pgid);
     if out.output_capped {
         crate::limits::EXEC_OUTPUT.hit();
     }
@@ -313,5 +361,22 @@ mod tests {
         assert_eq!(safe_comm("python3"), "python3");
         assert!(split_template("a 'b").is_err());
         assert!(split_template("   ").is_err());
+    }
+
+    #[test]
+    fn place_variables_carry_no_raw_control_bytes() {
+        let a = crate::host::attribution::Attribution {
+            unit: Some("x\x1b]0;pwned\x07.service".into()),
+            ..Default::default()
+        };
+        let env = place_env("/user.slice/\x1b[31mred\u{202e}", &a);
+        for (k, v) in &env {
+            assert!(
+                !v.chars().any(|c| c.is_control() || c == '\u{202e}'),
+                "{k}={v:?}"
+            );
+        }
+        assert_eq!(env[0].1, crate::fmt::term("/user.slice/\x1b[31mred\u{202e}"));
+        assert!(env[1].1.ends_with(".service"), "{:?}", env[1]);
     }
 }

@@ -2,6 +2,8 @@
 //! with their user stacks, and evidence bundles written atomically.
 pub mod bundle;
 pub mod exec;
+pub mod hook_pool;
+pub mod hook_sandbox;
 pub mod langstacks;
 pub mod perfmap;
 pub mod pprof;

@@ -376,6 +376,7 @@ impl Worker {
             Err(e) => {
                 log::warn!("evidence bundle for pid {} not written: {e:#}", row.pid);
                 ev.error = Some(format!("{e:#}"));
+                crate::losses::output_write_failed();
             }
         }
         (ev, sampled)
@@ -474,9 +475,9 @@ impl Worker {
                 delay: test_exec_delay(),
             };
             let (root, budget) = (root.clone(), self.max_evidence_bytes);
-            // The command's output counts against the budget too.
-            std::thread::spawn(move || {
-                exec::run_exec(job);
+            // Bounded (evidence/hook_pool.rs). The command's output counts
+            // against the budget too.
+            crate::evidence::hook_pool::submit(job, move |_| {
                 if let Some(m) = budget {
                     bundle::enforce_budget(&root, m);
                 }

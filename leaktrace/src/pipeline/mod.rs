@@ -92,7 +92,31 @@ pub fn run(cfg: Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run_async(cfg))
+    let res = rt.block_on(run_async(cfg));
+    // Every exit path (stop, SIGTERM, an error) ends the hooks: no command
+    // outlives the recorder (a kill -9 is PR_SET_PDEATHSIG's, exec.rs).
+    crate::evidence::hook_pool::kill_all();
+    report_losses();
+    res
+}
+
+/// One line at exit when something was lost: commands dropped, output
+/// writes that failed.
+fn report_losses() {
+    let (started, peak, dropped) = crate::evidence::hook_pool::counts();
+    if dropped > 0 {
+        log::warn!(
+            "exec hooks: {started} command(s) run, at most {peak} at once, {dropped} dropped \
+             (limit exec_queue; see exec.json and lost_events_total{{kind=\"hooks\"}})"
+        );
+    }
+    let lost = crate::losses::output_write_failures();
+    if lost > 0 {
+        log::warn!(
+            "outputs: {lost} write(s) failed (event lines, bundles, incident or exec files); \
+             lost, counted in lost_events_total{{kind=\"outputs\"}}"
+        );
+    }
 }
 
 async fn run_async(mut cfg: Config) -> Result<()> {
@@ -118,6 +142,13 @@ async fn run_async(mut cfg: Config) -> Result<()> {
                 d.display()
             );
         }
+    }
+    if exec.is_some() || exec_oom.is_some() {
+        // Made now, not at the first hook: it also empties the hooks'
+        // cgroups that a kill -9'd recorder left, and says where hooks run.
+        // (Outside log::info!, whose arguments are not evaluated below -v.)
+        let sandbox = crate::evidence::hook_sandbox::get();
+        log::info!("exec hooks run in: {}", sandbox.describe());
     }
     set_bounds(&cfg);
     raise_nofile();

@@ -145,6 +145,7 @@ impl EventLog {
             }
             Err(e) => {
                 self.dropped_lines += 1;
+                crate::losses::output_write_failed();
                 self.file = None;
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(msg.as_str()) {

@@ -4,8 +4,8 @@
 //! directory handle), and the command runs with no shell, the same
 //! sandbox as --exec-on-trigger (cleared environment with a fixed PATH, its
 //! own process group killed whole at the timeout, RLIMIT_FSIZE, output in
-//! that directory) and these variables: LEAKTRACE_PID, LEAKTRACE_COMM,
-//! LEAKTRACE_CGROUP, LEAKTRACE_UNIT, LEAKTRACE_CONTAINER_ID,
+//! that directory, at most 4 at once: evidence/hook_pool.rs) and these
+//! variables: LEAKTRACE_PID, LEAKTRACE_COMM, LEAKTRACE_CGROUP, LEAKTRACE_UNIT, LEAKTRACE_CONTAINER_ID,
 //! LEAKTRACE_POD_UID, LEAKTRACE_WRONG_VICTIM (1 or 0) and
 //! LEAKTRACE_INCIDENT (the JSON file). {pid}, {comm} and {incident} are
 //! replaced inside arguments. At most MAX_KEPT incident directories are
@@ -88,7 +88,10 @@ impl ExecOnOomSink {
             // leftover from an earlier run can.
             Err(_) => dir.open_subdir(&name)?,
         };
-        d.write_atomic("incident.json", crate::fmt::json_line(i)?.as_bytes())?;
+        if let Err(e) = d.write_atomic("incident.json", crate::fmt::json_line(i)?.as_bytes()) {
+            crate::losses::output_write_failed();
+            return Err(e.into());
+        }
         let file = d.path().join("incident.json");
         let (comm, cgroup, attr) = i
             .victim
@@ -118,11 +121,9 @@ impl ExecOnOomSink {
             timeout: self.timeout,
             delay: std::time::Duration::ZERO,
         };
-        std::thread::Builder::new()
-            .name("lt-exec-oom".into())
-            .spawn(move || {
-                exec::run_exec(job);
-            })?;
+        // Bounded: an OOM storm starts a few commands and drops, counts
+        // and records the rest (hook_pool.rs).
+        crate::evidence::hook_pool::submit(job, |_| {});
         Self::prune(&dir);
         Ok(())
     }

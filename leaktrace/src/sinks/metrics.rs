@@ -256,7 +256,11 @@ impl Metrics {
             }
         }
         let k = &s.kernel.counters;
-        let sinks: u64 = s.kernel.sink_drops.iter().map(|d| d.1).sum();
+        // Outputs: samples an output fell behind on, and every write that
+        // failed (lines, bundles, incident files, exec.json; losses.rs).
+        let sinks: u64 =
+            s.kernel.sink_drops.iter().map(|d| d.1).sum::<u64>() + crate::losses::output_write_failures();
+        let (_, _, hooks_dropped) = crate::evidence::hook_pool::counts();
         for (kind, v) in [
             ("oom_ring", k.oom_lost),
             ("oom_crit_ring", k.oom_crit_lost),
@@ -268,6 +272,7 @@ impl Metrics {
             ("map_insert_failed", k.insert_failed + k.life_insert_failed),
             ("exits_queue", s.kernel.exits_dropped),
             ("outputs", sinks),
+            ("hooks", hooks_dropped),
         ] {
             set_total(&self.lost.get_or_create(&vec![("kind".into(), kind.into())]), v);
         }
@@ -401,12 +406,19 @@ async fn read_head(sock: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>>
     Ok(buf)
 }
 
-async fn answer(mut sock: tokio::net::TcpStream, metrics: Arc<std::sync::Mutex<Metrics>>) {
-    let io = Duration::from_secs(crate::limits::METRICS_IO_SECS);
-    let Ok(Ok(req)) = tokio::time::timeout(io, read_head(&mut sock)).await else {
-        crate::limits::METRICS_TIMEOUT.hit();
+async fn answer(
+    mut sock: tokio::net::TcpStream,
+    metrics: Arc<std::sync::Mutex<Metrics>>,
+    asked: Arc<std::sync::atomic::AtomicBool>,
+) {
+    // A scraper sends its request at once; a client that has sent none
+    // after METRICS_HEAD_SECS is only holding a slot.
+    let head = Duration::from_secs(crate::limits::METRICS_HEAD_SECS);
+    let Ok(Ok(req)) = tokio::time::timeout(head, read_head(&mut sock)).await else {
+        crate::limits::METRICS_EVICTED.hit();
         return;
     };
+    asked.store(true, std::sync::atomic::Ordering::Relaxed);
     let (status, body, head_only) = match route(&req) {
         Answer::Metrics { head_only } => (
             "200 OK",
@@ -436,25 +448,78 @@ async fn answer(mut sock: tokio::net::TcpStream, metrics: Arc<std::sync::Mutex<M
         sock.write_all(&out).await?;
         sock.shutdown().await
     };
+    let io = Duration::from_secs(crate::limits::METRICS_IO_SECS);
     if tokio::time::timeout(io, write).await.is_err() {
         crate::limits::METRICS_TIMEOUT.hit();
     }
 }
 
+/// One open connection: when it was accepted, whether its request came,
+/// and its task (to evict it).
+struct Conn {
+    id: u64,
+    asked: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The open connections, oldest first (at most METRICS_CONNECTIONS_MAX).
+type Conns = Arc<std::sync::Mutex<std::collections::VecDeque<Conn>>>;
+
+/// Removes its connection from the table when the task ends or is aborted.
+struct Slot(Conns, u64);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.lock() {
+            c.retain(|c| c.id != self.1);
+        }
+    }
+}
+
+/// Makes room for a new connection: none is needed below the cap; at the
+/// cap, the oldest connection that has not sent its request is closed
+/// (idle clients cannot lock a scraper out). False if every connection
+/// is busy answering a request.
+fn make_room(conns: &Conns) -> bool {
+    let Ok(mut c) = conns.lock() else { return false };
+    if c.len() < crate::limits::METRICS_CONNECTIONS_MAX {
+        return true;
+    }
+    let Some(i) = c
+        .iter()
+        .position(|c| !c.asked.load(std::sync::atomic::Ordering::Relaxed))
+    else {
+        return false;
+    };
+    if let Some(old) = c.remove(i) {
+        old.task.abort();
+        crate::limits::METRICS_EVICTED.hit();
+    }
+    true
+}
+
 /// Serves GET /metrics on `addr` until the process exits. At most
-/// METRICS_CONNECTIONS_MAX connections are open at once: a further one is
-/// closed at once and counted, so a local user with a connection loop can
-/// neither use up leaktrace's file descriptors (which would blind its /proc
-/// reads) nor its memory. A client gets METRICS_IO_SECS to send its request
-/// and again to take the answer.
+/// METRICS_CONNECTIONS_MAX connections are open at once, so a local user
+/// with a connection loop can neither use up leaktrace's file descriptors
+/// (which would blind its /proc reads) nor its memory. Nor can idle
+/// connections lock the scrapers out: a client has METRICS_HEAD_SECS to
+/// send its request, and when all slots are taken the oldest client that
+/// has sent none is closed for the new one. A further connection while
+/// every slot is answering a request is closed at once and counted. A
+/// client gets METRICS_IO_SECS to take the answer.
 pub async fn serve(addr: SocketAddr, metrics: Arc<std::sync::Mutex<Metrics>>) -> Result<()> {
+    if !addr.ip().is_loopback() {
+        log::warn!(
+            "--metrics {addr} is not a loopback address: whoever can reach it reads the metrics (cgroup, \
+             unit and container names) and can hold its connections; see docs/security.md, \"Metrics port\""
+        );
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        crate::limits::METRICS_CONNECTIONS_MAX,
-    ));
+    let conns: Conns = Arc::default();
     tokio::spawn(async move {
+        let mut next = 0u64;
         loop {
             let sock = match listener.accept().await {
                 Ok((sock, _)) => sock,
@@ -464,16 +529,29 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<std::sync::Mutex<Metrics>>) ->
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if !make_room(&conns) {
                 crate::limits::METRICS_CONNECTIONS.hit();
                 drop(sock);
                 continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                answer(sock, metrics).await;
-                drop(permit);
+            }
+            next += 1;
+            let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (metrics, a, slot) = (metrics.clone(), asked.clone(), Slot(conns.clone(), next));
+            let task = tokio::spawn(async move {
+                let _slot = slot;
+                answer(sock, metrics, a).await;
             });
+            if let Ok(mut c) = conns.lock() {
+                c.push_back(Conn {
+                    id: next,
+                    asked,
+                    task: task.abort_handle(),
+                });
+            }
+            // Let the new task read its request before the next accept: in
+            // a flood the backlog could otherwise evict a scraper whose
+            // request is already waiting in its socket.
+            tokio::task::yield_now().await;
         }
     });
     Ok(())
