@@ -141,3 +141,64 @@ fn an_oom_in_a_memcg_full_of_shmem_says_so() {
     drop(t);
     assert!(w.stop().success());
 }
+
+/// A deleted file still held open in a tmpfs (issue 20): `ls` no longer
+/// shows it and no process maps it, but its 200 MiB stay. The ledger names
+/// the file, the process that holds it and its size within 10%.
+#[test]
+fn a_deleted_file_held_open_is_named_with_its_holder() {
+    require_root();
+    let t = Tmpfs::mount("ltest-held", "1g");
+    let mnt = t.dir.0.canonicalize().unwrap();
+    let blob = mnt.join("held-blob");
+    let st = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=200", "status=none"])
+        .arg(format!("of={}", blob.display()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Opens it as fd 3, deletes it, and holds it while it sleeps.
+    let mut holder = Proc::spawn(
+        Command::new("/bin/sh")
+            .args(["-c", "exec 3< \"$0\"; rm \"$0\"; echo ready; exec sleep 120"])
+            .arg(&blob),
+    );
+    holder.wait_line("ready", Duration::from_secs(10));
+    assert!(!blob.exists());
+    let w = Watch::start(&["--interval", "1"]);
+    let pid = holder.pid();
+    w.wait_for(Duration::from_secs(60), "the held file in the ledger", |l| {
+        l.iter().filter_map(ledger_of).any(|led| {
+            led["held_deleted"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|f| f["pid"] == pid))
+        })
+    });
+    let led = w
+        .samples()
+        .iter()
+        .rev()
+        .find_map(|s| ledger_of(s).cloned().filter(|l| l["held_deleted"].as_array().is_some_and(|h| !h.is_empty())))
+        .unwrap();
+    let f = led["held_deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["pid"] == pid)
+        .unwrap()
+        .clone();
+    eprintln!("held: {f}\nfindings: {}", led["findings"]);
+    assert_eq!(f["path"], blob.to_str().unwrap(), "{f}");
+    assert_eq!(f["mount"], mnt.to_str().unwrap(), "{f}");
+    assert_eq!(f["comm"], "sleep", "{f}");
+    let b = f["bytes"].as_u64().unwrap();
+    assert!(within(b as f64, (200 * MB) as f64, 0.10), "size within 10%: {b}");
+    let text = led["findings"].to_string();
+    assert!(
+        text.contains("deleted files still open hold") && text.contains(&format!("open in pid {pid} (sleep)")),
+        "{text}"
+    );
+    drop(holder);
+    drop(t);
+    assert!(w.stop().success());
+}

@@ -27,6 +27,9 @@ pub struct Reading {
     pub sysv: (u64, u64, u64, u64),
     /// Bytes per slab cache (num_objs x objsize).
     pub slab: Vec<(String, u64)>,
+    /// Deleted files held open in the tmpfs mounts, when this reading
+    /// walked the descriptors (pipeline/ledger.rs decides when).
+    pub held: Option<super::held_deleted::Scan>,
 }
 
 fn cap(s: &str) -> String {
@@ -148,6 +151,7 @@ pub fn read() -> Reading {
         tmpfs_not_read: not_read,
         sysv: parse_sysv_shm(&read_text("/proc/sysvipc/shm")),
         slab: parse_slabinfo(&read_text("/proc/slabinfo")),
+        held: None,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod attribution;
 pub mod cgroup;
 pub mod cpython;
 pub mod facts;
+pub mod held_deleted;
 pub mod ledger;
 pub mod meta;
 pub mod procfs;

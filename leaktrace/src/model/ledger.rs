@@ -58,14 +58,38 @@ pub struct Ledger {
     pub sysv_shm_unattached_bytes: u64,
     /// The biggest slab caches.
     pub slab_caches: Vec<LedgerItem>,
+    /// Deleted files still open in a tmpfs or memfd (the newest walk of
+    /// the descriptors, at most 90 s old), biggest first.
+    #[serde(default)]
+    pub held_deleted: Vec<HeldDeleted>,
+    /// That walk stopped at its bound (host::held_deleted::MAX_FDS links).
+    #[serde(default)]
+    pub held_deleted_truncated: bool,
     /// What grew that no process holds, in words (escaped by the sinks).
     pub findings: Vec<String>,
 }
+
+/// A deleted file that a process still holds open: its pages stay until
+/// the last descriptor closes.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+pub struct HeldDeleted {
+    pub pid: u32,
+    pub comm: String,
+    pub path: String,
+    /// The tmpfs mount, or "memfd".
+    pub mount: String,
+    pub bytes: u64,
+}
+
+/// A walk's results are shown this long.
+const HELD_KEEP_S: f64 = 90.0;
 
 /// Readings of the last WINDOW_SECS, reduced to named values.
 #[derive(Default)]
 pub struct LedgerHistory {
     past: VecDeque<(f64, BTreeMap<String, u64>)>,
+    /// The newest walk for deleted files held open, and when.
+    held: Option<(f64, crate::host::held_deleted::Scan)>,
 }
 
 fn get(m: &BTreeMap<String, u64>, k: &str) -> u64 {
@@ -166,12 +190,56 @@ impl LedgerHistory {
             sysv_shm_bytes: r.sysv.1,
             sysv_shm_unattached_bytes: r.sysv.3,
             slab_caches: caches.iter().take(TOP_CACHES).map(|c| item("slab:", c)).collect(),
+            held_deleted: Vec::new(),
+            held_deleted_truncated: false,
             findings: Vec::new(),
         };
         if let Some((t0, m)) = &old {
             l.findings = findings(&l, &now, m, t - t0);
         }
+        self.add_held(t, r, &mut l);
         l
+    }
+}
+
+impl LedgerHistory {
+    /// The newest walk for deleted files held open, and a finding when they
+    /// hold FINDING_BYTES or more: "deleted files still open hold 600.0 MiB
+    /// of shmem: /mnt/x/blob 600.0 MiB, open in pid 123 (sleep)".
+    fn add_held(&mut self, t: f64, r: &Reading, l: &mut Ledger) {
+        if let Some(s) = &r.held {
+            self.held = Some((t, s.clone()));
+        }
+        let Some((_, s)) = self.held.as_ref().filter(|(at, _)| t - at <= HELD_KEEP_S) else {
+            return;
+        };
+        l.held_deleted = s
+            .files
+            .iter()
+            .map(|f| HeldDeleted {
+                pid: f.pid,
+                comm: f.comm.clone(),
+                path: f.path.clone(),
+                mount: f.mount.clone(),
+                bytes: f.bytes,
+            })
+            .collect();
+        l.held_deleted_truncated = s.truncated;
+        let total: u64 = s.files.iter().map(|f| f.bytes).sum();
+        if total < FINDING_BYTES {
+            return;
+        }
+        let each: Vec<String> = s
+            .files
+            .iter()
+            .take(3)
+            .map(|f| format!("{} {}, open in pid {} ({})", f.path, bytes(f.bytes as f64), f.pid, f.comm))
+            .collect();
+        l.findings.push(format!(
+            "deleted files still open hold {} of shmem: {}",
+            bytes(total as f64),
+            each.join("; ")
+        ));
     }
 }
 
@@ -300,6 +368,36 @@ mod tests {
             .map(|p| p.bytes)
             .sum();
         assert_eq!(sum, l.mem_total_bytes, "the parts add up to MemTotal");
+    }
+
+    #[test]
+    fn deleted_files_held_open_are_named_and_kept_a_while() {
+        use crate::host::held_deleted::{HeldFile, Scan};
+        let mut h = LedgerHistory::default();
+        let mut r = reading(700, 700, 0);
+        r.held = Some(Scan {
+            files: vec![HeldFile {
+                pid: 123,
+                comm: "sleep".into(),
+                path: "/mnt/ltest/blob".into(),
+                mount: "/mnt/ltest".into(),
+                bytes: 600 << 20,
+            }],
+            fds_read: 10,
+            truncated: false,
+        });
+        let l = h.update(0.0, 0, &r, 0);
+        assert_eq!(l.held_deleted.len(), 1);
+        let f = l.findings.join("\n");
+        assert!(
+            f.contains("deleted files still open hold 600.0 MiB of shmem: /mnt/ltest/blob 600.0 MiB, open in pid 123 (sleep)"),
+            "{f}"
+        );
+        // The next readings do not walk again: the walk is shown for 90 s.
+        let l = h.update(60.0, 60_000, &reading(700, 700, 0), 0);
+        assert_eq!(l.held_deleted.len(), 1);
+        let l = h.update(100.0, 100_000, &reading(700, 700, 0), 0);
+        assert!(l.held_deleted.is_empty());
     }
 
     #[test]

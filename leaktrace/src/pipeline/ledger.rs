@@ -4,25 +4,34 @@
 //! the `ledger` of its sample.
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use crate::{
     fmt::{monotonic_ns, now_ms},
-    host::ledger::{self, Reading},
-    model::ledger::{Ledger, LedgerHistory},
+    host::{
+        held_deleted,
+        ledger::{self, Reading},
+    },
+    model::ledger::{Ledger, LedgerHistory, FINDING_BYTES},
 };
 
 /// How often the host is read.
 pub const EVERY: Duration = Duration::from_secs(5);
+/// Deleted files held open are looked for (a walk of every process's
+/// descriptors, at most held_deleted::MAX_FDS) only while this much shmem
+/// is mapped by no process, and at most this often.
+const WALK_EVERY: Duration = Duration::from_secs(30);
 
 type Latest = Arc<Mutex<Option<(f64, u64, Reading)>>>;
 
 pub struct LedgerFeed {
     latest: Latest,
+    /// Shmem mapped by no process, from the newest ledger, for the reader.
+    unmapped: Arc<AtomicU64>,
     hist: LedgerHistory,
     last_t: f64,
     current: Option<Ledger>,
@@ -33,9 +42,17 @@ impl LedgerFeed {
     pub fn start(stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
         let latest: Latest = Arc::default();
         let l = latest.clone();
+        let unmapped = Arc::new(AtomicU64::new(0));
+        let u = unmapped.clone();
         super::spawn("lt-ledger", move || {
+            let mut walked: Option<Instant> = None;
             while !stop.load(Ordering::Relaxed) {
-                let r = ledger::read();
+                let mut r = ledger::read();
+                if u.load(Ordering::Relaxed) >= FINDING_BYTES && walked.is_none_or(|w| w.elapsed() >= WALK_EVERY) {
+                    let mounts: Vec<String> = r.tmpfs.iter().map(|m| m.0.clone()).collect();
+                    r.held = Some(held_deleted::scan(&mounts));
+                    walked = Some(Instant::now());
+                }
                 if let Ok(mut g) = l.lock() {
                     *g = Some((monotonic_ns() as f64 / 1e9, now_ms(), r));
                 }
@@ -44,6 +61,7 @@ impl LedgerFeed {
         })?;
         Ok(Self {
             latest,
+            unmapped,
             hist: LedgerHistory::default(),
             last_t: 0.0,
             current: None,
@@ -57,7 +75,10 @@ impl LedgerFeed {
         if let Some((t, ts_ms, r)) = fresh {
             if t > self.last_t {
                 self.last_t = t;
-                self.current = Some(self.hist.update(t, ts_ms, &r, proc_shmem));
+                let l = self.hist.update(t, ts_ms, &r, proc_shmem);
+                let unmapped = l.parts.iter().find(|p| p.name == "shmem_unmapped").map_or(0, |p| p.bytes);
+                self.unmapped.store(unmapped, Ordering::Relaxed);
+                self.current = Some(l);
             }
         }
         self.current.clone()
