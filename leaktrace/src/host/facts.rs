@@ -190,6 +190,29 @@ pub fn meminfo_kb(key: &str) -> Option<u64> {
     })
 }
 
+/// The kernel's count of OOM kills since boot (/proc/vmstat `oom_kill`,
+/// host and memcg OOMs alike; 4.13+). With the boot id it tells how many
+/// kills happened while leaktrace was not running.
+pub fn oom_kills_since_boot() -> Option<u64> {
+    let (b, _) = super::procfs::read_capped(std::path::Path::new("/proc/vmstat"), 64 << 10).ok()?;
+    parse_vmstat(&String::from_utf8_lossy(&b), "oom_kill")
+}
+
+fn parse_vmstat(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok())?
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn vmstat_oom_kill_is_read() {
+    assert_eq!(parse_vmstat("nr_free_pages 5\noom_kill 12\n", "oom_kill"), Some(12));
+    assert_eq!(parse_vmstat("oom_kill_x 3\n", "oom_kill"), None);
+    assert!(oom_kills_since_boot().is_some(), "this kernel has oom_kill in /proc/vmstat");
+}
+
 pub fn read() -> Facts {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let from_cmdline = parse_cmdline_consoles(&cmdline);

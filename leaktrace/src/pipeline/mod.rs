@@ -438,6 +438,7 @@ fn status_line(l: &Loaded, adj: OomScoreAdj) -> StatusLine {
         ts_ms: crate::fmt::now_ms(),
         host: crate::host::hostname(),
         boot_id: crate::host::boot_id(),
+        oom_kills_since_boot: crate::host::facts::oom_kills_since_boot(),
         version: env!("CARGO_PKG_VERSION"),
         ebpf_toolchain: loader::EBPF_TOOLCHAIN,
         data_path: l.data_path,

@@ -207,6 +207,9 @@ pub(crate) struct SummaryLine<'a> {
     /// The host memory ledger (docs/ledger.md); null until the first reading.
     ledger: Option<&'a crate::model::ledger::Ledger>,
     dropped_lines: u64,
+    /// The kernel's OOM kills since boot (/proc/vmstat oom_kill) now: the
+    /// next recorder's status line tells how many came while none ran.
+    oom_kills_since_boot: Option<u64>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -265,6 +268,7 @@ impl Sink for EventLogSink {
                         kernel: &s.kernel,
                         ledger: s.ledger.as_ref(),
                         dropped_lines: self.log.dropped_lines,
+                        oom_kills_since_boot: crate::host::facts::oom_kills_since_boot(),
                     };
                     self.log.write_line(&crate::fmt::json_line(&line)?);
                 }

@@ -48,6 +48,10 @@ pub struct StatusLine {
     /// /proc/sys/kernel/random/boot_id: pids and monotonic timestamps are
     /// only comparable within one boot.
     pub boot_id: Option<String>,
+    /// The kernel's OOM kills since boot (/proc/vmstat oom_kill) at start:
+    /// against the last summary of the same boot, the kills missed while
+    /// no recorder ran.
+    pub oom_kills_since_boot: Option<u64>,
     pub version: &'static str,
     pub ebpf_toolchain: &'static str,
     /// "iterator" or "hooks", and why.
