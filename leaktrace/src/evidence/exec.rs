@@ -246,9 +246,41 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
             return;
         }
     };
-    let fsize = crate::limits::EXEC_OUTPUT.bound();
     let sandbox = super::hook_sandbox::get();
     out.sandbox = Some(sandbox.describe());
+    let mut cmd = command(job, stdout, stderr, sandbox);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            out.not_run = Some(format!("cannot run {}: {e}", job.argv[0]));
+            return;
+        }
+    };
+    let pgid = child.id() as libc::pid_t;
+    if !super::hook_pool::started(pgid) {
+        // SAFETY: the command's own process group.
+        unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    }
+    wait_bounded(&mut child, pgid, t0 + Duration::from_secs_f64(job.timeout), job.timeout, out);
+    // Whatever the command left running in its group ends with it.
+    // SAFETY: as above; ESRCH when the group is empty.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+    super::hook_pool::finished(pgid);
+    if out.output_capped {
+        crate::limits::EXEC_OUTPUT.hit();
+    }
+}
+
+/// The command, its environment and what its child does before exec: a
+/// death signal tied to the recorder, the sandbox, an output size limit
+/// and an OOM score of its own.
+fn command(
+    job: &ExecJob,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+    sandbox: &'static super::hook_sandbox::Sandbox,
+) -> std::process::Command {
+    let fsize = crate::limits::EXEC_OUTPUT.bound();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let mut cmd = std::process::Command::new(&job.argv[0]);
@@ -297,49 +329,40 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            out.not_run = Some(format!("cannot run {}: {e}", job.argv[0]));
-            return;
-        }
-    };
-    let pgid = child.id() as libc::pid_t;
-    if !super::hook_pool::started(pgid) {
-        // SAFETY: the command's own process group.
-        unsafe { libc::killpg(pgid, libc::SIGKILL) };
-    }
-    let deadline = t0 + Duration::from_secs_f64(job.timeout);
+    cmd
+}
+
+/// Waits for the command until `deadline`, then kills its process group.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    pgid: libc::pid_t,
+    deadline: Instant,
+    timeout: f64,
+    out: &mut ExecOutcome,
+) {
     loop {
         match child.try_wait() {
             Ok(Some(st)) => {
                 out.exit_code = st.code();
                 out.signal = st.signal();
                 out.output_capped = st.signal() == Some(libc::SIGXFSZ);
-                break;
+                return;
             }
             Ok(None) if Instant::now() >= deadline => {
                 // SAFETY: signals the command's own process group.
                 unsafe { libc::killpg(pgid, libc::SIGKILL) };
                 let _ = child.wait();
                 out.timed_out = true;
-                out.error = Some(format!("killed with its process group after {} s", job.timeout));
+                out.error = Some(format!("killed with its process group after {timeout} s"));
                 crate::limits::EXEC_SECONDS.hit();
-                break;
+                return;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
                 out.error = Some(e.to_string());
-                break;
+                return;
             }
         }
-    }
-    // Whatever the command left running in its group ends with it.
-    // SAFETY: as above; ESRCH when the group is empty.
-    unsafe { libc::killpg(pgid, libc::SIGKILL) };
-    super::hook_pool::finished(pgid);
-    if out.output_capped {
-        crate::limits::EXEC_OUTPUT.hit();
     }
 }
 
