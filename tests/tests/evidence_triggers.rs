@@ -13,7 +13,7 @@ fn a_bundle_without_samples_gets_a_follow_up_with_them() {
     require_root();
     let out = TempDir::new("follow-up");
     // Idle for 6 s, then 20 MiB/s for 40 s (the same pid throughout).
-    let mut h =
+    let h =
         Proc::spawn(Command::new("/bin/sh").args(["-c", &format!("sleep 6; exec {HELPER} grow 20 40 30")]));
     let pid = h.pid();
     let rec = Record::start(
@@ -88,4 +88,86 @@ fn a_slow_leak_far_from_any_limit_gets_a_bundle() {
     );
     assert!(rec.stop().success());
     drop(h);
+}
+
+/// A pool whose members each take one step and stay flat: no process
+/// grows for long, but the pool does (recycled workers, seed 001's
+/// gunicorn). A Python parent forks a worker every second, each holding
+/// 4 MiB. The pool gets a sustained-growth bundle naming the pool.
+const POOL_STEPS_PY: &str = r#"
+import os, time, signal
+print("ready", flush=True)
+kids = []
+for i in range(80):
+    pid = os.fork()
+    if pid == 0:
+        b = bytearray(4 << 20)
+        time.sleep(600)
+        os._exit(0)
+    kids.append(pid)
+    time.sleep(1)
+time.sleep(600)
+"#;
+
+#[test]
+fn a_pool_that_grows_by_new_members_gets_a_bundle() {
+    require_root();
+    let out = TempDir::new("pool-steps");
+    let rec = Record::start(
+        &out.0.join("rec"),
+        &["--interval", "0.5", "--sustained-growth", "20"],
+    );
+    let mut p = Proc::spawn(Command::new("python3").args(["-c", POOL_STEPS_PY]));
+    p.wait_line("ready", Duration::from_secs(20));
+    let leader = p.pid();
+    // Declared after `p`, so dropped before it: the workers are killed,
+    // then the parent.
+    let _kids = KillChildren(leader);
+    rec.wait_for(Duration::from_secs(75), "a bundle for the pool", |l| {
+        l.iter().any(|v| {
+            v["type"] == "evidence"
+                && v["reason"] == "sustained-growth"
+                && v["detail"].as_str().unwrap_or("").contains(&format!("its pool (leader {leader} "))
+        })
+    });
+    let ev: Vec<_> = rec
+        .events()
+        .into_iter()
+        .filter(|v| v["type"] == "evidence" && v["reason"] == "sustained-growth")
+        .collect();
+    eprintln!("{ev:?}");
+    let pool: Vec<_> = ev
+        .iter()
+        .filter(|v| v["detail"].as_str().unwrap_or("").contains("its pool"))
+        .collect();
+    assert_eq!(pool.len(), 1, "one bundle per pool per cool-down: {pool:?}");
+    assert!(pool[0]["dir"].is_string(), "{}", pool[0]);
+    // The bundle is about a member of the pool.
+    let pid = pool[0]["pid"].as_u64().unwrap() as u32;
+    let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok());
+    assert!(pid == leader || ppid == Some(leader), "{pid} is in the pool of {leader}");
+    assert!(rec.stop().success());
+}
+
+/// Kills the pool's workers when the test ends, also when it fails: they
+/// outlive their parent otherwise.
+struct KillChildren(u32);
+
+impl Drop for KillChildren {
+    fn drop(&mut self) {
+        for k in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(c) = k.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let pp = std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if pp == Some(self.0) {
+                // SAFETY: killing a child of the test's own pool.
+                unsafe { libc::kill(c, libc::SIGKILL) };
+            }
+        }
+    }
 }

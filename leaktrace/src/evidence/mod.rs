@@ -205,6 +205,41 @@ pub fn check(
     None
 }
 
+/// The slow-leak rule for a pool (model/groups.rs): its total has been
+/// growing for `--sustained-growth` seconds although no member need be
+/// (recycled workers, one step each). The bundle goes to the member that
+/// grows fastest now, else the largest: `members` = (pid, growth bytes/s,
+/// RSS bytes). None when the rule does not hold.
+pub fn sustained_group(
+    g: &crate::model::sample::GroupRow,
+    growing_for: f64,
+    members: &[(u32, f64, u64)],
+    args: &TriggerArgs,
+) -> Option<(u32, Trigger)> {
+    if args.sustained_growth <= 0.0 || g.trend != Trend::Growing || growing_for < args.sustained_growth {
+        return None;
+    }
+    let pick = members
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1).then(a.2.cmp(&b.2)).then(b.0.cmp(&a.0)))?;
+    Some((
+        pick.0,
+        Trigger {
+            reason: "sustained-growth",
+            detail: format!(
+                "its pool (leader {} {}, {} members) has been growing for {growing_for:.0} s \
+                 (at {:.2} MiB/s now, by its {}); this member grows fastest",
+                g.leader_pid,
+                g.comm,
+                g.members,
+                g.growth_bytes_per_sec / 1048576.0,
+                if g.growth_of == "pss" { "Pss" } else { "RSS sum" }
+            ),
+            secs_left: None,
+        },
+    ))
+}
+
 /// The process the PSI trigger may name: the fastest grower whose trend
 /// is `growing`, never leaktrace itself (`me`). A process whose RSS only
 /// wobbles (a shell script, leaktrace's own buffers) is not a grower.
@@ -351,6 +386,38 @@ pub(crate) mod tests_support {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_pool_growing_for_long_gets_a_bundle_for_its_fastest_member() {
+        let mut args = args();
+        args.sustained_growth = 120.0;
+        let g = crate::model::sample::GroupRow {
+            attribution: Default::default(),
+            leader_pid: 10,
+            comm: "gunicorn".into(),
+            exe: String::new(),
+            members: 3,
+            pids: vec![10, 11, 12],
+            rss_bytes: 220 << 20,
+            growth_bytes_per_sec: 512.0 * 1024.0,
+            growth_bytes_per_sec_long: 512.0 * 1024.0,
+            trend: Trend::Growing,
+            growth_of: "rss_sum",
+            pss_bytes: None,
+            uss_bytes: None,
+            pss_growth_bytes_per_sec: None,
+        };
+        let members = [(10, 0.0, 50 << 20), (11, 1000.0, 80 << 20), (12, 0.0, 90 << 20)];
+        assert!(sustained_group(&g, 119.0, &members, &args).is_none());
+        let (pid, t) = sustained_group(&g, 121.0, &members, &args).unwrap();
+        assert_eq!((pid, t.reason), (11, "sustained-growth"));
+        assert!(t.detail.contains("its pool (leader 10 gunicorn, 3 members) has been growing for 121 s"), "{}", t.detail);
+        // None growing: the largest.
+        let flat = [(10, 0.0, 50 << 20), (11, 0.0, 80 << 20), (12, 0.0, 90 << 20)];
+        assert_eq!(sustained_group(&g, 121.0, &flat, &args).unwrap().0, 12);
+        let stable = crate::model::sample::GroupRow { trend: Trend::Stable, ..g };
+        assert!(sustained_group(&stable, 500.0, &members, &args).is_none());
+    }
 
     #[test]
     fn the_psi_trigger_names_a_grower_never_leaktrace() {

@@ -721,7 +721,11 @@ impl Tracker {
             h.points(t_now - params.long_window_s, &mut self.buf);
             let mut long = trend::slope(&self.buf);
             let mut trend = trend::classify(&self.buf, &params);
-            let mut growth = g.growth_bytes_per_sec;
+            // The total's own 10 s slope: the members' rates summed miss a
+            // pool that grows by new members (each one step, then flat).
+            let short_from = t_now - params.short_window_s;
+            let short = &self.buf[self.buf.partition_point(|p| p.0 < short_from)..];
+            let mut growth = if short.len() >= 2 { trend::slope(short) } else { g.growth_bytes_per_sec };
             let sums = private::sums(g.all.iter().map(|p| self.procs.get(p).map(|t| &t.private)), t_now);
             let mut pss_growth = None;
             if let Some(sums) = sums {
@@ -910,6 +914,11 @@ impl Tracker {
                 .map(|(t, v)| (self.to_ms(t), v as u64))
                 .collect(),
         ))
+    }
+
+    /// Every group (pool) of the last sample.
+    pub fn group_rows(&self) -> &[GroupRow] {
+        &self.groups
     }
 
     /// The group (pool) that `pid` is in, if any, from the last sample.

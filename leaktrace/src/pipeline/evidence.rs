@@ -69,6 +69,10 @@ pub struct Triggers {
     flagged: HashMap<u32, Instant>,
     /// Since when each process's trend has been `growing` without a break.
     growing_since: HashMap<u32, Instant>,
+    /// The same for each pool, by its leader, and its last bundle (a pool
+    /// that recycles its workers would get one per new pid otherwise).
+    group_growing_since: HashMap<u32, Instant>,
+    group_fired: HashMap<u32, Instant>,
 }
 
 /// How long a process that crossed a trigger stays listed.
@@ -87,6 +91,8 @@ impl Triggers {
             limited: Vec::new(),
             flagged: HashMap::new(),
             growing_since: HashMap::new(),
+            group_growing_since: HashMap::new(),
+            group_fired: HashMap::new(),
         }
     }
 
@@ -217,6 +223,7 @@ impl Triggers {
             );
         }
         self.growing_since.retain(|pid, _| growing.contains(pid));
+        self.sustained_groups(tracker, jobs, now, &mut suspects);
         self.limited = by_id.iter().filter_map(|(id, l)| Some((*id, (*l)?))).collect();
         self.flagged.retain(|_, t| now.duration_since(*t) < FLAGGED_FOR);
         let current: HashSet<u32> = suspects.iter().map(|s| s.1).collect();
@@ -233,6 +240,67 @@ impl Triggers {
             .take(MAX_SUSPECTS)
             .map(|(_, pid)| (pid, self.args.stack_period.max(1)))
             .collect()
+    }
+}
+
+impl Triggers {
+    /// The slow-leak rule for pools (evidence::sustained_group): sampled
+    /// from half the sustained time on, a bundle for the fastest member at
+    /// the full time, one per cool-down per pool.
+    fn sustained_groups(
+        &mut self,
+        tracker: &Tracker,
+        jobs: &SyncSender<Job>,
+        now: Instant,
+        suspects: &mut Vec<(f64, u32)>,
+    ) {
+        if self.args.sustained_growth <= 0.0 {
+            return;
+        }
+        let me = std::process::id();
+        let mut growing = HashSet::new();
+        let mut fire = Vec::new();
+        for g in tracker.group_rows() {
+            if g.trend != crate::model::trend::Trend::Growing || g.pids.contains(&me) {
+                continue;
+            }
+            growing.insert(g.leader_pid);
+            let since = *self.group_growing_since.entry(g.leader_pid).or_insert(now);
+            let growing_for = now.duration_since(since).as_secs_f64();
+            if growing_for < self.args.sustained_growth / 2.0 {
+                continue;
+            }
+            let members: Vec<(u32, f64, u64)> = g
+                .pids
+                .iter()
+                .filter_map(|&p| tracker.row(p).map(|r| (p, r.growth_bytes_per_sec, r.rss_bytes)))
+                .collect();
+            // Sampled ahead of the bundle, like a slow process.
+            let Some((pid, t)) = evidence::sustained_group(
+                g,
+                growing_for.max(self.args.sustained_growth),
+                &members,
+                &self.args,
+            ) else {
+                continue;
+            };
+            suspects.push((g.growth_bytes_per_sec, pid));
+            let cooled = self
+                .group_fired
+                .get(&g.leader_pid)
+                .is_none_or(|t| now.duration_since(*t).as_secs_f64() >= self.args.cooldown);
+            if growing_for >= self.args.sustained_growth && cooled {
+                fire.push((g.leader_pid, pid, t));
+            }
+        }
+        for (leader, pid, t) in fire {
+            self.group_fired.insert(leader, now);
+            let sampled = self.sampled_since.get(&pid).map_or(Duration::ZERO, |s| now.duration_since(*s));
+            self.fire(tracker, jobs, pid, t, (0, "none (the pool's sustained growth)".into()), sampled);
+        }
+        self.group_growing_since.retain(|l, _| growing.contains(l));
+        self.group_fired
+            .retain(|_, t| now.duration_since(*t).as_secs_f64() < self.args.cooldown);
     }
 }
 
