@@ -511,3 +511,266 @@ fn the_report_reads_what_the_model_writes() {
     let freed = crate::fmt::bytes(inc.freed_bytes.unwrap() as f64);
     assert!(h.contains(&format!("the kill freed {freed}")), "{h}");
 }
+
+/// Issue 21: `{"ts_ms":0}` and `{"ts_ms":18446744073709551615}` made the
+/// timeline's tick loop wrap and the page grow without bound. A record
+/// after TS_MAX is skipped and counted; the loops are bounded whatever
+/// the span.
+#[test]
+fn extreme_times_give_a_bounded_page() {
+    let rec = Recording::from_lines([r#"{"ts_ms":0}"#, r#"{"ts_ms":18446744073709551615}"#]);
+    assert_eq!(rec.skipped.get(&Skip::NoType), Some(&2));
+    assert_eq!(rec.ts_max, None);
+    assert!(render_html(Path::new("/r"), &rec).len() < 10_000);
+    let max = u64::MAX;
+    let lines = [
+        evidence_line(0, 1, "a", "rss", "d", "/x/1-1-a"),
+        evidence_line(max, 1, "a", "rss", "d", "/x/1-1-b"),
+        summary_line(max, &[(1, "a", "", 1)]),
+        inc_line(|i| i.ts_ms = max),
+        inc_line(|i| {
+            i.ts_ms = TS_MAX;
+            i.victim_history = vec![(0, 1), (max, 2), (TS_MAX, 3)];
+            i.memcg_history = vec![(0, 1), (TS_MAX, 2)];
+        }),
+    ];
+    let rec = Recording::from_lines(lines.iter().map(String::as_str));
+    assert_eq!(rec.skipped.get(&Skip::BadTime), Some(&3), "{:?}", rec.skipped);
+    assert_eq!((rec.ts_min, rec.ts_max), (Some(0), Some(TS_MAX)));
+    let h = render_html(Path::new("/r"), &rec);
+    assert!(h.len() < 200_000, "{} bytes", h.len());
+    assert!(h.matches("class=\"tick x\"").count() <= 16 + 64, "{h}");
+    // The widest span and a kill at either end, drawn directly.
+    let sp = timeline_svg(0, TS_MAX, &[], &[], &HashMap::new());
+    assert!(sp.matches("class=\"tick x\"").count() <= 16, "{sp}");
+    for kill in [0, TS_MAX] {
+        let p = Plot {
+            label: "x".into(),
+            pid: None,
+            class: "series victim",
+            color: "#000",
+            points: vec![(0, 1.0), (TS_MAX, 2.0)],
+        };
+        let c = chart_svg(&[p], Some(1e300), kill);
+        assert!(c.len() < 50_000, "{} bytes", c.len());
+    }
+    assert!(time_step(u64::MAX, 7) > 0);
+}
+
+/// Issue 21: one 500 MB line took report to 506 MiB: the loop that
+/// skipped an over-long line buffered the rest of it. Its bytes are now
+/// thrown away as they are read.
+#[test]
+fn an_over_long_line_is_skipped_without_being_held() {
+    use std::io::Read as _;
+    let cap = 1 << 20;
+    let data = (&b"a\n"[..])
+        .chain(std::io::repeat(b'x').take(64 << 20))
+        .chain(&b"\nb\nlast"[..]);
+    let mut rd = std::io::BufReader::with_capacity(1 << 16, data);
+    let mut line = Vec::new();
+    assert_eq!(next_line(&mut rd, &mut line, cap).unwrap(), Some(true));
+    assert_eq!(line, b"a\n");
+    assert_eq!(next_line(&mut rd, &mut line, cap).unwrap(), Some(false));
+    assert!(line.capacity() <= 2 * cap, "held {} bytes", line.capacity());
+    assert_eq!(next_line(&mut rd, &mut line, cap).unwrap(), Some(true));
+    assert_eq!(line, b"b\n");
+    assert_eq!(next_line(&mut rd, &mut line, cap).unwrap(), Some(true));
+    assert_eq!(line, b"last", "a last line without its newline");
+    assert_eq!(next_line(&mut rd, &mut line, cap).unwrap(), None);
+}
+
+/// What the report keeps is bounded: strings cut to the writer's bounds,
+/// at most MAX_INCIDENTS incidents and RETAINED_CAP bytes; the rest is
+/// counted and said.
+#[test]
+fn the_memory_budget_is_kept_and_counted() {
+    let huge = "y".repeat(16 * TEXT_CAP);
+    let one = inc_line(|i| {
+        i.summary = huge.clone();
+        victim(i, 5, &huge, |v| v.cmdline = huge.clone());
+    });
+    let mut rec = Recording::default();
+    for _ in 0..MAX_INCIDENTS + 1 {
+        rec.add_line(one.as_bytes());
+    }
+    rec.finish();
+    assert_eq!(rec.incidents.len(), MAX_INCIDENTS);
+    assert_eq!(rec.skipped.get(&Skip::OverBudget), Some(&1));
+    let i = &rec.incidents[0].inc;
+    assert_eq!(i.summary.len(), TEXT_CAP);
+    let v = i.victim.as_ref().unwrap();
+    assert_eq!((v.comm.len(), v.cmdline.len()), (COMM_CAP, TEXT_CAP));
+    assert!(rec.retained <= RETAINED_CAP);
+    let t = render_text(Path::new("/r"), &rec);
+    assert!(t.contains("1 over the report's memory budget"), "{}", &t[..500]);
+
+    let detail = "d".repeat(8192);
+    let mut rec = Recording::default();
+    for k in 0..MAX_EVIDENCE {
+        rec.add_line(evidence_line(k as u64, 1, "c", "rss", &detail, "/x").as_bytes());
+    }
+    rec.finish();
+    let over = rec.skipped.get(&Skip::OverBudget).copied().unwrap_or(0);
+    assert!(over > 0, "{} kept", rec.evidence.len());
+    assert_eq!(rec.evidence.len() as u64 + over, MAX_EVIDENCE as u64);
+    assert!(rec.retained <= RETAINED_CAP, "{}", rec.retained);
+}
+
+/// Issue 21: events.jsonl as a symlink to /dev/zero grew without bound,
+/// and as a FIFO hung the report. Only regular files are read, never
+/// through a symlink.
+#[test]
+fn only_regular_event_files_are_read() {
+    let dir = tmp("irregular");
+    std::os::unix::fs::symlink("/dev/zero", dir.join("events.jsonl")).unwrap();
+    let e = format!("{:#}", load(&dir).err().expect("a symlink is refused"));
+    assert!(e.contains("symlink"), "{e}");
+    std::fs::remove_file(dir.join("events.jsonl")).unwrap();
+    let fifo =
+        std::ffi::CString::new(dir.join("events.jsonl").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates a node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let t = std::time::Instant::now();
+    let e = format!("{:#}", load(&dir).err().expect("a FIFO is refused"));
+    assert!(e.contains("not a regular file"), "{e}");
+    assert!(t.elapsed().as_secs() < 5);
+    std::fs::remove_file(dir.join("events.jsonl")).unwrap();
+    std::fs::write(dir.join("events.jsonl"), "").unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("events.jsonl.1")).unwrap();
+    assert!(load(&dir).is_err(), "a rotation is checked too");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 21: a bundle directory that is a symlink out of the recording,
+/// or an absolute `dir` elsewhere, got files from outside embedded in the
+/// page. Only bundles inside the recording are read.
+#[test]
+fn bundles_outside_the_recording_are_not_read() {
+    let dir = tmp("contained");
+    let outside = tmp("contained-outside");
+    std::fs::write(
+        outside.join("stacks.txt"),
+        STACKS_TXT.replace("leak_into_cache", "SECRET_OUTSIDE"),
+    )
+    .unwrap();
+    std::fs::write(outside.join("python_stacks.txt"), "SECRET_OUTSIDE").unwrap();
+    std::fs::create_dir_all(dir.join("evidence")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("evidence").join("1-2-link")).unwrap();
+    let inside = dir.join("evidence").join("1-3-real");
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("stacks.txt"), STACKS_TXT).unwrap();
+    let ds = [
+        dir.join("evidence/1-2-link").display().to_string(),
+        outside.display().to_string(),
+        "../../../../../../..".to_string() + &outside.display().to_string(),
+        inside.display().to_string(),
+    ];
+    let lines: Vec<String> = ds
+        .iter()
+        .enumerate()
+        .map(|(k, d)| evidence_line(k as u64, 1, "c", "rss", "d", d))
+        .collect();
+    let rec = Recording::from_lines(lines.iter().map(String::as_str));
+    let h = render_html(&dir, &rec);
+    assert!(!h.contains("SECRET_OUTSIDE"), "{h}");
+    assert_eq!(h.matches(super::text::OUTSIDE).count(), 3, "{h}");
+    assert!(h.contains("leak_into_cache"), "the bundle inside is read: {h}");
+    let inc = inc_line(|i| i.evidence_dir = Some(ds[1].clone()));
+    let t = render_text(&dir, &Recording::from_lines([inc.as_str()]));
+    assert!(
+        !t.contains("SECRET_OUTSIDE") && t.contains(super::text::OUTSIDE),
+        "{t}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&outside).unwrap();
+}
+
+/// Issue 21: `report --html OUT` wrote through a symlink planted at OUT,
+/// with mode 0644. It now refuses a symlink, and writes 0600 (0640 with
+/// --group-readable) by a rename.
+#[test]
+fn the_page_is_written_private_and_never_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tmp("out");
+    let out = dir.join("r.html");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    output::write_private(&out, "one", false).unwrap();
+    assert_eq!(
+        (std::fs::read_to_string(&out).unwrap().as_str(), mode(&out)),
+        ("one", 0o600)
+    );
+    output::write_private(&out, "two", true).unwrap();
+    assert_eq!(
+        (std::fs::read_to_string(&out).unwrap().as_str(), mode(&out)),
+        ("two", 0o640)
+    );
+    let target = dir.join("precious");
+    std::fs::write(&target, "keep").unwrap();
+    let link = dir.join("link.html");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let e = format!("{:#}", output::write_private(&link, "evil", false).unwrap_err());
+    assert!(e.contains("symlink"), "{e}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 21 item 8: the report shows every loss the recording shows: the
+/// summaries' counters (per run: they restart with the recorder), the
+/// incidents cut short, skipped lines, and the gaps when the recorder
+/// was not running.
+#[test]
+fn losses_and_restarts_are_shown() {
+    let status = |ts: u64, boot: &str| {
+        serde_json::json!({"type": "status", "schema": 1, "ts_ms": ts, "boot_id": boot, "version": "v"})
+            .to_string()
+    };
+    let summary = |ts: u64, lost: u64, dropped: u64| {
+        serde_json::json!({"type": "summary", "ts_ms": ts, "processes": [], "dropped_lines": dropped,
+            "kernel": {"oom_lost": lost, "sink_drops": [["json", 1]]}})
+        .to_string()
+    };
+    let lines = [
+        status(1_000_000, "a"),
+        summary(1_001_000, 3, 2),
+        summary(1_002_000, 5, 2),
+        status(1_100_000, "b"),
+        summary(1_101_000, 1, 0),
+        inc_line(|i| {
+            i.ts_ms = 1_102_000;
+            i.lost_events = 4;
+            i.closed_early = true;
+        }),
+        "{torn".into(),
+    ];
+    let rec = Recording::from_lines(lines.iter().map(String::as_str));
+    let t = render_text(Path::new("/r"), &rec);
+    for want in [
+        "1 of 7 lines skipped",
+        "6 OOM report lines lost in the kernel ring (oom_lost)",
+        "2 lines the event log could not write",
+        "2 events an output fell behind on",
+        "4 kernel events lost while incidents were assembled",
+        "1 incident(s) closed early",
+        "the recorder started 1 more time(s) (1 after a reboot)",
+        &format!(
+            "recorder started again at {} after a reboot, nothing recorded since {}",
+            when(1_100_000),
+            when(1_002_000)
+        ),
+        "lost: 4 kernel events while it was assembled; ",
+    ] {
+        let want = want.trim_end_matches("; ");
+        assert!(t.contains(want), "{want:?} not in {t}");
+    }
+    let h = render_html(Path::new("/r"), &rec);
+    assert!(h.contains("Losses the recording shows"), "{h}");
+    assert_eq!(h.matches("class=\"timeline-gap\"").count(), 1, "{h}");
+    assert!(h.contains("the recorder was not running"), "{h}");
+}
