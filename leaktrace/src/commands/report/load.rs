@@ -60,7 +60,7 @@ impl Skip {
             Skip::NotJson => "not JSON (e.g. a last line cut by a crash)".into(),
             Skip::NoType => "JSON without a leaktrace record type".into(),
             Skip::UnknownType => "a record type this version does not know".into(),
-            Skip::Unreadable(k) => format!("not readable as a {k} record"),
+            Skip::Unreadable(k) => format!("not readable as its type ({k})"),
             Skip::BadTime => "a time outside 1970 to 2200".into(),
             Skip::TooLong => format!("longer than {} MiB", LINE_CAP >> 20),
             Skip::OverBudget => format!(

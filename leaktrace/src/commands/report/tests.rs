@@ -392,7 +392,7 @@ fn hostile_strings_in_charts_flames_and_numbers_are_escaped() {
         "escaped strings of typed records: {h}"
     );
     assert!(h.contains("2 of 4 lines skipped"), "{h}");
-    assert!(h.contains("1 not readable as a oom_kill record"), "{h}");
+    assert!(h.contains("1 not readable as its type (oom_kill)"), "{h}");
     assert!(
         h.contains("data-victim-pid=\"?\""),
         "an incident without a victim"
