@@ -320,7 +320,8 @@ fn cap_opt(s: &mut Option<String>, n: usize) {
 }
 
 /// Drops what `report` never shows (the kernel's report lines, up to
-/// thousands; the task dump; where processes were attributed), keeps the
+/// thousands; the task dump; where processes were attributed; the memory
+/// at the OOM), keeps the
 /// newest HISTORY_POINTS of each history, and cuts every string it shows
 /// to the bound the writer keeps to (a longer one was not written by
 /// leaktrace).
@@ -332,6 +333,7 @@ pub(super) fn trim_incident(i: &mut Incident) {
     i.stall.recommendations = Vec::new();
     i.stall.consoles = Vec::new();
     i.invoker.attribution = Default::default();
+    i.memory_at_oom = None;
     keep_tail(&mut i.victim_history);
     keep_tail(&mut i.memcg_history);
     i.growers.truncate(GROWERS + 1);
@@ -377,24 +379,27 @@ pub(super) fn trim_incident(i: &mut Incident) {
     }
 }
 
-/// The bytes an incident holds, about: its strings and series.
+/// The bytes an incident holds, about: the length of its JSON once
+/// trimmed, plus its own size. Counted from every field, so a field the
+/// model adds later, which trim_incident does not know, is charged too.
 fn incident_bytes(i: &Incident) -> usize {
-    let pts = i.victim_history.len()
-        + i.memcg_history.len()
-        + i.growers.iter().map(|g| g.history.len()).sum::<usize>();
-    let strs = [
-        i.summary.len(),
-        i.victim.as_ref().map_or(0, |v| v.cmdline.len() + v.cgroup.len()),
-        i.memcg.as_ref().map_or(0, String::len),
-        i.evidence_dir.as_ref().map_or(0, String::len),
-        i.grower_evidence_dir.as_ref().map_or(0, String::len),
-        i.stall.diagnosis.len(),
-        i.host_ledger
-            .as_ref()
-            .map_or(0, |l| l.findings.iter().map(String::len).sum()),
-        i.candidates_note.as_ref().map_or(0, String::len),
-    ];
-    std::mem::size_of::<Incident>() + 1024 + pts * 16 + strs.iter().sum::<usize>()
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Serializing a parsed Incident into a counter cannot fail; if it
+    // did, the budget is charged in full.
+    if serde_json::to_writer(&mut c, i).is_err() {
+        return RETAINED_CAP;
+    }
+    std::mem::size_of::<Incident>() + c.0
 }
 
 pub(super) fn trim_evidence(e: &mut EvidenceRecord) {
