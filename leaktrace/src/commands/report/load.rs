@@ -348,6 +348,7 @@ pub(super) fn trim_incident(i: &mut Incident) {
     if let Some(v) = &mut i.victim {
         v.attribution = Default::default();
         cap_in_place(&mut v.comm, COMM_CAP);
+        cap_in_place(&mut v.exe, TEXT_CAP);
         cap_in_place(&mut v.cmdline, TEXT_CAP);
         cap_in_place(&mut v.cgroup, TEXT_CAP);
     }
