@@ -296,6 +296,20 @@ pub struct EvidenceEvent {
     pub error: Option<String>,
 }
 
+/// An `evidence` line read back (by `report`): [`EvidenceEvent`] with
+/// owned strings. Kept next to the writer so that the two change together;
+/// `an_evidence_line_reads_back` fails when they drift apart.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct EvidenceRecord {
+    pub ts_ms: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub reason: String,
+    pub detail: String,
+    pub dir: Option<String>,
+    pub error: Option<String>,
+}
+
 /// Cool-downs and the hourly budget.
 #[derive(Default)]
 pub struct RateLimit {
@@ -442,6 +456,35 @@ mod tests {
         assert_eq!(psi_top(subjects().filter(|x| x.pid != 13 && x.pid != 12), me), None);
     }
     use super::{tests_support::*, *};
+
+    #[test]
+    fn an_evidence_line_reads_back() {
+        let ev = EvidenceEvent {
+            kind: "evidence",
+            ts_ms: 5,
+            pid: 7,
+            comm: "c".into(),
+            reason: "rss",
+            detail: "d".into(),
+            dir: Some("/r/evidence/5-7-c".into()),
+            error: Some("e".into()),
+        };
+        let line = crate::fmt::json_line(&ev).unwrap();
+        let r: EvidenceRecord = serde_json::from_str(&line).unwrap();
+        let back = (
+            r.ts_ms,
+            r.pid,
+            r.comm.as_str(),
+            r.reason.as_str(),
+            r.detail.as_str(),
+        );
+        assert_eq!(back, (ev.ts_ms, ev.pid, "c", "rss", "d"));
+        assert_eq!(
+            (r.dir, r.error),
+            (ev.dir, ev.error),
+            "optional fields are not lost by a rename"
+        );
+    }
 
     fn sub(rss: u64, growth: f64, trend: Trend) -> Subject {
         Subject::from(&row(rss, growth, trend))

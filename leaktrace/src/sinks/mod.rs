@@ -65,6 +65,17 @@ pub struct StatusLine {
     pub limits: Vec<crate::limits::Bound>,
 }
 
+/// A `status` line read back (by `report`: each one starts a run of the
+/// recorder). Kept next to [`StatusLine`]; `a_status_line_reads_back`
+/// fails when the two drift apart.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct StatusRecord {
+    pub schema: u32,
+    pub ts_ms: u64,
+    pub boot_id: Option<String>,
+    pub version: String,
+}
+
 /// What leaktrace asked for its own oom_score_adj and what it got.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OomScoreAdj {
@@ -297,6 +308,38 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_line_reads_back() {
+        let line = StatusLine {
+            kind: "status",
+            schema: SCHEMA_VERSION,
+            ts_ms: 5,
+            host: "h".into(),
+            boot_id: Some("b".into()),
+            version: "v",
+            ebpf_toolchain: "t",
+            data_path: "iterator",
+            data_path_why: String::new(),
+            hooks: vec![],
+            capabilities: vec![],
+            notes: vec![],
+            oom_score_adj: OomScoreAdj {
+                requested: -1000,
+                effective: None,
+                error: None,
+            },
+            limits: vec![],
+        };
+        let r: StatusRecord = serde_json::from_str(&crate::fmt::json_line(&line).unwrap()).unwrap();
+        let want = StatusRecord {
+            schema: SCHEMA_VERSION,
+            ts_ms: 5,
+            boot_id: Some("b".into()),
+            version: "v".into(),
+        };
+        assert_eq!(r, want);
+    }
     use std::sync::Mutex;
 
     /// A sink that never returns from its first write (a consumer that

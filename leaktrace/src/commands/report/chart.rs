@@ -14,14 +14,9 @@ pub(super) struct Plot {
 
 pub(super) const GROWER_COLORS: [&str; GROWERS] = ["#1f77b4", "#ff7f0e", "#2ca02c"];
 
-/// `[[unix_ms, bytes], ...]` in time order (malformed points dropped).
-pub(super) fn history(v: &Value) -> Vec<(u64, f64)> {
-    let mut p: Vec<(u64, f64)> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p[0].as_u64()?, p[1].as_f64()?)))
-        .collect();
+/// A history's points in time order, as (unix ms, bytes).
+pub(super) fn history(h: &[(u64, u64)]) -> Vec<(u64, f64)> {
+    let mut p: Vec<(u64, f64)> = h.iter().map(|&(t, b)| (t, b as f64)).collect();
     p.sort_by_key(|p| p.0);
     p.dedup_by_key(|p| p.0);
     p
@@ -31,41 +26,37 @@ pub(super) fn history(v: &Value) -> Vec<(u64, f64)> {
 /// the top growers (from the incident, else from the summaries of its
 /// scope). A line of fewer than two points is left out, legend and all.
 pub(super) fn incident_plots(i: &IncidentView) -> Vec<Plot> {
-    let v = i.v;
-    let vpid = v["victim"]["pid"].as_u64();
+    let v = i.inc;
+    let vpid = v.victim.as_ref().map(|x| x.pid as u64);
+    let (vpid_s, vcomm) = victim_of(v);
     let mut plots = vec![Plot {
         label: "memcg usage".into(),
         pid: None,
         class: "series memcg",
         color: "#555",
-        points: history(&v["memcg_history"]),
+        points: history(&v.memcg_history),
     }];
-    let mut victim = history(&v["victim_history"]);
+    let mut victim = history(&v.victim_history);
     if victim.len() < 2 {
         if let Some(s) = i.nearby.iter().find(|s| Some(s.pid) == vpid) {
             victim = s.points.clone();
         }
     }
     plots.push(Plot {
-        label: format!(
-            "victim {} ({})",
-            v["victim"]["comm"].as_str().unwrap_or("?"),
-            num(&v["victim"]["pid"])
-        ),
+        label: format!("victim {vcomm} ({vpid_s})"),
         pid: vpid,
         class: "series victim",
         color: "#d62728",
         points: victim,
     });
-    let mut growers: Vec<Series> = v["growers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|g| g["pid"].as_u64() != vpid)
+    let mut growers: Vec<Series> = v
+        .growers
+        .iter()
+        .filter(|g| Some(g.pid as u64) != vpid)
         .map(|g| Series {
-            pid: g["pid"].as_u64().unwrap_or(0),
-            comm: g["comm"].as_str().unwrap_or("?").to_string(),
-            points: history(&g["history"]),
+            pid: g.pid as u64,
+            comm: g.comm.clone(),
+            points: history(&g.history),
         })
         .filter(|s| s.points.len() >= 2)
         .take(GROWERS)
@@ -130,7 +121,7 @@ pub(super) fn chart_svg(plots: &[Plot], limit: Option<f64>, kill: u64) -> String
         .min(kill.saturating_sub(5_000));
     let t1 = ts().max().unwrap_or(kill).max(kill);
     // Room right of the kill for its mark.
-    let t1 = t1.max(kill + (kill - t0) / 40);
+    let t1 = t1.max(kill.saturating_add(kill.saturating_sub(t0) / 40));
     let a = Axes {
         t0,
         t1,
@@ -164,7 +155,9 @@ pub(super) fn chart_svg(plots: &[Plot], limit: Option<f64>, kill: u64) -> String
 pub(super) fn chart_ticks(a: &Axes, ystep: f64, kill: u64) -> String {
     let mut s = String::new();
     let mut k = 0.0;
-    while k * ystep <= a.ymax * 1.0001 {
+    // ymax is a whole number of steps of about a fifth of the top: a few
+    // ticks; bounded again here.
+    while k * ystep <= a.ymax * 1.0001 && k < 64.0 {
         let y = a.y(k * ystep);
         let _ = write!(
             s,
@@ -177,11 +170,13 @@ pub(super) fn chart_ticks(a: &Axes, ystep: f64, kill: u64) -> String {
         k += 1.0;
     }
     let step = time_step(a.t1.saturating_sub(a.t0), 8);
-    let first = -((kill - a.t0) as f64 / step as f64).floor() as i64;
-    let last = ((a.t1 - kill) as f64 / step as f64).floor() as i64;
-    for k in first..=last {
-        let d = k * step as i64;
-        let x = a.x((kill as i64 + d).max(0) as u64);
+    // Times are at most TS_MAX (so they fit an i64), and time_step cuts
+    // the span into at most 8 steps: about 10 ticks; bounded again here.
+    let first = -(kill.saturating_sub(a.t0) as f64 / step as f64).floor() as i64;
+    let last = (a.t1.saturating_sub(kill) as f64 / step as f64).floor() as i64;
+    for k in first..=last.min(first.saturating_add(64)) {
+        let d = k.saturating_mul(step as i64);
+        let x = a.x((kill as i64).saturating_add(d).max(0) as u64);
         let _ = write!(
             s,
             "<g class=\"tick x\"><line x1=\"{x:.1}\" y1=\"{PT}\" x2=\"{x:.1}\" y2=\"{PB}\"/>\
@@ -337,7 +332,7 @@ pub(super) fn time_step(span_ms: u64, max: u64) -> u64 {
         .find(|s| span_ms / s <= max)
         .unwrap_or(STEPS[16]);
     while span_ms / step > max {
-        step *= 2;
+        step = step.saturating_mul(2);
     }
     step
 }

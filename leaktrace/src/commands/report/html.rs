@@ -3,6 +3,8 @@
 //! not tied to an incident.
 use super::*;
 
+use crate::{evidence::EvidenceRecord, model::incident::Incident};
+
 /// For HTML: control and bidi characters made visible first (as in a
 /// terminal), then the HTML specials.
 pub(super) fn esc(s: &str) -> String {
@@ -13,9 +15,17 @@ pub(super) fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A string field of an event, escaped for HTML.
-pub(super) fn h(v: &Value, default: &str) -> String {
-    esc(v.as_str().unwrap_or(default))
+/// An optional string field of a record, escaped for HTML.
+pub(super) fn h(v: Option<&str>, default: &str) -> String {
+    esc(v.unwrap_or(default))
+}
+
+/// The victim's pid and comm, raw ("?" when the incident has no victim).
+pub(super) fn victim_of(v: &Incident) -> (String, &str) {
+    match &v.victim {
+        Some(x) => (x.pid.to_string(), x.comm.as_str()),
+        None => ("?".into(), "?"),
+    }
 }
 
 // ---- Charts ----
@@ -26,25 +36,28 @@ pub fn render_html(dir: &Path, rec: &Recording) -> String {
         .iter()
         .enumerate()
         .flat_map(|(n, i)| {
-            [i.v["evidence_dir"].as_str(), i.v["grower_evidence_dir"].as_str()]
-                .into_iter()
-                .flatten()
-                .map(move |d| (d, n + 1))
+            [
+                i.inc.evidence_dir.as_deref(),
+                i.inc.grower_evidence_dir.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(move |d| (d, n + 1))
         })
         .collect();
     // Bundles that no incident links to, newest first.
-    let mut loose: Vec<&Value> = rec
+    let mut loose: Vec<&EvidenceRecord> = rec
         .evidence
         .iter()
-        .filter(|e| e["dir"].as_str().is_some_and(|d| !linked.contains_key(d)))
+        .filter(|e| e.dir.as_deref().is_some_and(|d| !linked.contains_key(d)))
         .collect();
-    loose.sort_by_key(|e| std::cmp::Reverse(e["ts_ms"].as_u64().unwrap_or(0)));
+    loose.sort_by_key(|e| std::cmp::Reverse(e.ts_ms));
     let mut anchors: HashMap<&str, String> = linked
         .iter()
         .map(|(d, n)| (*d, format!("incident-{n}")))
         .collect();
     for (k, e) in loose.iter().enumerate() {
-        if let Some(d) = e["dir"].as_str() {
+        if let Some(d) = e.dir.as_deref() {
             anchors.entry(d).or_insert_with(|| format!("evidence-{}", k + 1));
         }
     }
@@ -100,23 +113,26 @@ pub(super) fn overview_html(
          bundle(s)",
         esc(&dir.display().to_string()),
         incs.len(),
-        rec.evidence.iter().filter(|e| e["dir"].is_string()).count()
+        rec.evidence.iter().filter(|e| e.dir.is_some()).count()
     );
     if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
         let _ = write!(s, ", recorded {} to {}", esc(&when(a)), esc(&when(b)));
     }
-    if rec.skipped_lines > 0 {
-        let _ = write!(
-            s,
-            ". {} of {} lines skipped (not JSON, e.g. a last line cut by a crash)",
-            rec.skipped_lines, rec.lines
-        );
+    if let Some(w) = skipped_words(rec) {
+        let _ = write!(s, ". <span class=\"skipped\">{}</span>", esc(&w));
     }
     s += ".</p>";
+    s += &losses_html(rec);
     if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
         s += &timeline_svg(a, b, incs, &rec.evidence, anchors);
+        s += &timeline_gaps(&Span::of(a, b), &rec.losses.restarts);
+        s += "</svg>";
         s += "<p class=\"sub\">Red: an OOM kill (click it for the incident). Blue: an evidence bundle \
-              written.</p>";
+              written.";
+        if !rec.losses.restarts.is_empty() {
+            s += " Grey: the recorder was not running.";
+        }
+        s += "</p>";
     }
     if incs.is_empty() {
         s += "<p>No OOM kill in this recording.</p>";
@@ -125,17 +141,18 @@ pub(super) fn overview_html(
     s += "<table class=\"index\"><tr><th>#</th><th>time</th><th>victim</th><th>memcg</th>\
           <th>right victim</th></tr>";
     for (n, i) in incs.iter().enumerate() {
-        let v = i.v;
-        let right = v["victim_was_top_grower"].as_bool().unwrap_or(true);
+        let v = i.inc;
+        let right = v.victim_was_top_grower;
+        let (vpid, vcomm) = victim_of(v);
         let _ = write!(
             s,
             "<tr><td><a href=\"#incident-{0}\">OOM {0}</a></td><td>{1}</td><td>{2} ({3})</td>\
              <td><code>{4}</code></td><td class=\"{5}\">{6}</td></tr>",
             n + 1,
-            esc(&when(v["ts_ms"].as_u64().unwrap_or(0))),
-            h(&v["victim"]["comm"], "?"),
-            num(&v["victim"]["pid"]),
-            h(&v["memcg"], "(global)"),
+            esc(&when(v.ts_ms)),
+            esc(vcomm),
+            vpid,
+            h(v.memcg.as_deref(), "(global)"),
             if right { "ok" } else { "wrong" },
             if right { "yes" } else { "NO" }
         );
@@ -155,6 +172,18 @@ pub(super) struct Span {
 }
 
 impl Span {
+    /// The span drawn for records from `a` to `b` (widened when short).
+    pub(super) fn of(a: u64, b: u64) -> Span {
+        if b.saturating_sub(a) < 2_000 {
+            Span {
+                t0: a.saturating_sub(30_000),
+                t1: b.saturating_add(30_000),
+            }
+        } else {
+            Span { t0: a, t1: b }
+        }
+    }
+
     fn x(&self, t: u64) -> f64 {
         TL + t.saturating_sub(self.t0) as f64 / self.t1.saturating_sub(self.t0).max(1) as f64 * (TR - TL)
     }
@@ -166,24 +195,22 @@ pub(super) fn timeline_svg(
     a: u64,
     b: u64,
     incs: &[IncidentView],
-    ev: &[Value],
+    ev: &[EvidenceRecord],
     anchors: &HashMap<&str, String>,
 ) -> String {
-    let sp = if b.saturating_sub(a) < 2_000 {
-        Span {
-            t0: a.saturating_sub(30_000),
-            t1: b + 30_000,
-        }
-    } else {
-        Span { t0: a, t1: b }
-    };
+    let sp = Span::of(a, b);
     let mut s = format!(
         "<svg class=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {TW} 80\" width=\"{TW}\" \
          height=\"80\" role=\"img\"><line class=\"axis\" x1=\"{TL}\" y1=\"{TAXIS}\" x2=\"{TR}\" y2=\"{TAXIS}\"/>"
     );
-    let step = time_step(sp.t1 - sp.t0, 7);
-    let mut t = sp.t0.div_ceil(step) * step;
-    while t <= sp.t1 {
+    let step = time_step(sp.t1.saturating_sub(sp.t0), 7);
+    let mut t = sp.t0.div_ceil(step).saturating_mul(step);
+    // At most 7 ticks fit the span (time_step); the count is bounded
+    // again here so that no span can make this loop long.
+    for _ in 0..16 {
+        if t > sp.t1 {
+            break;
+        }
         let w = when(t);
         let label = match step {
             s if s >= 86_400_000 => &w[5..10],
@@ -199,10 +226,11 @@ pub(super) fn timeline_svg(
             TAXIS + 3.0,
             esc(label)
         );
-        t += step;
+        let Some(next) = t.checked_add(step) else { break };
+        t = next;
     }
     for e in ev {
-        let (Some(d), Some(ts)) = (e["dir"].as_str(), e["ts_ms"].as_u64()) else {
+        let (Some(d), ts) = (e.dir.as_deref(), e.ts_ms) else {
             continue;
         };
         let _ = write!(
@@ -210,16 +238,51 @@ pub(super) fn timeline_svg(
             "<a href=\"#{}\"><g class=\"timeline-evidence\"><title>evidence for pid {} ({}) at {}: {}</title>\
              <path d=\"M{:.1} {} l-5 9 h10 z\" fill=\"#1f77b4\"/></g></a>",
             anchors.get(d).map(String::as_str).unwrap_or(""),
-            num(&e["pid"]),
-            h(&e["comm"], "?"),
+            e.pid,
+            esc(&e.comm),
             esc(&when(ts)),
-            h(&e["reason"], "?"),
+            esc(&e.reason),
             sp.x(ts),
             TAXIS + 4.0
         );
     }
     s += &timeline_marks(&sp, incs);
-    s + "</svg>"
+    s
+}
+
+/// A grey band on the timeline for each time the recorder was not
+/// running (from the newest record before a restart to the restart).
+pub(super) fn timeline_gaps(sp: &Span, restarts: &[Restart]) -> String {
+    let mut s = String::new();
+    for r in restarts {
+        let from = r.from.unwrap_or(r.at).min(r.at);
+        let (x0, x1) = (sp.x(from), sp.x(r.at));
+        let _ = write!(
+            s,
+            "<g class=\"timeline-gap\"><title>{}</title><rect x=\"{x0:.1}\" y=\"{}\" width=\"{:.1}\" \
+             height=\"10\" fill=\"#999\" fill-opacity=\"0.5\"/><line x1=\"{x1:.1}\" y1=\"{}\" x2=\"{x1:.1}\" \
+             y2=\"{}\" stroke=\"#666\" stroke-width=\"1.5\" stroke-dasharray=\"3 2\"/></g>",
+            esc(&restart_words(r)),
+            TAXIS - 5.0,
+            (x1 - x0).max(1.5),
+            TAXIS - 14.0,
+            TAXIS + 8.0
+        );
+    }
+    s
+}
+
+/// The losses the recording shows, as a list under the overview.
+pub(super) fn losses_html(rec: &Recording) -> String {
+    let l = rec.losses.lines();
+    if l.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("<div class=\"losses\"><b>Losses the recording shows:</b><ul>");
+    for x in l {
+        let _ = write!(s, "<li>{}</li>", esc(&x));
+    }
+    s + "</ul></div>"
 }
 
 /// A mark per incident, then over them one label per cluster of marks
@@ -228,8 +291,9 @@ pub(super) fn timeline_marks(sp: &Span, incs: &[IncidentView]) -> String {
     let mut s = String::new();
     let mut clusters: Vec<(usize, usize, f64)> = Vec::new();
     for (n, i) in incs.iter().enumerate().map(|(n, i)| (n + 1, i)) {
-        let ts = i.v["ts_ms"].as_u64().unwrap_or(sp.t0);
+        let ts = i.inc.ts_ms;
         let cx = sp.x(ts);
+        let (vpid, vcomm) = victim_of(i.inc);
         match clusters.last_mut() {
             Some(c) if cx - c.2 < 26.0 => c.1 = n,
             _ => clusters.push((n, n, cx)),
@@ -240,8 +304,8 @@ pub(super) fn timeline_marks(sp: &Span, incs: &[IncidentView]) -> String {
              killed pid {} ({})</title><line x1=\"{cx:.1}\" y1=\"18\" x2=\"{cx:.1}\" y2=\"{TAXIS}\" \
              stroke=\"#b00\" stroke-width=\"2\"/><circle cx=\"{cx:.1}\" cy=\"18\" r=\"9\" fill=\"#b00\"/></g></a>",
             esc(&when(ts)),
-            num(&i.v["victim"]["pid"]),
-            h(&i.v["victim"]["comm"], "?"),
+            vpid,
+            esc(vcomm),
         );
     }
     for (first, last, cx) in clusters {
@@ -263,20 +327,21 @@ pub(super) fn timeline_marks(sp: &Span, incs: &[IncidentView]) -> String {
 }
 
 pub(super) fn incident_html(dir: &Path, n: usize, i: &IncidentView) -> String {
-    let v = i.v;
-    let kill = v["ts_ms"].as_u64().unwrap_or(0);
+    let v = i.inc;
+    let kill = v.ts_ms;
+    let (vpid, vcomm) = victim_of(v);
     let mut s = format!(
         "<section class=\"incident\" id=\"incident-{n}\" data-victim-pid=\"{}\"><h2>OOM {n}: {} ({}) \
          killed<span class=\"when\">{}</span></h2><p class=\"summary\">{}</p>",
-        num(&v["victim"]["pid"]),
-        h(&v["victim"]["comm"], "?"),
-        num(&v["victim"]["pid"]),
+        vpid,
+        esc(vcomm),
+        vpid,
         esc(&when(kill)),
-        h(&v["summary"], "")
+        esc(&v.summary)
     );
     s += &facts_html(i);
     let plots = incident_plots(i);
-    let limit = v["memcg_limit_bytes"].as_f64();
+    let limit = v.memcg_limit_bytes.map(|l| l as f64);
     if plots.is_empty() && limit.is_none() {
         s += "<p class=\"note\">No memory history was recorded for this incident.</p>";
     } else {
@@ -299,20 +364,17 @@ pub(super) fn incident_html(dir: &Path, n: usize, i: &IncidentView) -> String {
             }
         );
     }
-    if let Some(d) = v["evidence_dir"].as_str() {
-        let who = format!(
-            "pid {} ({})",
-            num(&v["victim"]["pid"]),
-            v["victim"]["comm"].as_str().unwrap_or("?")
-        );
+    if let Some(d) = &v.evidence_dir {
+        let who = format!("pid {vpid} ({vcomm})");
         s += &bundle_html(dir, d, &who);
     }
     // The culprit's bundle, when the killer chose another process.
-    if let Some(d) = v["grower_evidence_dir"].as_str() {
+    if let Some(d) = &v.grower_evidence_dir {
+        let g = v.top_grower.as_ref();
         let who = format!(
             "pid {} ({}), the process that grew",
-            num(&v["top_grower"]["pid"]),
-            v["top_grower"]["comm"].as_str().unwrap_or("?")
+            opt(g.map(|g| g.pid)),
+            g.map_or("?", |g| g.comm.as_str())
         );
         s += &bundle_html(dir, d, &who);
     }
@@ -320,28 +382,27 @@ pub(super) fn incident_html(dir: &Path, n: usize, i: &IncidentView) -> String {
 }
 
 pub(super) fn facts_html(i: &IncidentView) -> String {
-    let v = i.v;
-    let vic = &v["victim"];
+    let v = i.inc;
     let mut rows: Vec<(&str, String)> = Vec::new();
-    if vic.is_object() {
+    if let Some(vic) = &v.victim {
         rows.push((
             "victim",
             format!(
                 "pid {} (<b>{}</b>) <code>{}</code> in <code>{}</code>; anon {}, file {}, shmem {}",
-                num(&vic["pid"]),
-                h(&vic["comm"], "?"),
-                h(&vic["cmdline"], ""),
-                h(&vic["cgroup"], "?"),
-                bytes(&vic["rss_anon_bytes"]),
-                bytes(&vic["rss_file_bytes"]),
-                bytes(&vic["rss_shmem_bytes"])
+                vic.pid,
+                esc(&vic.comm),
+                esc(&vic.cmdline),
+                esc(&vic.cgroup),
+                bytes(vic.rss_anon_bytes),
+                bytes(vic.rss_file_bytes),
+                bytes(vic.rss_shmem_bytes)
             ),
         ));
     }
-    if let Some(g) = group_line(&v["victim_group"]) {
+    if let Some(g) = group_line(v.victim_group.as_ref()) {
         rows.push(("victim's group", esc(&g)));
     }
-    let right = v["victim_was_top_grower"].as_bool().unwrap_or(true);
+    let right = v.victim_was_top_grower;
     rows.push((
         "right victim",
         format!(
@@ -350,44 +411,48 @@ pub(super) fn facts_html(i: &IncidentView) -> String {
             esc(&verdict(v))
         ),
     ));
-    if let Some(g) = v["victim_growth"].as_object() {
+    if let Some(g) = &v.victim_growth {
         rows.push((
             "victim grew",
             format!(
                 "{} to {} in {:.1} s",
-                bytes(&g["from_bytes"]),
-                bytes(&g["to_bytes"]),
-                g["secs"].as_f64().unwrap_or(0.0)
+                bytes(g.from_bytes),
+                bytes(g.to_bytes),
+                g.secs
             ),
         ));
     }
-    let inv = &v["invoker"];
+    let inv = &v.invoker;
     rows.push((
         "invoker",
         format!(
             "pid {} ({}), gfp_mask {}, order {}",
-            num(&inv["pid"]),
-            h(&inv["comm"], "?"),
-            h(&inv["gfp_mask"], "?"),
-            num(&inv["order"])
+            inv.pid,
+            esc(&inv.comm),
+            h(inv.gfp_mask.as_deref(), "?"),
+            opt(inv.order)
         ),
     ));
-    let mut mem = format!("constraint {}", h(&v["constraint"], "?"));
-    if let Some(m) = v["memcg"].as_str() {
+    let mut mem = format!("constraint {}", esc(&v.constraint));
+    if let Some(m) = &v.memcg {
         let _ = write!(
             mem,
             ", memcg <code>{}</code>: usage {} of limit {}",
             esc(m),
-            bytes(&v["memcg_usage_bytes"]),
-            bytes(&v["memcg_limit_bytes"])
+            opt(v.memcg_usage_bytes.map(bytes)),
+            opt(v.memcg_limit_bytes.map(bytes))
         );
     }
-    if v["freed_bytes"].is_number() {
-        let _ = write!(mem, "; the kill freed {}", bytes(&v["freed_bytes"]));
+    if let Some(f) = v.freed_bytes {
+        let _ = write!(mem, "; the kill freed {}", bytes(f));
     }
     rows.push(("memory", mem));
-    rows.push(("stall", h(&v["stall"]["diagnosis"], "?")));
+    rows.push(("stall", esc(&v.stall.diagnosis)));
     rows.push(("evidence", evidence_fact(i)));
+    let lost = incident_losses(v);
+    if !lost.is_empty() {
+        rows.push(("lost", esc(&lost.join("; "))));
+    }
     let mut s = String::from("<table class=\"facts\">");
     for (k, val) in rows {
         let _ = write!(s, "<tr><th>{k}</th><td>{val}</td></tr>");
@@ -396,11 +461,13 @@ pub(super) fn facts_html(i: &IncidentView) -> String {
 }
 
 pub(super) fn evidence_fact(i: &IncidentView) -> String {
-    let grower = i.v["grower_evidence_dir"]
-        .as_str()
+    let grower = i
+        .inc
+        .grower_evidence_dir
+        .as_deref()
         .map(|g| format!("; of the process that grew: <code>{}</code> (below)", esc(g)))
         .unwrap_or_default();
-    let Some(d) = i.v["evidence_dir"].as_str() else {
+    let Some(d) = i.inc.evidence_dir.as_deref() else {
         return format!("none written for the victim before the kill{grower}");
     };
     let mut s = format!("<code>{}</code>", esc(d));
@@ -408,9 +475,9 @@ pub(super) fn evidence_fact(i: &IncidentView) -> String {
         let _ = write!(
             s,
             ", written {} ({}: {})",
-            esc(&when(e["ts_ms"].as_u64().unwrap_or(0))),
-            h(&e["reason"], "?"),
-            h(&e["detail"], "")
+            esc(&when(e.ts_ms)),
+            esc(&e.reason),
+            esc(&e.detail)
         );
     }
     s + &grower
@@ -418,12 +485,18 @@ pub(super) fn evidence_fact(i: &IncidentView) -> String {
 
 /// A bundle's flame graph and its top stack as text. `who` is raw.
 pub(super) fn bundle_html(rec_dir: &Path, d: &str, who: &str) -> String {
-    let Some(b) = bundle_path(rec_dir, d) else {
-        return format!(
-            "<p class=\"note\">Bundle <code>{}</code> not found: removed by the evidence budget, or the \
-             recording was moved without it.</p>",
-            esc(d)
-        );
+    let b = match bundle_path(rec_dir, d) {
+        BundleAt::Inside(b) => b,
+        BundleAt::Outside => {
+            return format!("<p class=\"note\">Bundle <code>{}</code>: {OUTSIDE}.</p>", esc(d));
+        }
+        BundleAt::Missing => {
+            return format!(
+                "<p class=\"note\">Bundle <code>{}</code> not found: removed by the evidence budget, or the \
+                 recording was moved without it.</p>",
+                esc(d)
+            );
+        }
     };
     let mut s = format!("<div class=\"bundle\"><h3>Where {} touched memory</h3>", esc(who));
     match load_flame(&b) {
@@ -473,32 +546,39 @@ pub(super) fn python_stacks_html(b: &Path) -> String {
 
 /// Evidence bundles that no incident links to (a leak caught before any
 /// OOM, or none at all): the newest with their flame graph.
-pub(super) fn loose_html(dir: &Path, loose: &[&Value]) -> String {
+pub(super) fn loose_html(dir: &Path, loose: &[&EvidenceRecord]) -> String {
     if loose.is_empty() {
         return String::new();
     }
     let mut s =
         String::from("<section class=\"evidence-list\"><h2>Evidence bundles not tied to an OOM kill</h2>");
-    for (k, e) in loose.iter().enumerate() {
-        let d = e["dir"].as_str().unwrap_or("");
+    for (k, e) in loose.iter().enumerate().take(LOOSE_LISTED) {
+        let d = e.dir.as_deref().unwrap_or("");
         let _ = write!(
             s,
             "<div class=\"evidence\" id=\"evidence-{}\" data-pid=\"{}\"><h3>pid {} ({}) at {}: {}</h3>\
              <p>{} <code>{}</code></p>",
             k + 1,
-            num(&e["pid"]),
-            num(&e["pid"]),
-            h(&e["comm"], "?"),
-            esc(&when(e["ts_ms"].as_u64().unwrap_or(0))),
-            h(&e["reason"], "?"),
-            h(&e["detail"], ""),
+            e.pid,
+            e.pid,
+            esc(&e.comm),
+            esc(&when(e.ts_ms)),
+            esc(&e.reason),
+            esc(&e.detail),
             esc(d)
         );
         if k < LOOSE_FLAMES {
-            let who = format!("pid {} ({})", num(&e["pid"]), e["comm"].as_str().unwrap_or("?"));
+            let who = format!("pid {} ({})", e.pid, e.comm);
             s += &bundle_html(dir, d, &who);
         }
         s += "</div>";
+    }
+    if loose.len() > LOOSE_LISTED {
+        let _ = write!(
+            s,
+            "<p class=\"note\">{} older bundles not listed.</p>",
+            loose.len() - LOOSE_LISTED
+        );
     }
     s + "</section>"
 }

@@ -1,7 +1,14 @@
-//! Reading a recording: events.jsonl and its rotations, line by line,
-//! into what the report keeps (incidents, evidence, recent summaries),
-//! and the files of the evidence bundles.
+//! Reading a recording: each line of events.jsonl parsed as the type that
+//! wrote it (the model's `Incident`, and the readers kept next to the
+//! evidence, summary and status writers), into what the report keeps.
+//! A line that is not such a record is skipped and counted by reason.
 use super::*;
+
+use crate::{
+    evidence::EvidenceRecord,
+    model::incident::Incident,
+    sinks::{eventlog::SummaryRecord, StatusRecord},
+};
 
 /// One process's RSS (or a memcg's usage) over time: (unix ms, bytes).
 #[derive(Clone, Debug, Default)]
@@ -19,30 +26,130 @@ pub(super) struct Row {
     pub(super) rss: f64,
 }
 
-/// An incident as kept: the event (without its report lines), and the
-/// summary series of the processes in its scope around the kill.
+/// An incident as kept: the incident (trimmed to what the report shows),
+/// and the summary series of the processes in its scope around the kill.
 pub(super) struct Kept {
-    pub(super) v: Value,
+    pub(super) inc: Incident,
     pub(super) nearby: Vec<Series>,
 }
 
+/// Why a line was not used. Every skipped line is counted under one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Skip {
+    /// Not JSON: a line cut by a crash, bytes that are not text.
+    NotJson,
+    /// JSON, but with no `type` leaktrace writes.
+    NoType,
+    /// Its `type` is one this version does not write.
+    UnknownType,
+    /// Not readable as the record its `type` names (a field missing or of
+    /// the wrong kind).
+    Unreadable(&'static str),
+    /// A time before 1970 or after the year 2200.
+    BadTime,
+    /// Longer than LINE_CAP.
+    TooLong,
+    /// Over the report's memory budget (RETAINED_CAP, MAX_INCIDENTS,
+    /// MAX_EVIDENCE): read, but not kept.
+    OverBudget,
+}
+
+impl Skip {
+    pub fn describe(self) -> String {
+        match self {
+            Skip::NotJson => "not JSON (e.g. a last line cut by a crash)".into(),
+            Skip::NoType => "JSON without a leaktrace record type".into(),
+            Skip::UnknownType => "a record type this version does not know".into(),
+            Skip::Unreadable(k) => format!("not readable as its type ({k})"),
+            Skip::BadTime => "a time outside 1970 to 2200".into(),
+            Skip::TooLong => format!("longer than {} MiB", LINE_CAP >> 20),
+            Skip::OverBudget => format!(
+                "over the report's memory budget ({} MiB, {MAX_INCIDENTS} incidents, {MAX_EVIDENCE} \
+                 evidence events): later records not kept",
+                RETAINED_CAP >> 20
+            ),
+        }
+    }
+}
+
+/// A line parsed as the record its `type` names.
+pub(super) enum Record {
+    Incident(Box<Incident>),
+    Evidence(EvidenceRecord),
+    Summary(SummaryRecord),
+    Status(StatusRecord),
+    /// A record leaktrace writes that the report does not use.
+    Unused,
+}
+
+/// Record types leaktrace writes that the report does not read.
+const UNUSED_TYPES: [&str; 3] = ["sample", "oom_stall", "doctor"];
+
+/// Parses one line (without its newline) as the type it declares.
+pub(super) fn parse_line(raw: &[u8]) -> Result<Record, Skip> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let text = String::from_utf8_lossy(raw);
+    let head: Head = serde_json::from_str(&text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => Skip::NoType,
+        _ => Skip::NotJson,
+    })?;
+    fn typed<T: serde::de::DeserializeOwned>(text: &str, kind: &'static str) -> Result<T, Skip> {
+        serde_json::from_str(text).map_err(|_| Skip::Unreadable(kind))
+    }
+    let (rec, ts) = match head.kind.as_str() {
+        "oom_kill" => {
+            let i: Incident = typed(&text, "oom_kill")?;
+            let ts = i.ts_ms;
+            (Record::Incident(Box::new(i)), ts)
+        }
+        "evidence" => {
+            let e: EvidenceRecord = typed(&text, "evidence")?;
+            let ts = e.ts_ms;
+            (Record::Evidence(e), ts)
+        }
+        "summary" => {
+            let s: SummaryRecord = typed(&text, "summary")?;
+            let ts = s.ts_ms;
+            (Record::Summary(s), ts)
+        }
+        "status" => {
+            let s: StatusRecord = typed(&text, "status")?;
+            let ts = s.ts_ms;
+            (Record::Status(s), ts)
+        }
+        k if UNUSED_TYPES.contains(&k) => return Ok(Record::Unused),
+        _ => return Err(Skip::UnknownType),
+    };
+    if ts > TS_MAX {
+        return Err(Skip::BadTime);
+    }
+    Ok(rec)
+}
+
 /// What `report` keeps of a recording, read one line at a time: the
-/// incidents and evidence events whole (incidents without their kernel
-/// report lines), and only the last minutes of summaries, from which each
+/// incidents (trimmed) and evidence events, the runs of the recorder and
+/// what they lost, and only the last minutes of summaries, from which each
 /// incident takes the series of its scope when it is read. Lines that are
-/// not JSON (a torn last line, bytes that are not UTF-8) are skipped and
-/// counted, never fatal. Memory is bounded by the number of incidents,
-/// not by the length of the recording.
+/// not records are skipped and counted, never fatal. Memory is bounded by
+/// RETAINED_CAP, not by the length of the recording.
 #[derive(Default)]
 pub struct Recording {
     pub(super) incidents: Vec<Kept>,
-    pub evidence: Vec<Value>,
+    pub(super) evidence: Vec<EvidenceRecord>,
     pub(super) recent: VecDeque<(u64, Vec<Row>)>,
     pub(super) ts_min: Option<u64>,
     pub(super) ts_max: Option<u64>,
+    pub(super) losses: Losses,
     pub lines: u64,
-    pub skipped_lines: u64,
+    pub skipped: BTreeMap<Skip, u64>,
     pub files: usize,
+    /// Bytes charged for what is kept (an estimate, from the sizes of its
+    /// strings and series).
+    pub(super) retained: usize,
 }
 
 impl Recording {
@@ -53,41 +160,82 @@ impl Recording {
             return;
         }
         self.lines += 1;
-        let text = String::from_utf8_lossy(raw);
-        let Ok(mut v) = serde_json::from_str::<Value>(&text) else {
-            self.skipped_lines += 1;
-            return;
-        };
-        if let Some(t) = v["ts_ms"].as_u64() {
-            self.ts_min = Some(self.ts_min.map_or(t, |m| m.min(t)));
-            self.ts_max = Some(self.ts_max.map_or(t, |m| m.max(t)));
-        }
-        match v["type"].as_str() {
-            Some("oom_kill") => {
-                trim_incident(&mut v);
-                let nearby = self.nearby(&v);
-                self.incidents.push(Kept { v, nearby });
-            }
-            Some("evidence") => self.evidence.push(v),
-            Some("summary") => self.add_summary(&v),
-            _ => {}
+        match parse_line(raw) {
+            Ok(r) => self.add_record(r),
+            Err(why) => self.skip(why),
         }
     }
 
-    fn add_summary(&mut self, v: &Value) {
-        let Some(ts) = v["ts_ms"].as_u64() else { return };
-        let rows = v["processes"]
-            .as_array()
+    pub(super) fn skip(&mut self, why: Skip) {
+        *self.skipped.entry(why).or_default() += 1;
+    }
+
+    /// Lines skipped for any reason.
+    pub fn skipped_lines(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+
+    fn add_record(&mut self, r: Record) {
+        let ts = match &r {
+            Record::Incident(i) => i.ts_ms,
+            Record::Evidence(e) => e.ts_ms,
+            Record::Summary(s) => s.ts_ms,
+            Record::Status(s) => s.ts_ms,
+            Record::Unused => return,
+        };
+        self.ts_min = Some(self.ts_min.map_or(ts, |m| m.min(ts)));
+        match r {
+            Record::Incident(mut i) => {
+                trim_incident(&mut i);
+                let cost = incident_bytes(&i);
+                if self.incidents.len() >= MAX_INCIDENTS || !self.charge(cost) {
+                    self.skip(Skip::OverBudget);
+                } else {
+                    let nearby = self.nearby(&i);
+                    self.losses.incident(&i);
+                    self.incidents.push(Kept { inc: *i, nearby });
+                }
+            }
+            Record::Evidence(mut e) => {
+                trim_evidence(&mut e);
+                let cost = evidence_bytes(&e);
+                if self.evidence.len() >= MAX_EVIDENCE || !self.charge(cost) {
+                    self.skip(Skip::OverBudget);
+                } else {
+                    self.evidence.push(e);
+                }
+            }
+            Record::Summary(s) => {
+                self.losses.summary(&s);
+                self.add_summary(s);
+            }
+            Record::Status(s) => self.losses.status(&s),
+            Record::Unused => {}
+        }
+        self.losses.last_ts = Some(ts);
+        self.ts_max = Some(self.ts_max.map_or(ts, |m| m.max(ts)));
+    }
+
+    /// Takes `n` bytes of the budget, if they are left.
+    fn charge(&mut self, n: usize) -> bool {
+        if self.retained.saturating_add(n) > RETAINED_CAP {
+            return false;
+        }
+        self.retained += n;
+        true
+    }
+
+    fn add_summary(&mut self, s: SummaryRecord) {
+        let ts = s.ts_ms;
+        let rows = s
+            .processes
             .into_iter()
-            .flatten()
             .take(SUMMARY_ROWS)
-            .filter_map(|p| {
-                Some(Row {
-                    pid: p["pid"].as_u64()?,
-                    comm: cap_str(p["comm"].as_str().unwrap_or("?"), 64),
-                    cgroup: cap_str(p["cgroup"].as_str().unwrap_or(""), 1024),
-                    rss: p["rss_bytes"].as_f64()?,
-                })
+            .map(|p| Row {
+                pid: p.pid as u64,
+                comm: cap_str(&p.comm, 64),
+                cgroup: cap_str(&p.cgroup, 1024),
+                rss: p.rss_bytes as f64,
             })
             .collect();
         self.recent.push_back((ts, rows));
@@ -102,21 +250,16 @@ impl Recording {
 
     /// The summary series around an incident's kill of the victim and of
     /// the (at most GROWERS) processes in its scope that grew the most.
-    fn nearby(&self, inc: &Value) -> Vec<Series> {
-        let kill = inc["ts_ms"].as_u64().unwrap_or(0);
-        let first = |k: &str| {
-            inc[k]
-                .as_array()
-                .and_then(|a| a.first())
-                .and_then(|p| p[0].as_u64())
-        };
-        let start = [first("victim_history"), first("memcg_history")]
+    fn nearby(&self, inc: &Incident) -> Vec<Series> {
+        let kill = inc.ts_ms;
+        let first = |h: &[(u64, u64)]| h.first().map(|p| p.0);
+        let start = [first(&inc.victim_history), first(&inc.memcg_history)]
             .into_iter()
             .flatten()
             .fold(kill.saturating_sub(CHART_BACK_MS), u64::min)
             .max(kill.saturating_sub(RECENT_MS));
         let end = kill.saturating_add(5_000);
-        let victim = inc["victim"]["pid"].as_u64();
+        let victim = inc.victim.as_ref().map(|v| v.pid as u64);
         let mut by_pid: BTreeMap<u64, Series> = BTreeMap::new();
         for (ts, rows) in self.recent.iter().filter(|r| (start..=end).contains(&r.0)) {
             for r in rows {
@@ -140,8 +283,9 @@ impl Recording {
     }
 
     pub(super) fn finish(&mut self) {
-        self.incidents.sort_by_key(|i| i.v["ts_ms"].as_u64().unwrap_or(0));
+        self.incidents.sort_by_key(|i| i.inc.ts_ms);
         self.recent.clear();
+        self.losses.finish();
     }
 
     #[cfg(test)]
@@ -155,30 +299,126 @@ impl Recording {
     }
 }
 
+/// Keeps the newest HISTORY_POINTS of a history, without points after
+/// TS_MAX.
+fn keep_tail(h: &mut Vec<(u64, u64)>) {
+    h.retain(|p| p.0 <= TS_MAX);
+    let n = h.len().saturating_sub(HISTORY_POINTS);
+    h.drain(..n);
+}
+
+fn cap_in_place(s: &mut String, n: usize) {
+    if s.len() > n {
+        *s = cap_str(s, n);
+    }
+}
+
+fn cap_opt(s: &mut Option<String>, n: usize) {
+    if let Some(s) = s {
+        cap_in_place(s, n);
+    }
+}
+
 /// Drops what `report` never shows (the kernel's report lines, up to
-/// thousands) and keeps the newest HISTORY_POINTS of each history.
-pub(super) fn trim_incident(v: &mut Value) {
-    let Some(o) = v.as_object_mut() else { return };
-    o.remove("report_lines");
-    let keep_tail = |h: &mut Value| {
-        if let Some(a) = h.as_array_mut() {
-            let n = a.len().saturating_sub(HISTORY_POINTS);
-            a.drain(..n);
-        }
-    };
-    for k in ["victim_history", "memcg_history"] {
-        if let Some(h) = o.get_mut(k) {
-            keep_tail(h);
+/// thousands; the task dump; where processes were attributed; the memory
+/// at the OOM), keeps the
+/// newest HISTORY_POINTS of each history, and cuts every string it shows
+/// to the bound the writer keeps to (a longer one was not written by
+/// leaktrace).
+pub(super) fn trim_incident(i: &mut Incident) {
+    i.report_lines = Vec::new();
+    i.candidates = Vec::new();
+    i.after_kill_exits = Vec::new();
+    i.stall.stalled_tasks = Vec::new();
+    i.stall.recommendations = Vec::new();
+    i.stall.consoles = Vec::new();
+    i.invoker.attribution = Default::default();
+    i.memory_at_oom = None;
+    keep_tail(&mut i.victim_history);
+    keep_tail(&mut i.memcg_history);
+    i.growers.truncate(GROWERS + 1);
+    for g in &mut i.growers {
+        keep_tail(&mut g.history);
+        cap_in_place(&mut g.comm, COMM_CAP);
+    }
+    cap_in_place(&mut i.summary, TEXT_CAP);
+    cap_in_place(&mut i.constraint, COMM_CAP);
+    cap_in_place(&mut i.invoker.comm, COMM_CAP);
+    cap_opt(&mut i.invoker.gfp_mask, COMM_CAP);
+    if let Some(v) = &mut i.victim {
+        v.attribution = Default::default();
+        cap_in_place(&mut v.comm, COMM_CAP);
+        cap_in_place(&mut v.exe, TEXT_CAP);
+        cap_in_place(&mut v.cmdline, TEXT_CAP);
+        cap_in_place(&mut v.cgroup, TEXT_CAP);
+    }
+    if let Some(g) = &mut i.top_grower {
+        g.attribution = Default::default();
+        cap_in_place(&mut g.comm, COMM_CAP);
+    }
+    if let Some(g) = &mut i.victim_group {
+        cap_in_place(&mut g.comm, COMM_CAP);
+    }
+    cap_opt(&mut i.memcg, TEXT_CAP);
+    cap_opt(&mut i.candidates_note, TEXT_CAP);
+    cap_opt(&mut i.evidence_dir, TEXT_CAP);
+    cap_opt(&mut i.grower_evidence_dir, TEXT_CAP);
+    cap_in_place(&mut i.stall.diagnosis, TEXT_CAP);
+    cap_in_place(&mut i.stall.console_method, COMM_CAP);
+    if let Some(l) = &mut i.host_ledger {
+        l.parts = Vec::new();
+        l.tmpfs = Vec::new();
+        l.slab_caches = Vec::new();
+        l.findings.truncate(3);
+        for f in &mut l.findings {
+            cap_in_place(f, TEXT_CAP);
         }
     }
-    if let Some(gs) = o.get_mut("growers").and_then(Value::as_array_mut) {
-        gs.truncate(GROWERS + 1);
-        for g in gs {
-            if let Some(h) = g.get_mut("history") {
-                keep_tail(h);
-            }
+    if let Some(c) = &mut i.oom_control {
+        cap_opt(&mut c.memcg, TEXT_CAP);
+        cap_in_place(&mut c.gfp_mask, COMM_CAP);
+    }
+}
+
+/// The bytes an incident holds, about: the length of its JSON once
+/// trimmed, plus its own size. Counted from every field, so a field the
+/// model adds later, which trim_incident does not know, is charged too.
+fn incident_bytes(i: &Incident) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
+    let mut c = Count(0);
+    // Serializing a parsed Incident into a counter cannot fail; if it
+    // did, the budget is charged in full.
+    if serde_json::to_writer(&mut c, i).is_err() {
+        return RETAINED_CAP;
+    }
+    std::mem::size_of::<Incident>() + c.0
+}
+
+pub(super) fn trim_evidence(e: &mut EvidenceRecord) {
+    cap_in_place(&mut e.comm, COMM_CAP);
+    cap_in_place(&mut e.reason, COMM_CAP);
+    cap_in_place(&mut e.detail, TEXT_CAP);
+    cap_opt(&mut e.dir, TEXT_CAP);
+    cap_opt(&mut e.error, TEXT_CAP);
+}
+
+fn evidence_bytes(e: &EvidenceRecord) -> usize {
+    std::mem::size_of::<EvidenceRecord>()
+        + 64
+        + e.comm.len()
+        + e.reason.len()
+        + e.detail.len()
+        + e.dir.as_ref().map_or(0, String::len)
+        + e.error.as_ref().map_or(0, String::len)
 }
 
 /// At most `n` bytes of `s`, cut on a char boundary.
@@ -192,9 +432,9 @@ pub(super) fn cap_str(s: &str, n: usize) -> String {
 
 /// Whether a process in `cgroup` was in the scope of an incident: in its
 /// memcg (or below it) for a memcg OOM, anywhere for any other.
-pub(super) fn in_scope(inc: &Value, cgroup: &str) -> bool {
-    match (inc["constraint"].as_str(), inc["memcg"].as_str()) {
-        (Some("memcg"), Some(m)) => {
+pub(super) fn in_scope(inc: &Incident, cgroup: &str) -> bool {
+    match (inc.constraint.as_str(), inc.memcg.as_deref()) {
+        ("memcg", Some(m)) => {
             let m = m.trim_end_matches('/');
             m.is_empty()
                 || cgroup
@@ -237,29 +477,18 @@ pub fn load(dir: &Path) -> Result<Recording> {
     files.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut rec = Recording::default();
     for (_, f) in files {
-        let file = std::fs::File::open(&f).with_context(|| format!("reading {}", f.display()))?;
+        let file = open_regular(&f)?;
         let mut rd = std::io::BufReader::with_capacity(1 << 16, file);
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = (&mut rd)
-                .take(LINE_CAP as u64)
-                .read_until(b'\n', &mut line)
-                .with_context(|| format!("reading {}", f.display()))?;
-            if n == 0 {
-                break;
-            }
-            if line.len() >= LINE_CAP && line.last() != Some(&b'\n') {
-                // Too long: skip to its end.
+        while let Some(whole) =
+            next_line(&mut rd, &mut line, LINE_CAP).with_context(|| format!("reading {}", f.display()))?
+        {
+            if whole {
+                rec.add_line(&line);
+            } else {
                 rec.lines += 1;
-                rec.skipped_lines += 1;
-                let mut rest = Vec::new();
-                while rd.read_until(b'\n', &mut rest)? > 0 && rest.last() != Some(&b'\n') {
-                    rest.clear();
-                }
-                continue;
+                rec.skip(Skip::TooLong);
             }
-            rec.add_line(&line);
         }
         rec.files += 1;
     }
@@ -267,76 +496,25 @@ pub fn load(dir: &Path) -> Result<Recording> {
     Ok(rec)
 }
 
-/// Where a bundle is: its path as recorded, or, when the recording was
-/// moved or copied, the directory of the same name under DIR/evidence.
-pub(super) fn bundle_path(rec_dir: &Path, d: &str) -> Option<PathBuf> {
-    let p = Path::new(d);
-    if p.is_dir() {
-        return Some(p.to_path_buf());
-    }
-    let moved = rec_dir.join("evidence").join(p.file_name()?);
-    moved.is_dir().then_some(moved)
-}
-
-/// A regular file of a bundle, at most `cap` bytes of it, decoded lossily.
-/// Opened without following a symlink and without blocking (a FIFO
-/// planted in its place must not hang the report).
-pub(super) fn read_bundle_file(bundle: &Path, name: &str, cap: u64) -> Option<String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(bundle.join(name))
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut buf = Vec::new();
-    f.take(cap).read_to_end(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// The first stack of a bundle's stacks.txt (its header line and frames):
-/// the first Python stack for a CPython process, else the first native one.
-pub(super) fn top_stack(bundle: &Path) -> Option<Vec<String>> {
-    let text = read_bundle_file(bundle, "stacks.txt", STACKS_CAP)?;
-    let first = if text.contains("\n== Python stack 1:") {
-        "== Python stack 1"
-    } else {
-        "== stack 1"
-    };
-    let mut lines = text.lines().skip_while(|l| !l.starts_with(first));
-    let head = lines.next()?.to_string();
-    let mut v = vec![head];
-    v.extend(
-        lines
-            .take_while(|l| !l.is_empty() && !l.starts_with("=="))
-            .take(8)
-            .map(|l| l.trim().to_string()),
-    );
-    Some(v)
-}
-
-/// An incident line as the report shows it: the JSON as written (not
-/// the model's `Incident`: old or hand-written lines are shown with what
-/// they have), its evidence event, and the series of its scope.
+/// An incident as the report shows it: the model's `Incident`, its
+/// evidence event, and the series of its scope.
 pub(super) struct IncidentView<'a> {
-    pub v: &'a Value,
-    pub evidence: Option<&'a Value>,
+    pub inc: &'a Incident,
+    pub evidence: Option<&'a EvidenceRecord>,
     pub(super) nearby: &'a [Series],
 }
 
 pub(super) fn incidents(rec: &Recording) -> Vec<IncidentView<'_>> {
-    let by_dir: HashMap<&str, &Value> = rec
+    let by_dir: HashMap<&str, &EvidenceRecord> = rec
         .evidence
         .iter()
-        .filter_map(|e| Some((e["dir"].as_str()?, e)))
+        .filter_map(|e| Some((e.dir.as_deref()?, e)))
         .collect();
     rec.incidents
         .iter()
         .map(|i| IncidentView {
-            v: &i.v,
-            evidence: i.v["evidence_dir"].as_str().and_then(|d| by_dir.get(d).copied()),
+            inc: &i.inc,
+            evidence: i.inc.evidence_dir.as_deref().and_then(|d| by_dir.get(d).copied()),
             nearby: &i.nearby,
         })
         .collect()

@@ -14,8 +14,11 @@ use std::{
 mod chart;
 mod flame;
 mod html;
+mod input;
 mod load;
+mod losses;
 pub mod offline;
+mod output;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -23,14 +26,15 @@ mod text;
 use chart::*;
 use flame::*;
 use html::*;
+use input::*;
 use load::*;
 pub use load::{load, Recording};
+use losses::*;
 use text::*;
 
 use crate::fmt::{term, when};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -54,6 +58,10 @@ pub struct ReportArgs {
     /// DIR/.build-id/xx/yyyy.debug (repeatable; /usr/lib/debug always).
     #[arg(long = "debug-dir", value_name = "DIR")]
     pub debug_dirs: Vec<PathBuf>,
+    /// With --html: make the page readable by the file's group (mode
+    /// 0640); it is 0600 otherwise.
+    #[arg(long)]
+    pub group_readable: bool,
 }
 
 /// Longest line `report` reads (an incident with a full task dump is about
@@ -76,6 +84,25 @@ const GROWERS: usize = 3;
 const LOOSE_FLAMES: usize = 20;
 /// Bytes read of a bundle's stacks file.
 const STACKS_CAP: u64 = 8 << 20;
+/// The newest time a record may carry (2200-01-01, unix ms): a later one
+/// is skipped, so that no range or tick loop sees an absurd span.
+const TS_MAX: u64 = 7_258_118_400_000;
+/// Bytes the kept incidents and evidence events may take (an estimate from
+/// their strings and series); later ones are counted, not kept.
+const RETAINED_CAP: usize = 64 << 20;
+/// Incidents kept, at most (each is a section of the page).
+const MAX_INCIDENTS: usize = 2000;
+/// Evidence events kept, at most.
+const MAX_EVIDENCE: usize = 20_000;
+/// Evidence bundles not tied to an incident listed in the page (newest).
+const LOOSE_LISTED: usize = 1000;
+/// Restarts of the recorder kept for the timeline (more are counted).
+const MAX_RESTARTS: usize = 1000;
+/// Bytes kept of a comm, a reason or another short word of a record.
+const COMM_CAP: usize = 64;
+/// Bytes kept of a longer string of a record (a command line, a path, a
+/// summary; the writer caps these at 4096).
+const TEXT_CAP: usize = 4096;
 
 pub fn run(args: ReportArgs) -> Result<()> {
     if args.symbolize {
@@ -87,8 +114,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         print!("{}", render_text(&args.dir, &rec));
     }
     if let Some(out) = &args.html {
-        std::fs::write(out, render_html(&args.dir, &rec))
-            .with_context(|| format!("writing {}", out.display()))?;
+        output::write_private(out, &render_html(&args.dir, &rec), args.group_readable)?;
         eprintln!("wrote {}", term(&out.display().to_string()));
     }
     Ok(())

@@ -1,24 +1,44 @@
 //! The report as text: one block per incident.
 use super::*;
 
-pub(super) fn bytes(v: &Value) -> String {
-    v.as_f64().map(crate::fmt::bytes).unwrap_or_else(|| "?".into())
+use crate::{
+    evidence::EvidenceRecord,
+    model::incident::{GroupInfo, GroupKind, Incident},
+};
+
+pub(super) fn bytes(n: u64) -> String {
+    crate::fmt::bytes(n as f64)
 }
 
-/// A number field as text: never a string from the log, so it needs no
-/// escaping ("?" when it is missing or not a number).
-pub(super) fn num(v: &Value) -> String {
-    match (v.as_u64(), v.as_i64(), v.as_f64()) {
-        (Some(n), _, _) => n.to_string(),
-        (_, Some(n), _) => n.to_string(),
-        (_, _, Some(f)) => format!("{f}"),
-        _ => "?".into(),
+/// An optional number as text ("?" when it is missing).
+pub(super) fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+}
+
+/// An optional string field of a record, escaped for a terminal or a text
+/// file.
+pub(super) fn t<'a>(v: Option<&'a str>, default: &'a str) -> std::borrow::Cow<'a, str> {
+    term(v.unwrap_or(default))
+}
+
+/// The skipped lines in words: "N of M lines skipped (...): 2 not JSON
+/// (...); 1 ..." (None when none was).
+pub(super) fn skipped_words(rec: &Recording) -> Option<String> {
+    let n = rec.skipped_lines();
+    if n == 0 {
+        return None;
     }
-}
-
-/// A string field of an event, escaped for a terminal or a text file.
-pub(super) fn t<'a>(v: &'a Value, default: &'a str) -> std::borrow::Cow<'a, str> {
-    term(v.as_str().unwrap_or(default))
+    let why: Vec<String> = rec
+        .skipped
+        .iter()
+        .map(|(k, n)| format!("{n} {}", k.describe()))
+        .collect();
+    Some(format!(
+        "{n} of {} lines skipped (not readable as leaktrace v{} records): {}",
+        rec.lines,
+        crate::schema::VERSION,
+        why.join("; ")
+    ))
 }
 
 pub fn render_text(dir: &Path, rec: &Recording) -> String {
@@ -33,12 +53,18 @@ pub fn render_text(dir: &Path, rec: &Recording) -> String {
         let _ = write!(s, ", recorded {} to {}", when(a), when(b));
     }
     s.push('\n');
-    if rec.skipped_lines > 0 {
-        let _ = writeln!(
-            s,
-            "({} of {} lines skipped: not JSON, e.g. a last line cut by a crash)",
-            rec.skipped_lines, rec.lines
-        );
+    if let Some(w) = skipped_words(rec) {
+        let _ = writeln!(s, "({w})");
+    }
+    let losses = rec.losses.lines();
+    if !losses.is_empty() {
+        let _ = writeln!(s, "losses the recording shows:");
+        for l in &losses {
+            let _ = writeln!(s, "   {l}");
+        }
+        for r in &rec.losses.restarts {
+            let _ = writeln!(s, "   {}", restart_words(r));
+        }
     }
     for (n, i) in inc.iter().enumerate() {
         text_incident(&mut s, dir, n + 1, i);
@@ -46,130 +72,163 @@ pub fn render_text(dir: &Path, rec: &Recording) -> String {
     s
 }
 
+/// A restart of the recorder in words (raw: numbers and dates only).
+pub(super) fn restart_words(r: &Restart) -> String {
+    let from = r
+        .from
+        .map(|f| format!(", nothing recorded since {}", when(f)))
+        .unwrap_or_default();
+    let boot = if r.new_boot { " after a reboot" } else { "" };
+    format!("recorder started again at {}{boot}{from}", when(r.at))
+}
+
 pub(super) fn text_incident(s: &mut String, dir: &Path, n: usize, i: &IncidentView) {
-    let v = i.v;
-    let _ = writeln!(s, "\n== incident {n}: {}", when(v["ts_ms"].as_u64().unwrap_or(0)));
-    let _ = writeln!(s, "   {}", t(&v["summary"], ""));
-    let inv = &v["invoker"];
+    let v = i.inc;
+    let _ = writeln!(s, "\n== incident {n}: {}", when(v.ts_ms));
+    let _ = writeln!(s, "   {}", term(&v.summary));
+    let inv = &v.invoker;
     let _ = writeln!(
         s,
         "   invoker: pid {} ({}), gfp_mask {}, order {}",
-        num(&inv["pid"]),
-        t(&inv["comm"], "?"),
-        t(&inv["gfp_mask"], "?"),
-        num(&inv["order"])
+        inv.pid,
+        term(&inv.comm),
+        t(inv.gfp_mask.as_deref(), "?"),
+        opt(inv.order)
     );
-    let vic = &v["victim"];
-    if vic.is_object() {
+    if let Some(vic) = &v.victim {
         let _ = writeln!(
             s,
             "   victim:  pid {} ({}) `{}` in {}; anon {}, file {}, shmem {}, oom_score_adj {}",
-            num(&vic["pid"]),
-            t(&vic["comm"], "?"),
-            t(&vic["cmdline"], ""),
-            t(&vic["cgroup"], "?"),
-            bytes(&vic["rss_anon_bytes"]),
-            bytes(&vic["rss_file_bytes"]),
-            bytes(&vic["rss_shmem_bytes"]),
-            num(&vic["oom_score_adj"])
+            vic.pid,
+            term(&vic.comm),
+            term(&vic.cmdline),
+            term(&vic.cgroup),
+            bytes(vic.rss_anon_bytes),
+            bytes(vic.rss_file_bytes),
+            bytes(vic.rss_shmem_bytes),
+            vic.oom_score_adj
         );
     }
-    if let Some(g) = group_line(&v["victim_group"]) {
+    if let Some(g) = group_line(v.victim_group.as_ref()) {
         let _ = writeln!(s, "   victim's group: {}", term(&g));
     }
-    if let Some(m) = v["memcg"].as_str() {
+    if let Some(m) = &v.memcg {
         let _ = writeln!(
             s,
             "   memcg:   {}: usage {} of limit {}",
             term(m),
-            bytes(&v["memcg_usage_bytes"]),
-            bytes(&v["memcg_limit_bytes"])
+            opt(v.memcg_usage_bytes.map(bytes)),
+            opt(v.memcg_limit_bytes.map(bytes))
         );
     }
     let _ = writeln!(s, "   right victim: {}", term(&verdict(v)));
-    let _ = writeln!(s, "   stall: {}", t(&v["stall"]["diagnosis"], "?"));
-    if let Some(f) = v["host_ledger"]["findings"].as_array().filter(|f| !f.is_empty()) {
-        for x in f.iter().take(3) {
-            let _ = writeln!(s, "   host memory no process holds: {}", t(x, ""));
+    let _ = writeln!(s, "   stall: {}", term(&v.stall.diagnosis));
+    if let Some(l) = &v.host_ledger {
+        for x in l.findings.iter().take(3) {
+            let _ = writeln!(s, "   host memory no process holds: {}", term(x));
         }
     }
-    match v["evidence_dir"].as_str() {
+    for l in incident_losses(v) {
+        let _ = writeln!(s, "   lost: {l}");
+    }
+    match &v.evidence_dir {
         Some(d) => bundle_lines(s, dir, "evidence", d, i.evidence),
         None => {
             let _ = writeln!(s, "   evidence: none written before the kill");
         }
     }
-    if let Some(d) = v["grower_evidence_dir"].as_str() {
+    if let Some(d) = &v.grower_evidence_dir {
+        let g = v.top_grower.as_ref();
         let label = format!(
             "evidence of the process that grew, pid {} ({})",
-            num(&v["top_grower"]["pid"]),
-            t(&v["top_grower"]["comm"], "?")
+            opt(g.map(|g| g.pid)),
+            t(g.map(|g| g.comm.as_str()), "?")
         );
         bundle_lines(s, dir, &label, d, None);
     }
 }
 
+/// What one incident says it lost, in words (raw: numbers only).
+pub(super) fn incident_losses(v: &Incident) -> Vec<String> {
+    let mut l = Vec::new();
+    if v.lost_events > 0 {
+        l.push(format!("{} kernel events while it was assembled", v.lost_events));
+    }
+    if v.closed_early {
+        l.push("closed early, before it was complete".into());
+    }
+    if !v.report_complete {
+        l.push("the kernel's report was not captured whole".into());
+    }
+    if v.report_lines_dropped > 0 {
+        l.push(format!("{} kernel report lines not kept", v.report_lines_dropped));
+    }
+    l
+}
+
 /// A bundle an incident links: where it is, when and why it was written,
 /// and its top stack.
-fn bundle_lines(s: &mut String, dir: &Path, label: &str, d: &str, ev: Option<&Value>) {
+fn bundle_lines(s: &mut String, dir: &Path, label: &str, d: &str, ev: Option<&EvidenceRecord>) {
     let _ = writeln!(s, "   {label}: {}", term(d));
     // The evidence event may have rotated out of the log.
     if let Some(e) = ev {
         let _ = writeln!(
             s,
             "     written {} ({}: {})",
-            when(e["ts_ms"].as_u64().unwrap_or(0)),
-            t(&e["reason"], "?"),
-            t(&e["detail"], "")
+            when(e.ts_ms),
+            term(&e.reason),
+            term(&e.detail)
         );
     }
-    if let Some(st) = bundle_path(dir, d).and_then(|b| top_stack(&b)) {
-        let _ = writeln!(s, "     top stack ({}):", term(st[0].trim_start_matches("== ")));
-        for l in &st[1..] {
-            let _ = writeln!(s, "       {}", term(l));
+    match bundle_path(dir, d) {
+        BundleAt::Inside(b) => {
+            if let Some(st) = top_stack(&b) {
+                let _ = writeln!(s, "     top stack ({}):", term(st[0].trim_start_matches("== ")));
+                for l in &st[1..] {
+                    let _ = writeln!(s, "       {}", term(l));
+                }
+            }
         }
+        BundleAt::Outside => {
+            let _ = writeln!(s, "     {OUTSIDE}");
+        }
+        BundleAt::Missing => {}
     }
 }
 
+/// Said of a bundle whose directory leads out of the recording.
+pub(super) const OUTSIDE: &str = "bundle outside the recording: not read";
+
 /// Whether the right process was killed, in words (raw: escape it).
-pub(super) fn verdict(v: &Value) -> String {
-    let right = v["victim_was_top_grower"].as_bool().unwrap_or(true);
-    let g = &v["top_grower"];
-    if right && g.is_object() {
-        "yes (it was the process that grew the most)".into()
-    } else if right {
-        "no process grew notably before the OOM".into()
-    } else {
-        format!(
+pub(super) fn verdict(v: &Incident) -> String {
+    match (v.victim_was_top_grower, &v.top_grower) {
+        (true, Some(_)) => "yes (it was the process that grew the most)".into(),
+        (true, None) => "no process grew notably before the OOM".into(),
+        (false, g) => format!(
             "NO - pid {} ({}) grew {} in the {} s before",
-            num(&g["pid"]),
-            g["comm"].as_str().unwrap_or("?"),
-            bytes(&g["growth_bytes"]),
-            num(&g["window_s"])
-        )
+            opt(g.as_ref().map(|g| g.pid)),
+            g.as_ref().map_or("?", |g| g.comm.as_str()),
+            opt(g.as_ref().map(|g| bytes(g.growth_bytes))),
+            opt(g.as_ref().map(|g| g.window_s))
+        ),
     }
 }
 
 /// The victim's process group or pool, in words (raw: escape it).
-pub(super) fn group_line(g: &Value) -> Option<String> {
-    if !g.is_object() {
-        return None;
-    }
-    let kind = match g["kind"].as_str() {
-        Some("pool") => "a pool",
-        _ => "a group",
+pub(super) fn group_line(g: Option<&GroupInfo>) -> Option<String> {
+    let g = g?;
+    let kind = match g.kind {
+        GroupKind::Pool => "a pool",
     };
     let mut s = format!(
         "{kind} of {} processes led by pid {} ({})",
-        num(&g["members"]),
-        num(&g["leader_pid"]),
-        g["comm"].as_str().unwrap_or("?"),
+        g.members, g.leader_pid, g.comm,
     );
     // Its size is its Pss (shared pages once); the RSS sum counts shared
     // pages once per member, so it is labelled as a sum.
-    if g["pss_bytes"].is_number() {
-        let _ = write!(s, ", PSS {} (shared pages once)", bytes(&g["pss_bytes"]));
+    if let Some(p) = g.pss_bytes {
+        let _ = write!(s, ", PSS {} (shared pages once)", bytes(p));
     }
-    let _ = write!(s, ", members' RSS summed {}", bytes(&g["rss_bytes"]));
+    let _ = write!(s, ", members' RSS summed {}", bytes(g.rss_bytes));
     Some(s)
 }

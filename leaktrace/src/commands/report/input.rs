@@ -1,0 +1,141 @@
+//! The files `report` reads, none of which it trusts: events.jsonl and
+//! its rotations (regular files only, never through a symlink, read in
+//! capped lines) and the files of evidence bundles (only inside the
+//! recording).
+use super::*;
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Opens a file for reading without following a symlink at its name and
+/// without blocking (a FIFO must not hang the report), and refuses
+/// anything that is not a regular file (a device such as /dev/zero would
+/// never end).
+pub(super) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!("refusing {}: it is a symlink", path.display()),
+            _ => anyhow::Error::new(e).context(format!("reading {}", path.display())),
+        })?;
+    let md = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !md.is_file() {
+        bail!("refusing {}: not a regular file", path.display());
+    }
+    Ok(f)
+}
+
+/// The next line of `rd` into `line` (newline included): Some(true) for a
+/// line of at most `cap` bytes, Some(false) for a longer one, whose bytes
+/// are read and thrown away as they come (never held), None at the end.
+pub(super) fn next_line(
+    rd: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut any = false;
+    let mut too_long = false;
+    loop {
+        let buf = match rd.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(any.then_some(!too_long));
+        }
+        any = true;
+        let (n, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + n > cap {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(&buf[..n]);
+            }
+        }
+        rd.consume(n);
+        if done {
+            return Ok(Some(!too_long));
+        }
+    }
+}
+
+/// Where an event's bundle directory is.
+pub(super) enum BundleAt {
+    /// Inside the recording (resolved: no symlink left in it).
+    Inside(PathBuf),
+    /// It exists, but resolves outside the recording: not read.
+    Outside,
+    Missing,
+}
+
+/// Where a bundle is: its path as recorded, or, when the recording was
+/// moved or copied, the directory of the same name under DIR/evidence.
+/// Only a directory that resolves inside the recording directory is
+/// used: an absolute `dir` or a symlinked bundle that leads elsewhere is
+/// not read.
+pub(super) fn bundle_path(rec_dir: &Path, d: &str) -> BundleAt {
+    let Ok(root) = rec_dir.canonicalize() else {
+        return BundleAt::Missing;
+    };
+    let p = Path::new(d);
+    let mut tries = vec![rec_dir.join(p)];
+    if let Some(name) = p.file_name() {
+        tries.push(rec_dir.join("evidence").join(name));
+    }
+    let mut outside = false;
+    for t in tries {
+        let Ok(c) = t.canonicalize() else { continue };
+        if !c.is_dir() {
+            continue;
+        }
+        if c.starts_with(&root) && c != root {
+            return BundleAt::Inside(c);
+        }
+        outside = true;
+    }
+    if outside {
+        BundleAt::Outside
+    } else {
+        BundleAt::Missing
+    }
+}
+
+/// A regular file of a bundle, at most `cap` bytes of it, decoded lossily.
+/// Opened without following a symlink and without blocking (a FIFO
+/// planted in its place must not hang the report).
+pub(super) fn read_bundle_file(bundle: &Path, name: &str, cap: u64) -> Option<String> {
+    let f = open_regular(&bundle.join(name)).ok()?;
+    let mut buf = Vec::new();
+    f.take(cap).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The first stack of a bundle's stacks.txt (its header line and frames):
+/// the first Python stack for a CPython process, else the first native one.
+pub(super) fn top_stack(bundle: &Path) -> Option<Vec<String>> {
+    let text = read_bundle_file(bundle, "stacks.txt", STACKS_CAP)?;
+    let first = if text.contains("\n== Python stack 1:") {
+        "== Python stack 1"
+    } else {
+        "== stack 1"
+    };
+    let mut lines = text.lines().skip_while(|l| !l.starts_with(first));
+    let head = lines.next()?.to_string();
+    let mut v = vec![head];
+    v.extend(
+        lines
+            .take_while(|l| !l.is_empty() && !l.starts_with("=="))
+            .take(8)
+            .map(|l| l.trim().to_string()),
+    );
+    Some(v)
+}
