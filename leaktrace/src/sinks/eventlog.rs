@@ -233,6 +233,9 @@ pub struct SummaryRecord {
     /// Lines the event log could not write so far in this run.
     pub dropped_lines: u64,
     pub kernel: KernelLosses,
+    /// Absent from recordings made before it was added.
+    #[serde(default)]
+    pub oom_kills_since_boot: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -353,6 +356,7 @@ mod tests {
             kernel: &kernel,
             ledger: None,
             dropped_lines: 13,
+            oom_kills_since_boot: Some(14),
         };
         let r: SummaryRecord = serde_json::from_str(&crate::fmt::json_line(&line).unwrap()).unwrap();
         let want = SummaryRecord {
@@ -364,6 +368,7 @@ mod tests {
                 rss_bytes: 12,
             }],
             dropped_lines: 13,
+            oom_kills_since_boot: Some(14),
             kernel: KernelLosses {
                 oom_lost: 1,
                 oom_crit_lost: 2,

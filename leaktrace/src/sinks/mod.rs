@@ -74,6 +74,9 @@ pub struct StatusRecord {
     pub ts_ms: u64,
     pub boot_id: Option<String>,
     pub version: String,
+    /// Absent from recordings made before it was added.
+    #[serde(default)]
+    pub oom_kills_since_boot: Option<u64>,
 }
 
 /// What leaktrace asked for its own oom_score_adj and what it got.
@@ -317,6 +320,7 @@ mod tests {
             ts_ms: 5,
             host: "h".into(),
             boot_id: Some("b".into()),
+            oom_kills_since_boot: Some(3),
             version: "v",
             ebpf_toolchain: "t",
             data_path: "iterator",
@@ -337,6 +341,7 @@ mod tests {
             ts_ms: 5,
             boot_id: Some("b".into()),
             version: "v".into(),
+            oom_kills_since_boot: Some(3),
         };
         assert_eq!(r, want);
     }

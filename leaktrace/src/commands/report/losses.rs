@@ -111,6 +111,9 @@ pub(super) struct Restart {
     pub(super) at: u64,
     /// Its boot id differs from the run before (the host rebooted).
     pub(super) new_boot: bool,
+    /// OOM kills no recorder saw, by the kernel's count since boot (same
+    /// boot, both counts known).
+    pub(super) missed_kills: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +128,10 @@ pub(super) struct Losses {
     boot: Option<String>,
     /// The time of the newest record read so far.
     pub(super) last_ts: Option<u64>,
+    /// The kernel's OOM kill count at the newest summary or status line,
+    /// and the incidents recorded since.
+    kills_seen: Option<u64>,
+    incidents_since: u64,
     pub(super) lost_events: u64,
     pub(super) closed_early: u64,
     pub(super) incomplete_reports: u64,
@@ -134,6 +141,9 @@ pub(super) struct Losses {
 impl Losses {
     pub(super) fn summary(&mut self, s: &SummaryRecord) {
         self.cur.max_with(s);
+        if s.oom_kills_since_boot.is_some() {
+            (self.kills_seen, self.incidents_since) = (s.oom_kills_since_boot, 0);
+        }
     }
 
     pub(super) fn status(&mut self, s: &StatusRecord) {
@@ -141,22 +151,30 @@ impl Losses {
         let boot = s.boot_id.as_deref().map(|b| cap_str(b, 64));
         if self.runs > 1 {
             let new_boot = boot.is_some() && self.boot.is_some() && boot != self.boot;
+            // Kills since the last count, less those the old run recorded.
+            let missed_kills = match (new_boot, self.kills_seen, s.oom_kills_since_boot) {
+                (false, Some(a), Some(b)) => Some(b.saturating_sub(a).saturating_sub(self.incidents_since)),
+                _ => None,
+            };
             if self.restarts.len() < MAX_RESTARTS {
                 self.restarts.push(Restart {
                     from: self.last_ts,
                     at: s.ts_ms,
                     new_boot,
+                    missed_kills,
                 });
             } else {
                 self.restarts_not_kept += 1;
             }
         }
         self.boot = boot;
+        (self.kills_seen, self.incidents_since) = (s.oom_kills_since_boot, 0);
         let cur = std::mem::take(&mut self.cur);
         self.total.add(&cur);
     }
 
     pub(super) fn incident(&mut self, i: &Incident) {
+        self.incidents_since += 1;
         self.lost_events = self.lost_events.saturating_add(i.lost_events);
         self.closed_early += u64::from(i.closed_early);
         self.incomplete_reports += u64::from(!i.report_complete);
@@ -203,6 +221,13 @@ impl Losses {
                 "the recorder started {restarts} more time(s) ({boots} after a reboot): nothing was \
                  recorded in the gaps"
             ));
+            let missed: u64 = self.restarts.iter().filter_map(|r| r.missed_kills).sum();
+            if missed > 0 {
+                v.push(format!(
+                    "{missed} OOM kill(s) happened while no recorder ran (the kernel's count since boot, \
+                     /proc/vmstat oom_kill)"
+                ));
+            }
         }
         v
     }

@@ -774,3 +774,36 @@ fn losses_and_restarts_are_shown() {
     assert_eq!(h.matches("class=\"timeline-gap\"").count(), 1, "{h}");
     assert!(h.contains("the recorder was not running"), "{h}");
 }
+
+/// Kills while no recorder ran: the kernel's count since boot at the last
+/// summary, against the next status line of the same boot, less the
+/// incidents recorded after that summary.
+#[test]
+fn kills_while_no_recorder_ran_are_counted() {
+    let status = |ts: u64, boot: &str, kills: u64| {
+        serde_json::json!({"type": "status", "schema": 1, "ts_ms": ts, "boot_id": boot, "version": "v",
+            "oom_kills_since_boot": kills})
+        .to_string()
+    };
+    let summary = |ts: u64, kills: u64| {
+        serde_json::json!({"type": "summary", "ts_ms": ts, "processes": [], "dropped_lines": 0,
+            "kernel": {}, "oom_kills_since_boot": kills})
+        .to_string()
+    };
+    let lines = [
+        status(1_000_000, "a", 10),
+        summary(1_001_000, 12),
+        inc_line(|i| i.ts_ms = 1_001_500),
+        // 12 at the summary, 1 recorded after it, 20 at the restart: 7 missed.
+        status(1_100_000, "a", 20),
+        summary(1_101_000, 20),
+        // A reboot: the counts are not comparable.
+        status(1_200_000, "b", 2),
+    ];
+    let rec = Recording::from_lines(lines.iter().map(String::as_str));
+    let t = render_text(Path::new("/r"), &rec);
+    assert!(
+        t.contains("7 OOM kill(s) happened while no recorder ran"),
+        "{t}"
+    );
+}
