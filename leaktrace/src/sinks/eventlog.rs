@@ -262,6 +262,8 @@ pub struct KernelLosses {
     pub exits_dropped: u64,
     pub linger_dropped: u64,
     pub sink_drops: Vec<(String, u64)>,
+    /// Hits of leaktrace's own bounds, by limit (limits.rs).
+    pub limits_hit: std::collections::BTreeMap<String, u64>,
 }
 
 impl Sink for EventLogSink {
@@ -379,6 +381,7 @@ mod tests {
                 exits_dropped: 7,
                 linger_dropped: 8,
                 sink_drops: vec![("json".into(), 9)],
+                limits_hit: kernel.limits_hit.0.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             },
         };
         assert_eq!(r, want);

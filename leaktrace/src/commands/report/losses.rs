@@ -22,7 +22,12 @@ pub(super) struct RunLosses {
     pub(super) exits_dropped: u64,
     pub(super) linger_dropped: u64,
     pub(super) sink_drops: u64,
+    /// Hits of leaktrace's own bounds, by limit (at most MAX_LIMITS names).
+    pub(super) limits: std::collections::BTreeMap<String, u64>,
 }
+
+/// Limit names kept from a recording (limits.rs has about 30).
+const MAX_LIMITS: usize = 64;
 
 impl RunLosses {
     fn fields(&mut self) -> [(&mut u64, &'static str); 10] {
@@ -83,6 +88,18 @@ impl RunLosses {
         for ((f, _), n) in self.fields().into_iter().zip(new) {
             *f = (*f).max(n);
         }
+        // A name is a limit's (limits.rs: [a-z0-9_]); anything else in a
+        // tampered file is not shown.
+        let names = k
+            .limits_hit
+            .iter()
+            .filter(|(n, _)| n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        for (name, n) in names {
+            if self.limits.len() < MAX_LIMITS || self.limits.contains_key(name) {
+                let e = self.limits.entry(cap_str(name, 64)).or_default();
+                *e = (*e).max(*n);
+            }
+        }
     }
 
     fn add(&mut self, o: &RunLosses) {
@@ -90,16 +107,27 @@ impl RunLosses {
         for ((f, _), (n, _)) in self.fields().into_iter().zip(o.fields()) {
             *f = f.saturating_add(*n);
         }
+        for (name, n) in std::mem::take(&mut o.limits) {
+            if self.limits.len() < MAX_LIMITS || self.limits.contains_key(&name) {
+                let e = self.limits.entry(name).or_default();
+                *e = e.saturating_add(n);
+            }
+        }
     }
 
     /// "N what" for each counter above zero.
     pub(super) fn lines(&self) -> Vec<String> {
         let mut me = self.clone();
-        me.fields()
+        let mut v: Vec<String> = me
+            .fields()
             .into_iter()
             .filter(|(n, _)| **n > 0)
             .map(|(n, what)| format!("{n} {what}"))
-            .collect()
+            .collect();
+        for (name, n) in self.limits.iter().filter(|(_, n)| **n > 0) {
+            v.push(format!("{n} hit(s) of the limit {name} (limits_hit; docs/security.md)"));
+        }
+        v
     }
 }
 

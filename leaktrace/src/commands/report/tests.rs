@@ -787,7 +787,7 @@ fn kills_while_no_recorder_ran_are_counted() {
     };
     let summary = |ts: u64, kills: u64| {
         serde_json::json!({"type": "summary", "ts_ms": ts, "processes": [], "dropped_lines": 0,
-            "kernel": {}, "oom_kills_since_boot": kills})
+            "kernel": {"limits_hit": {"exec_queue": 3, "<b>x": 9}}, "oom_kills_since_boot": kills})
         .to_string()
     };
     let lines = [
@@ -806,4 +806,7 @@ fn kills_while_no_recorder_ran_are_counted() {
         t.contains("7 OOM kill(s) happened while no recorder ran"),
         "{t}"
     );
+    // Limit hits: the max within a run, summed over the two runs.
+    assert!(t.contains("6 hit(s) of the limit exec_queue"), "{t}");
+    assert!(!t.contains("<b>x"), "not a limit's name: {t}");
 }
