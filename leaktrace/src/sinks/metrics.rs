@@ -1,4 +1,5 @@
-//! Prometheus/OpenMetrics text for `record --metrics ADDR`, by the book:
+//! Prometheus/OpenMetrics text for `record --metrics ADDR` (the format
+//! a scrape asks for: metrics_format.rs), by the book:
 //! counters end in `_total` and cumulative counts are counters; there is
 //! no `pid` label anywhere (a pid is not an identity, and per-process
 //! series are unbounded); per-cgroup series exist for the top N cgroups by
@@ -15,7 +16,10 @@ use prometheus_client::{
 use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{host::attribution::Attribution, sinks::StatusLine};
+use crate::{
+    host::attribution::Attribution,
+    sinks::{metrics_format as format, StatusLine},
+};
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -419,22 +423,20 @@ async fn answer(
         return;
     };
     asked.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (status, body, head_only) = match route(&req) {
-        Answer::Metrics { head_only } => (
-            "200 OK",
-            metrics.lock().map(|m| m.render()).unwrap_or_default(),
-            head_only,
-        ),
+    let (status, ctype, body, head_only) = match route(&req) {
+        Answer::Metrics { head_only } => {
+            let om = metrics.lock().map(|m| m.render()).unwrap_or_default();
+            match format::negotiate(&req) {
+                format::Format::OpenMetrics => ("200 OK", format::OPENMETRICS, om, head_only),
+                format::Format::Text => ("200 OK", format::TEXT, format::to_text(&om), head_only),
+            }
+        }
         Answer::NotFound => (
             "404 Not Found",
+            "text/plain; charset=utf-8",
             "not found: leaktrace serves GET /metrics\n".to_string(),
             false,
         ),
-    };
-    let ctype = if status.starts_with("200") {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
     };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
