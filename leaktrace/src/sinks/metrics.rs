@@ -193,7 +193,7 @@ impl Metrics {
         );
         r.register(
             "hook_live",
-            "1 when the hook for a job is attached, 0 when not",
+            "1 when the hook for a job is attached, 0 when it is not; jobs the data path does not use are left out",
             m.hook_live.clone(),
         );
         r.register(
@@ -219,7 +219,9 @@ impl Metrics {
                 ("data_path".into(), st.data_path.into()),
             ])
             .set(1);
-        for p in &st.hooks {
+        // Jobs the data path leaves off by design have no series: a 0
+        // means a hook that should be attached is not.
+        for p in st.hooks.iter().filter(|p| !p.unused) {
             self.hook_live
                 .get_or_create(&vec![("job".into(), p.job.into())])
                 .set(p.live.is_some() as i64);
