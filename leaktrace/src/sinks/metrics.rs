@@ -193,7 +193,7 @@ impl Metrics {
         );
         r.register(
             "hook_live",
-            "1 when the hook for a job is attached, 0 when it is not; jobs the data path does not use are left out",
+            "1 when the hook for a job is attached, 0 when it is not, by the job's name; jobs the data path does not use are left out",
             m.hook_live.clone(),
         );
         r.register(
@@ -220,10 +220,12 @@ impl Metrics {
             ])
             .set(1);
         // Jobs the data path leaves off by design have no series: a 0
-        // means a hook that should be attached is not.
+        // means a hook that should be attached is not. The label is
+        // `hook`, not `job`: Prometheus owns `job` (the scrape job) and
+        // renames a target's own `job` to `exported_job`.
         for p in st.hooks.iter().filter(|p| !p.unused) {
             self.hook_live
-                .get_or_create(&vec![("job".into(), p.job.into())])
+                .get_or_create(&vec![("hook".into(), p.job.into())])
                 .set(p.live.is_some() as i64);
         }
     }
