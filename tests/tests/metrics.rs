@@ -12,6 +12,9 @@ use leaktrace_tests::*;
 
 const HELPER: &str = env!("CARGO_BIN_EXE_lt-helper");
 const MB: u64 = 1 << 20;
+/// A scrape that asks for OpenMetrics, as Prometheus does (without it,
+/// leaktrace serves the text format 0.0.4).
+const GET_OM: &str = "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,7 +126,7 @@ fn metrics_are_openmetrics_by_the_book() {
             .any(|v| v["type"] == "oom_kill" && v["victim"]["pid"] == pid)
     });
     std::thread::sleep(Duration::from_secs(1));
-    let (code, body) = http(&addr, "GET /metrics HTTP/1.1");
+    let (code, body) = http(&addr, GET_OM);
     assert_eq!(code, 200);
     match strict_parse(&body) {
         Ok(n) => eprintln!("strict OpenMetrics parse: {n} families"),
@@ -162,7 +165,7 @@ fn metrics_are_openmetrics_by_the_book() {
     );
     assert!(value(&body, "leaktrace_last_oom_kill_timestamp_seconds").is_some_and(|v| v > 1.7e9));
     assert!(body.contains("leaktrace_build_info{version=\""), "{body}");
-    assert!(body.contains("leaktrace_hook_live{job=\"sampler\"} 1"), "{body}");
+    assert!(body.contains("leaktrace_hook_live{hook=\"sampler\"} 1"), "{body}");
     assert!(body.contains("leaktrace_lost_events_total{kind=\"oom_ring\"}"));
     assert!(
         body.lines()
@@ -229,7 +232,7 @@ fn alert_rules_and_dashboard_check_out_against_a_real_scrape() {
     std::fs::write(format!("/proc/{}/oom_score_adj", sib.pid()), "1000").unwrap();
     let mut g = Proc::spawn(&mut cg.command(&[HELPER, "grow", "16", "20", "5"]));
     std::thread::sleep(Duration::from_secs(3));
-    let (_, before) = http(&addr, "GET /metrics HTTP/1.1");
+    let (_, before) = http(&addr, GET_OM);
     let sib_pid = sib.pid();
     sib.wait();
     rec.wait_for(Duration::from_secs(30), "the wrong-victim incident", |l| {
@@ -243,11 +246,14 @@ fn alert_rules_and_dashboard_check_out_against_a_real_scrape() {
         .unwrap();
     assert_eq!(inc["victim_was_top_grower"], false, "{}", inc["summary"]);
     std::thread::sleep(Duration::from_secs(1));
-    let (_, body) = http(&addr, "GET /metrics HTTP/1.1");
+    let (_, body) = http(&addr, GET_OM);
     assert!(
         value(&body, "leaktrace_oom_wrong_victim_total{").is_some_and(|v| v >= 1.0),
         "{body}"
     );
+    // The same series in the text format (no Accept header, as promtool's
+    // users fetch it), for promtool's linter below.
+    let (_, text) = http(&addr, "GET /metrics HTTP/1.1");
     let _ = g.child.kill();
     assert!(rec.stop().success());
     let fams: BTreeSet<String> = families(&before)
@@ -266,15 +272,7 @@ fn alert_rules_and_dashboard_check_out_against_a_real_scrape() {
         missing.is_empty(),
         "named in contrib/ but not exported: {missing:?}\nexported: {fams:?}"
     );
-    // promtool's own linter on the same scrape, as Prometheus reads it.
-    let text: String = body
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .filter(|l| *l != "# EOF")
-        .map(|l| format!("{l}\n"))
-        .collect();
+    // promtool's own linter on the text-format scrape taken above.
     let mut lint = Command::new(&promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -15,8 +15,8 @@ pub struct DoctorArgs {
     #[arg(long)]
     pub json: bool,
     /// Warn when an OOM report would take longer than this to print on a
-    /// console (seconds).
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    /// console (500ms, 1s; a bare number is seconds).
+    #[arg(long, default_value_t = 1.0, value_name = "DURATION", value_parser = crate::units::secs)]
     pub console_threshold: f64,
 }
 

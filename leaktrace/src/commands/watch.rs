@@ -20,11 +20,13 @@ pub struct WatchArgs {
     /// Write one JSON object per line to stdout instead of the live view.
     #[arg(long)]
     pub json: bool,
-    /// Seconds between samples (0.1 to 3600).
-    #[arg(long, default_value_t = 1.0, value_parser = parse_interval, value_name = "SECS")]
+    /// Time between samples, 100ms to 1h (500ms, 2s, 1m; a bare number is
+    /// seconds).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval, value_name = "DURATION")]
     pub interval: f64,
-    /// Stop after this many seconds (default: run until interrupted).
-    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    /// Stop after this long (30s, 5m, 1h; a bare number is seconds; default:
+    /// run until interrupted).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<f64>,
     /// Only show this process (repeatable).
     #[arg(long = "pid", value_name = "PID")]
@@ -85,23 +87,28 @@ pub struct RecordArgs {
     /// does not.
     #[arg(long)]
     pub json: bool,
-    /// Seconds between samples.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_interval, value_name = "SECS")]
+    /// Time between samples, 100ms to 1h (500ms, 2s, 1m; a bare number is
+    /// seconds).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval, value_name = "DURATION")]
     pub interval: f64,
-    /// Stop after this many seconds (default: until SIGTERM/SIGINT).
-    #[arg(long, value_parser = parse_duration, value_name = "SECS")]
+    /// Stop after this long (30s, 5m, 1h; a bare number is seconds; default:
+    /// until SIGTERM/SIGINT).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub duration: Option<f64>,
-    /// Seconds between compact summaries of the top growers in events.jsonl.
-    #[arg(long, default_value_t = 60.0, value_parser = parse_interval, value_name = "SECS")]
+    /// Time between compact summaries of the top growers in events.jsonl
+    /// (30s, 5m; a bare number is seconds).
+    #[arg(long, default_value_t = 60.0, value_parser = parse_interval, value_name = "DURATION")]
     pub summary_interval: f64,
-    /// Rotate events.jsonl when it would grow past this many bytes.
-    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    /// Rotate events.jsonl when it would grow past this size (512K, 64M,
+    /// 1G: binary units, M = MiB; a bare number is bytes).
+    #[arg(long, default_value_t = 64 << 20, value_name = "SIZE", value_parser = crate::units::bytes)]
     pub max_file_bytes: u64,
     /// Keep at most this many event files (events.jsonl and its rotations).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_files: usize,
-    /// Keep evidence bundles under this many bytes in total (oldest go first).
-    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    /// Keep evidence bundles under this size in total, oldest go first (64M,
+    /// 1G: binary units, G = GiB; a bare number is bytes).
+    #[arg(long, default_value_t = 1 << 30, value_name = "SIZE", value_parser = crate::units::bytes)]
     pub max_evidence_bytes: u64,
     /// oom_score_adj for leaktrace itself (-1000: never chosen by the OOM killer).
     #[arg(long, default_value_t = -1000, value_parser = clap::value_parser!(i32).range(-1000..=1000), value_name = "N", allow_hyphen_values = true)]
@@ -141,21 +148,17 @@ pub struct RecordArgs {
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let v = crate::units::secs(s)?;
     if !(0.1..=3600.0).contains(&v) {
-        return Err("the interval must be between 0.1 and 3600 seconds".into());
+        return Err("the interval must be between 100ms and 1h".into());
     }
     Ok(v)
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(v > 0.0 && v.is_finite()) {
-        return Err("the duration must be a positive number of seconds".into());
+    let v = crate::units::secs(s)?;
+    if v <= 0.0 {
+        return Err("the duration must be positive".into());
     }
     Ok(v)
 }

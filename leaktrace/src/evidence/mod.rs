@@ -48,8 +48,9 @@ pub struct TriggerArgs {
     #[arg(long, default_value_t = 80.0, value_name = "PCT")]
     pub rss_pct: f64,
     /// Write a bundle when a growing process would reach its limit within
-    /// this many seconds at its current growth rate.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    /// this long at its current growth rate (30s, 5m; a bare number is
+    /// seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "DURATION", value_parser = crate::units::secs)]
     pub time_to_limit: f64,
     /// Write a bundle for the top grower when PSI memory "full avg10"
     /// reaches this % (0 disables).
@@ -58,8 +59,9 @@ pub struct TriggerArgs {
     /// Always write a bundle for this process (repeatable), once per cool-down.
     #[arg(long = "evidence-pid", value_name = "PID")]
     pub evidence_pids: Vec<u32>,
-    /// At most one bundle per process in this many seconds.
-    #[arg(long, default_value_t = 300.0, value_name = "SECS", value_parser = positive_secs)]
+    /// At most one bundle per process in this long (5m, 300s; a bare number
+    /// is seconds).
+    #[arg(long, default_value_t = 300.0, value_name = "DURATION", value_parser = positive_secs)]
     pub cooldown: f64,
     /// At most this many bundles per hour in total.
     #[arg(long, default_value_t = 30, value_name = "N")]
@@ -75,17 +77,19 @@ pub struct TriggerArgs {
     /// 'kill -QUIT {pid}' (Go and Java thread dumps).
     #[arg(long, value_name = "COMMAND")]
     pub exec_on_trigger: Option<String>,
-    /// Kill the --exec-on-trigger command after this many seconds.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = positive_secs)]
+    /// Kill the --exec-on-trigger command after this long (30s, 2m; a bare
+    /// number is seconds).
+    #[arg(long, default_value_t = 30.0, value_name = "DURATION", value_parser = positive_secs)]
     pub exec_timeout: f64,
     /// py-spy, for the Python stacks of CPython processes
     /// (python_stacks.txt). Default: the first py-spy in PATH.
     #[arg(long, value_name = "PATH")]
     pub py_spy: Option<std::path::PathBuf>,
     /// Write a bundle for a process whose trend has been `growing` for this
-    /// many seconds, however far its limit is (slow leaks); its faults are
-    /// sampled from half that time on. 0 disables.
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    /// long (2m, 120s; a bare number is seconds), however far its limit is
+    /// (slow leaks); its faults are sampled from half that time on. 0
+    /// disables.
+    #[arg(long, default_value_t = 120.0, value_name = "DURATION", value_parser = crate::units::secs)]
     pub sustained_growth: f64,
     /// Do not read CPython frames in the kernel at a Python suspect's
     /// sampled faults (they name the Python function, file and line in
@@ -95,11 +99,9 @@ pub struct TriggerArgs {
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(v > 0.0 && v.is_finite() && v < 1e9) {
-        return Err("must be a positive number of seconds".into());
+    let v = crate::units::secs(s)?;
+    if v <= 0.0 {
+        return Err("must be positive".into());
     }
     Ok(v)
 }

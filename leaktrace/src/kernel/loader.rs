@@ -69,6 +69,11 @@ pub struct ProbeResult {
     pub live: Option<String>,
     pub program: Option<&'static str>,
     pub skipped: Vec<Skipped>,
+    /// Off by design: the chosen data path does not use this job (the
+    /// iterator path leaves the per-fault hooks detached). Not a fault,
+    /// so the hook_live metric leaves it out (sinks/metrics.rs).
+    #[serde(skip)]
+    pub unused: bool,
 }
 
 /// Kernel facilities leaktrace checks for and reports, besides the hooks.
@@ -400,6 +405,7 @@ fn try_spec(ebpf: &mut Ebpf, spec: &ProbeSpec, c: &Ctx) -> (ProbeResult, Option<
         live: None,
         program: None,
         skipped: Vec::new(),
+        unused: false,
     };
     let mut iter = None;
     for hook in spec.candidates {
@@ -450,6 +456,7 @@ fn not_needed(spec: &ProbeSpec, why: &str) -> ProbeResult {
             program: spec.candidates.first().map(|h| h.program).unwrap_or(""),
             reason: why.to_string(),
         }],
+        unused: true,
     }
 }
 
@@ -618,6 +625,7 @@ fn stack_job(
         live: None,
         program: None,
         skipped: Vec::new(),
+        unused: false,
     };
     if hooks_path && faults_hook_live {
         row.live = Some("page_fault_user hook, 1 in N faults of suspects only".into());
@@ -697,6 +705,7 @@ fn oom_context_row(probes: &[ProbeResult], caps: &[Capability]) -> ProbeResult {
         live,
         program: None,
         skipped,
+        unused: false,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Prometheus/OpenMetrics text for `record --metrics ADDR`, by the book:
+//! Prometheus/OpenMetrics text for `record --metrics ADDR` (the format
+//! a scrape asks for: metrics_format.rs), by the book:
 //! counters end in `_total` and cumulative counts are counters; there is
 //! no `pid` label anywhere (a pid is not an identity, and per-process
 //! series are unbounded); per-cgroup series exist for the top N cgroups by
@@ -15,7 +16,10 @@ use prometheus_client::{
 use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{host::attribution::Attribution, sinks::StatusLine};
+use crate::{
+    host::attribution::Attribution,
+    sinks::{metrics_format as format, StatusLine},
+};
 
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
@@ -189,7 +193,7 @@ impl Metrics {
         );
         r.register(
             "hook_live",
-            "1 when the hook for a job is attached, 0 when not",
+            "1 when the hook for a job is attached, 0 when it is not, by the job's name; jobs the data path does not use are left out",
             m.hook_live.clone(),
         );
         r.register(
@@ -215,9 +219,13 @@ impl Metrics {
                 ("data_path".into(), st.data_path.into()),
             ])
             .set(1);
-        for p in &st.hooks {
+        // Jobs the data path leaves off by design have no series: a 0
+        // means a hook that should be attached is not. The label is
+        // `hook`, not `job`: Prometheus owns `job` (the scrape job) and
+        // renames a target's own `job` to `exported_job`.
+        for p in st.hooks.iter().filter(|p| !p.unused) {
             self.hook_live
-                .get_or_create(&vec![("job".into(), p.job.into())])
+                .get_or_create(&vec![("hook".into(), p.job.into())])
                 .set(p.live.is_some() as i64);
         }
     }
@@ -419,22 +427,20 @@ async fn answer(
         return;
     };
     asked.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (status, body, head_only) = match route(&req) {
-        Answer::Metrics { head_only } => (
-            "200 OK",
-            metrics.lock().map(|m| m.render()).unwrap_or_default(),
-            head_only,
-        ),
+    let (status, ctype, body, head_only) = match route(&req) {
+        Answer::Metrics { head_only } => {
+            let om = metrics.lock().map(|m| m.render()).unwrap_or_default();
+            match format::negotiate(&req) {
+                format::Format::OpenMetrics => ("200 OK", format::OPENMETRICS, om, head_only),
+                format::Format::Text => ("200 OK", format::TEXT, format::to_text(&om), head_only),
+            }
+        }
         Answer::NotFound => (
             "404 Not Found",
+            "text/plain; charset=utf-8",
             "not found: leaktrace serves GET /metrics\n".to_string(),
             false,
         ),
-    };
-    let ctype = if status.starts_with("200") {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    } else {
-        "text/plain; charset=utf-8"
     };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -8,6 +8,7 @@ pub mod eventlog;
 pub mod exec_oom;
 pub mod json;
 pub mod metrics;
+pub mod metrics_format;
 pub mod text;
 pub mod tui;
 
