@@ -115,99 +115,111 @@ impl Metrics {
             programs: Vec::new(),
             top_n,
         };
+        m.register_host(&mut r);
+        m.register_oom_and_self(&mut r);
+        Self { registry: r, ..m }
+    }
+
+    /// The host ledger and the cgroups.
+    fn register_host(&self, r: &mut Registry) {
         r.register(
             "host_memory_bytes",
             "The host memory ledger: MemTotal by part (docs/ledger.md)",
-            m.host_memory.clone(),
+            self.host_memory.clone(),
         );
         r.register(
             "host_memory_growth_bytes_per_second",
             "Growth of each part of the host memory ledger over the last 2 minutes",
-            m.host_memory_growth.clone(),
+            self.host_memory_growth.clone(),
         );
         r.register(
             "tmpfs_used_bytes",
             "Used bytes of the largest tmpfs mounts (shmem by mount)",
-            m.tmpfs_bytes.clone(),
+            self.tmpfs_bytes.clone(),
         );
         r.register(
             "cgroup_rss_bytes",
             "RSS of the processes in a cgroup, for the top cgroups by RSS",
-            m.cgroup_rss.clone(),
+            self.cgroup_rss.clone(),
         );
         r.register(
             "cgroup_growth_bytes_per_second",
             "Growth of a cgroup's processes' RSS over 10 s, for the top cgroups",
-            m.cgroup_growth.clone(),
+            self.cgroup_growth.clone(),
         );
         r.register(
             "cgroup_limit_bytes",
             "The memcg limit that applies to a cgroup (the smallest on its path), for the top cgroups",
-            m.cgroup_limit.clone(),
+            self.cgroup_limit.clone(),
         );
         r.register(
             "cgroup_processes",
             "Processes in a cgroup, for the top cgroups",
-            m.cgroup_processes.clone(),
+            self.cgroup_processes.clone(),
         );
+
+    }
+
+    /// OOM kills, evidence, and leaktrace's own health.
+    fn register_oom_and_self(&self, r: &mut Registry) {
         r.register(
             "oom_kills",
             "OOM kills seen, by the victim's cgroup, unit, container and pod, and the constraint",
-            m.oom_kills.clone(),
+            self.oom_kills.clone(),
         );
         r.register(
             "oom_wrong_victim",
             "OOM kills whose victim was not the process that grew the most (docs/verdict.md)",
-            m.wrong_victim.clone(),
+            self.wrong_victim.clone(),
         );
         r.register(
             "last_oom_kill_timestamp_seconds",
             "Unix time of the last OOM kill seen",
-            m.last_kill.clone(),
+            self.last_kill.clone(),
         );
         r.register(
             "oom_report_seconds",
             "Time spent printing OOM reports (oom_lock held)",
-            m.stall_seconds.clone(),
+            self.stall_seconds.clone(),
         );
         r.register(
             "oom_stalled_task_seconds",
             "Time other tasks stalled in reclaim around OOMs",
-            m.stalled_task_seconds.clone(),
+            self.stalled_task_seconds.clone(),
         );
-        r.register("evidence_bundles", "Evidence bundles written", m.bundles.clone());
+        r.register("evidence_bundles", "Evidence bundles written", self.bundles.clone());
         r.register(
             "lost_events",
             "Events lost or not attributed, by kind (kernel rings and maps, outputs)",
-            m.lost.clone(),
+            self.lost.clone(),
         );
         r.register(
             "limit_hits",
             "Times one of leaktrace's own bounds was hit (docs/security.md), by limit",
-            m.limit_hits.clone(),
+            self.limit_hits.clone(),
         );
         r.register(
             "build_info",
             "leaktrace's version, the kernel and the data path; always 1",
-            m.build_info.clone(),
+            self.build_info.clone(),
         );
         r.register(
             "hook_live",
             "1 when the hook for a job is attached, 0 when it is not, by the job's name; jobs the data path does not use are left out",
-            m.hook_live.clone(),
+            self.hook_live.clone(),
         );
         r.register(
             "bpf_run_seconds",
             "Time the kernel ran each leaktrace program (only with --bpf-stats)",
-            m.bpf_run_seconds.clone(),
+            self.bpf_run_seconds.clone(),
         );
         r.register(
             "bpf_runs",
             "Runs of each leaktrace program (only with --bpf-stats)",
-            m.bpf_runs.clone(),
+            self.bpf_runs.clone(),
         );
-        Self { registry: r, ..m }
     }
+
 
     /// The status line: what is live.
     pub fn status(&self, st: &StatusLine) {
