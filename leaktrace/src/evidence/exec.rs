@@ -202,12 +202,21 @@ pub fn write_dropped(job: &ExecJob, why: String) {
     }
 }
 
+/// Who keeps the process groups of running commands (hook_pool.rs), so
+/// that the recorder's exit can kill them: told of each start and end.
+pub trait Groups {
+    /// A command started in process group `pgid`; false if it must not
+    /// run (the recorder is exiting): it is killed at once.
+    fn started(&self, pgid: libc::pid_t) -> bool;
+    fn finished(&self, pgid: libc::pid_t);
+}
+
 /// Runs the --exec-on-trigger command for a bundle: no shell, a cleared
 /// environment with a fixed PATH and LEAKTRACE_* variables, its own
 /// process group (killed whole on timeout and when the command exits),
 /// oom_score_adj 0 (not leaktrace's -1000), output files capped by
 /// RLIMIT_FSIZE. Runs on its own thread; writes exec.json in the bundle.
-pub fn run_exec(job: ExecJob) -> ExecOutcome {
+pub fn run_exec(job: ExecJob, groups: &dyn Groups) -> ExecOutcome {
     let t0 = Instant::now();
     let mut out = ExecOutcome {
         argv: job.argv.clone(),
@@ -215,8 +224,8 @@ pub fn run_exec(job: ExecJob) -> ExecOutcome {
     };
     std::thread::sleep(job.delay);
     match &job.target {
-        _ if !job.need_target => run_checked(&job, &mut out, t0),
-        Some(t) if t.alive() => run_checked(&job, &mut out, t0),
+        _ if !job.need_target => run_checked(&job, &mut out, t0, groups),
+        Some(t) if t.alive() => run_checked(&job, &mut out, t0, groups),
         _ => {
             out.not_run = Some(format!(
                 "pid {} had exited before the command could run; its pid may belong to another process now",
@@ -233,7 +242,7 @@ pub fn run_exec(job: ExecJob) -> ExecOutcome {
     out
 }
 
-fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
+fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant, groups: &dyn Groups) {
     // Output goes straight to files in the bundle: nothing is buffered in
     // leaktrace, whatever the command prints.
     let (stdout, stderr) = match (
@@ -257,7 +266,7 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
         }
     };
     let pgid = child.id() as libc::pid_t;
-    if !super::hook_pool::started(pgid) {
+    if !groups.started(pgid) {
         // SAFETY: the command's own process group.
         unsafe { libc::killpg(pgid, libc::SIGKILL) };
     }
@@ -265,7 +274,7 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant) {
     // Whatever the command left running in its group ends with it.
     // SAFETY: as above; ESRCH when the group is empty.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
-    super::hook_pool::finished(pgid);
+    groups.finished(pgid);
     if out.output_capped {
         crate::limits::EXEC_OUTPUT.hit();
     }

@@ -90,7 +90,7 @@ pub fn submit(job: ExecJob, after: impl FnOnce(ExecOutcome) + Send + 'static) ->
 fn worker(mut job: ExecJob, mut after: After) {
     loop {
         state().started += 1;
-        let out = super::exec::run_exec(job);
+        let out = super::exec::run_exec(job, &Pool);
         after(out);
         let mut s = state();
         match s.queue.pop_front() {
@@ -105,16 +105,20 @@ fn worker(mut job: ExecJob, mut after: After) {
     }
 }
 
-/// A command started in process group `pgid`; false if the recorder is
-/// exiting (the caller kills it at once).
-pub fn started(pgid: libc::pid_t) -> bool {
-    let mut s = state();
-    s.groups.push(pgid);
-    !s.closed
-}
+/// The pool as exec.rs sees it: where the running commands' process
+/// groups are kept.
+struct Pool;
 
-pub fn finished(pgid: libc::pid_t) {
-    state().groups.retain(|g| *g != pgid);
+impl super::exec::Groups for Pool {
+    fn started(&self, pgid: libc::pid_t) -> bool {
+        let mut s = state();
+        s.groups.push(pgid);
+        !s.closed
+    }
+
+    fn finished(&self, pgid: libc::pid_t) {
+        state().groups.retain(|g| *g != pgid);
+    }
 }
 
 /// (commands started, the most that ran at once, dropped).

@@ -36,7 +36,7 @@ pub(super) fn skipped_words(rec: &Recording) -> Option<String> {
     Some(format!(
         "{n} of {} lines skipped (not readable as leaktrace v{} records): {}",
         rec.lines,
-        crate::schema::VERSION,
+        crate::sinks::SCHEMA_VERSION,
         why.join("; ")
     ))
 }
