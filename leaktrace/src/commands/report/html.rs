@@ -126,11 +126,15 @@ pub(super) fn overview_html(
     if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
         s += &timeline_svg(a, b, incs, &rec.evidence, anchors);
         s += &timeline_gaps(&Span::of(a, b), &rec.losses.restarts);
+        s += &timeline_losses(&Span::of(a, b), incs, &rec.losses.rises);
         s += "</svg>";
         s += "<p class=\"sub\">Red: an OOM kill (click it for the incident). Blue: an evidence bundle \
               written.";
         if !rec.losses.restarts.is_empty() {
             s += " Grey: the recorder was not running.";
+        }
+        if s.contains("class=\"timeline-loss\"") {
+            s += " Orange: something was lost then (hover for what).";
         }
         s += "</p>";
     }
@@ -268,6 +272,45 @@ pub(super) fn timeline_gaps(sp: &Span, restarts: &[Restart]) -> String {
             TAXIS - 14.0,
             TAXIS + 8.0
         );
+    }
+    s
+}
+
+/// An orange mark under the axis where something was lost: an incident
+/// closed early, with lost kernel events or an incomplete kernel report,
+/// and each summary whose loss counters rose since the one before.
+pub(super) fn timeline_losses(sp: &Span, incs: &[IncidentView], rises: &[(u64, String)]) -> String {
+    let mut s = String::new();
+    let mut mark = |ts: u64, what: &str| {
+        let x = sp.x(ts);
+        let _ = write!(
+            s,
+            "<g class=\"timeline-loss\"><title>{}: {}</title><path d=\"M{:.1} {:.1} l5 8 l-10 0 z\" \
+             fill=\"#e80\"/></g>",
+            esc(&when(ts)),
+            esc(what),
+            x,
+            TAXIS + 2.0
+        );
+    };
+    for i in incs {
+        let v = i.inc;
+        let mut what = Vec::new();
+        if v.closed_early {
+            what.push("incident closed early".to_string());
+        }
+        if v.lost_events > 0 {
+            what.push(format!("{} kernel events lost", v.lost_events));
+        }
+        if !v.report_complete {
+            what.push("kernel report not captured whole".to_string());
+        }
+        if !what.is_empty() {
+            mark(v.ts_ms, &what.join("; "));
+        }
+    }
+    for (ts, what) in rises {
+        mark(*ts, what);
     }
     s
 }

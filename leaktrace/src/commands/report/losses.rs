@@ -151,6 +151,10 @@ pub(super) struct Losses {
     pub(super) total: RunLosses,
     pub(super) runs: u64,
     pub(super) restarts: Vec<Restart>,
+    /// When a summary's loss counters rose, and which (at most
+    /// MAX_RESTARTS; the later ones are in the totals only): marks on the
+    /// timeline.
+    pub(super) rises: Vec<(u64, String)>,
     /// Restarts beyond MAX_RESTARTS: counted only.
     pub(super) restarts_not_kept: u64,
     boot: Option<String>,
@@ -168,7 +172,20 @@ pub(super) struct Losses {
 
 impl Losses {
     pub(super) fn summary(&mut self, s: &SummaryRecord) {
+        let before = self.cur.clone();
         self.cur.max_with(s);
+        if self.cur != before && self.rises.len() < MAX_RESTARTS {
+            let mut d = self.cur.clone();
+            let mut b = before;
+            for ((n, _), (m, _)) in d.fields().into_iter().zip(b.fields()) {
+                *n = n.saturating_sub(*m);
+            }
+            d.limits.retain(|k, v| {
+                *v = v.saturating_sub(b.limits.get(k).copied().unwrap_or(0));
+                *v > 0
+            });
+            self.rises.push((s.ts_ms, d.lines().join("; ")));
+        }
         if s.oom_kills_since_boot.is_some() {
             (self.kills_seen, self.incidents_since) = (s.oom_kills_since_boot, 0);
         }

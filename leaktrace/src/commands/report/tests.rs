@@ -772,6 +772,11 @@ fn losses_and_restarts_are_shown() {
     let h = render_html(Path::new("/r"), &rec);
     assert!(h.contains("Losses the recording shows"), "{h}");
     assert_eq!(h.matches("class=\"timeline-gap\"").count(), 1, "{h}");
+    // Marks where something was lost: the incident closed early, and each
+    // summary whose counters rose (the first of each run, and 3 -> 5).
+    assert_eq!(h.matches("class=\"timeline-loss\"").count(), 4, "{h}");
+    assert!(h.contains("2 OOM report lines lost in the kernel ring"), "the rise 3 -> 5: {h}");
+    assert!(h.contains("Orange: something was lost then"), "{h}");
     assert!(h.contains("the recorder was not running"), "{h}");
 }
 
