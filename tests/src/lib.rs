@@ -881,3 +881,28 @@ pub fn check_profile(bundle: &std::path::Path, want: &str) -> String {
     assert_eq!(meta["profile"]["stacks_dropped_for_size"], 0);
     head
 }
+
+/// Reads `binary` and the shared libraries it links (from `ldd`) into the
+/// page cache from outside any test memcg. On cgroup v1 a page is charged
+/// to the memcg that first faults it: a program first run inside a small
+/// memcg has its own text charged there, and at the limit the kernel
+/// reclaims and refaults that text forever instead of OOM-killing
+/// (stress-ng --bigheap made 0 kills in 2 x 30 s on a fresh machine, and
+/// again here after drop_caches). Charged to the test's own cgroup
+/// instead, the pages are not the memcg's to reclaim.
+pub fn warm_page_cache(binary: &std::path::Path) {
+    let mut files = vec![binary.to_path_buf()];
+    if let Ok(out) = Command::new("ldd").arg(binary).output() {
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+            // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let path = l.split("=>").last().unwrap_or("").split_whitespace().next().unwrap_or("");
+            if path.starts_with('/') {
+                files.push(PathBuf::from(path));
+            }
+        }
+    }
+    for f in files {
+        let _ = std::fs::read(&f);
+    }
+}

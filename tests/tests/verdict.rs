@@ -28,6 +28,9 @@ fn incidents_in(w: &Watch, cg: &MemCg) -> Vec<Value> {
 fn stress_ng_bigheap_every_kill_an_incident_naming_the_child() {
     require_root();
     let stress = ensure_package("stress-ng", "stress-ng");
+    // Its text charged to this memcg would thrash instead of OOM (see
+    // warm_page_cache).
+    warm_page_cache(&stress);
     let w = Watch::start_default(&["--interval", "1"]);
     let cg = MemCg::new("bigheap", 512 * MB);
     let k0 = cg.oom_kills();
