@@ -186,7 +186,14 @@ fn remove(dirs: &[PathBuf]) {
                 Err(std::io::Error::other(format!("{} process(es) left", pids.len())))
             };
             match removed {
-                Ok(()) => break,
+                Ok(()) => {
+                    // The shared parent too, when no other recorder has its
+                    // cgroup there (rmdir refuses a non-empty one).
+                    if let Some(parent) = d.parent().filter(|p| p.ends_with(BASE)) {
+                        let _ = std::fs::remove_dir(parent);
+                    }
+                    break;
+                }
                 Err(e) if Instant::now() > deadline => {
                     log::warn!("cannot remove the exec hooks' cgroup {}: {e}", d.display());
                     break;
