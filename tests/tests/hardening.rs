@@ -86,20 +86,9 @@ impl Rec {
 
 impl Drop for Rec {
     fn drop(&mut self) {
-        if self.reaped {
-            return;
+        if !self.reaped {
+            terminate(&mut self.child);
         }
-        // SAFETY: as in signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
