@@ -123,6 +123,14 @@ impl OutDir {
         })
     }
 
+    /// A second handle on the same directory (for another thread).
+    pub fn try_clone(&self) -> io::Result<OutDir> {
+        Ok(OutDir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

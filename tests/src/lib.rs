@@ -583,23 +583,44 @@ impl Drop for Record {
     }
 }
 
-/// All lines of DIR/events.jsonl and its rotations, oldest file first.
+/// All lines of DIR/events.jsonl and its rotations (events.jsonl.N, and
+/// events.jsonl.N.gz once compressed), oldest file first. A rotation there
+/// both plain and compressed (mid-compression) is read once, plain.
 pub fn read_events(dir: &std::path::Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.retain(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("events.jsonl"))
-    });
-    files.sort_by_key(|p| std::cmp::Reverse(p.file_name().unwrap().to_string_lossy().len()));
+    let rotation = |name: &str| -> Option<(usize, bool)> {
+        if name == "events.jsonl" {
+            return Some((0, false));
+        }
+        let rest = name.strip_prefix("events.jsonl.")?;
+        match rest.strip_suffix(".gz") {
+            Some(n) => Some((n.parse().ok()?, true)),
+            None => Some((rest.parse().ok()?, false)),
+        }
+    };
+    let mut files: Vec<(usize, bool, PathBuf)> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let (n, gz) = rotation(&p.file_name()?.to_string_lossy())?;
+            Some((n, gz, p))
+        })
+        .collect();
+    files.sort_by_key(|f| (std::cmp::Reverse(f.0), f.1));
+    files.dedup_by_key(|f| f.0);
     files
         .iter()
-        .flat_map(|f| {
-            String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default())
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
+        .flat_map(|(_, gz, f)| {
+            let raw = std::fs::read(f).unwrap_or_default();
+            let raw = if *gz {
+                let mut out = Vec::new();
+                // A file still being written reads as far as it goes.
+                let _ = std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out);
+                out
+            } else {
+                raw
+            };
+            String::from_utf8_lossy(&raw).lines().map(str::to_string).collect::<Vec<_>>()
         })
         .filter_map(|l| serde_json::from_str(&l).ok())
         .collect()

@@ -103,7 +103,8 @@ pub struct RecordArgs {
     /// 1G: binary units, M = MiB; a bare number is bytes).
     #[arg(long, default_value_t = 64 << 20, value_name = "SIZE", value_parser = crate::units::bytes)]
     pub max_file_bytes: u64,
-    /// Keep at most this many event files (events.jsonl and its rotations).
+    /// Keep at most this many event files (events.jsonl and its rotations,
+    /// which are gzip-compressed: events.jsonl.1.gz, ...).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_files: usize,
     /// Keep evidence bundles under this size in total, oldest go first (64M,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::{Event, Flow, Sink};
 use crate::{model::sample::GroupRow, model::trend::Trend, outdir::OutDir};
 
-const NAME: &str = "events.jsonl";
+use super::rotation::{self, Compressor, NAME};
 
 pub struct EventLog {
     path: PathBuf,
@@ -29,6 +29,7 @@ pub struct EventLog {
     /// a newline on reopen, so the next line starts on a line of its own.
     pub repaired_tails: u64,
     last_error: Option<String>,
+    compressor: Compressor,
 }
 
 impl EventLog {
@@ -48,8 +49,10 @@ impl EventLog {
             dropped_lines: 0,
             repaired_tails: 0,
             last_error: None,
+            compressor: Compressor::default(),
         };
         log.reopen()?;
+        log.start_compression();
         Ok(log)
     }
 
@@ -84,27 +87,55 @@ impl EventLog {
     }
 
     /// events.jsonl -> .1 -> .2 ...; the oldest beyond max_files goes.
+    /// The rotations are gzip-compressed in the background (rotation.rs).
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file = None;
+        self.report_compression(true);
         let max = self.max_files;
         let d = self.dir()?;
-        let name = |i: usize| {
-            if i == 0 {
-                NAME.to_string()
-            } else {
-                format!("{NAME}.{i}")
-            }
-        };
-        if d.unlink(&name(max - 1)).is_ok() && max > 1 {
+        if rotation::shift(d, max) {
             crate::limits::EVENT_LOG_BYTES.hit();
         }
-        for i in (0..max - 1).rev() {
-            let _ = d.rename(&name(i), d, &name(i + 1));
-        }
-        if max == 1 {
-            crate::limits::EVENT_LOG_BYTES.hit();
-        }
+        self.start_compression();
         self.reopen()
+    }
+
+    /// Compresses the plain rotations there are (after a rotation, or
+    /// those a crash left).
+    fn start_compression(&mut self) {
+        let max = self.max_files;
+        if let Ok(d) = self.dir().and_then(|d| d.try_clone()) {
+            self.compressor.start(d, max);
+        }
+    }
+
+    /// Waits for the compressing thread (`wait`), or only if it is done,
+    /// and reports its errors: a rotation it could not compress stays
+    /// plain, which loses nothing.
+    fn report_compression(&mut self, wait: bool) {
+        if !wait && !self.compressor.is_done() {
+            return;
+        }
+        for e in self.compressor.wait() {
+            eprintln!("leaktrace record: {e}; the rotation stays uncompressed");
+        }
+    }
+
+    /// At exit: gives a running compression up to 500 ms (stopping must
+    /// stay fast); one cut short leaves its plain rotation, compressed at
+    /// the next start.
+    pub fn finish_compression(&mut self) {
+        let t0 = std::time::Instant::now();
+        while !self.compressor.is_done() && t0.elapsed() < std::time::Duration::from_millis(500) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.report_compression(false);
+    }
+
+    /// For tests: waits until the rotations are compressed.
+    #[cfg(test)]
+    pub fn wait_compressed(&mut self) {
+        self.report_compression(true);
     }
 
     /// Appends one line. Never fails: errors are reported and counted.
@@ -161,6 +192,7 @@ impl EventLog {
     }
 
     pub fn flush(&mut self) {
+        self.report_compression(false);
         if let Some(f) = self.file.as_mut() {
             let _ = f.sync_data();
         }
@@ -322,6 +354,7 @@ impl Sink for EventLogSink {
 
     fn finish(&mut self) {
         self.log.flush();
+        self.log.finish_compression();
     }
 }
 
@@ -396,10 +429,21 @@ mod tests {
         for _ in 0..100 {
             log.write_line(&line);
         }
-        let files: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap()).collect();
-        assert_eq!(files.len(), 3, "{files:?}");
-        let total: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+        log.wait_compressed();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["events.jsonl", "events.jsonl.1.gz", "events.jsonl.2.gz"]);
+        let total: u64 = names.iter().map(|f| fs::metadata(dir.join(f)).unwrap().len()).sum();
         assert!(total <= 3 * 1000, "{total}");
+        // The newest rotation holds the lines just before events.jsonl's.
+        let z = fs::read(dir.join("events.jsonl.1.gz")).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&z[..]), &mut text).unwrap();
+        assert_eq!(text.lines().count(), 10);
+        assert!(text.lines().all(|l| l == line));
         assert_eq!(log.dropped_lines, 0);
         // The directory is removed: it is made again and nothing is lost.
         fs::remove_dir_all(&dir).unwrap();
@@ -415,6 +459,24 @@ mod tests {
         fs::remove_file(&dir).unwrap();
         log.write_line("back");
         assert_eq!(fs::read_to_string(dir.join("events.jsonl")).unwrap(), "back\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_rotation_a_crash_left_plain_is_compressed_at_the_next_start() {
+        let dir = std::env::temp_dir().join(format!("lt-log-gzleft-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("events.jsonl.1"), "{\"a\":1}\n").unwrap();
+        fs::write(dir.join(".events.jsonl.1.gz.tmp"), "cut short").unwrap();
+        let mut log = EventLog::open(&dir, 1 << 20, 3).unwrap();
+        log.wait_compressed();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["events.jsonl", "events.jsonl.1.gz"]);
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -5,6 +5,7 @@
 //! pipe, a slow disk) loses events, which are counted and shown in every
 //! sample; it never holds up tracing, the OOM ring or the other sinks.
 pub mod eventlog;
+pub mod rotation;
 pub mod exec_oom;
 pub mod json;
 pub mod metrics;

@@ -28,6 +28,50 @@ pub(super) fn open_regular(path: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// Most bytes read out of one compressed rotation: a gzip bomb would
+/// otherwise keep `report` busy for hours. Far above any real rotation
+/// (`record --max-file-bytes` defaults to 64 MiB).
+pub(super) const GZ_OUT_CAP: u64 = 16 << 30;
+
+/// One file of a recording's event log.
+pub(super) struct EventFile {
+    /// 0 for events.jsonl, N for its rotation N (older as N grows).
+    pub n: usize,
+    pub path: PathBuf,
+    pub gzip: bool,
+}
+
+/// events.jsonl and its rotations (plain or .gz), oldest first. When a
+/// rotation is there both plain and compressed (a crash between the
+/// compressed file's rename and the plain one's unlink), the plain one is
+/// read: it is whole by construction.
+pub(super) fn event_files(dir: &Path) -> Result<Vec<EventFile>> {
+    let mut files: Vec<EventFile> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name();
+            let (n, gzip) = crate::sinks::rotation::parse(name.to_str()?)?;
+            Some(EventFile { n, path: e.path(), gzip })
+        })
+        .collect();
+    files.sort_by_key(|f| (std::cmp::Reverse(f.n), f.gzip));
+    files.dedup_by_key(|f| f.n);
+    Ok(files)
+}
+
+/// Opens one event file for reading lines: as `open_regular`, and through
+/// a gzip decoder, capped at GZ_OUT_CAP bytes, for a .gz rotation.
+pub(super) fn open_events(f: &EventFile) -> Result<Box<dyn BufRead>> {
+    let file = open_regular(&f.path)?;
+    Ok(if f.gzip {
+        let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, file));
+        Box::new(std::io::BufReader::with_capacity(1 << 16, gz.take(GZ_OUT_CAP)))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, file))
+    })
+}
+
 /// The next line of `rd` into `line` (newline included): Some(true) for a
 /// line of at most `cap` bytes, Some(false) for a longer one, whose bytes
 /// are read and thrown away as they come (never held), None at the end.

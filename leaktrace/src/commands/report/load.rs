@@ -49,6 +49,9 @@ pub enum Skip {
     BadTime,
     /// Longer than LINE_CAP.
     TooLong,
+    /// The rest of a .gz rotation that does not decompress (counted once
+    /// per file).
+    BadCompressed,
     /// Over the report's memory budget (RETAINED_CAP, MAX_INCIDENTS,
     /// MAX_EVIDENCE): read, but not kept.
     OverBudget,
@@ -63,6 +66,7 @@ impl Skip {
             Skip::Unreadable(k) => format!("not readable as its type ({k})"),
             Skip::BadTime => "a time outside 1970 to 2200".into(),
             Skip::TooLong => format!("longer than {} MiB", LINE_CAP >> 20),
+            Skip::BadCompressed => "the rest of a compressed rotation that does not decompress".into(),
             Skip::OverBudget => format!(
                 "over the report's memory budget ({} MiB, {MAX_INCIDENTS} incidents, {MAX_EVIDENCE} \
                  evidence events): later records not kept",
@@ -453,41 +457,36 @@ pub(super) fn growth(p: &[(u64, f64)]) -> f64 {
     }
 }
 
-/// events.jsonl and its rotations, oldest first, streamed line by line.
+/// events.jsonl and its rotations (plain or gzip), oldest first, streamed
+/// line by line.
 pub fn load(dir: &Path) -> Result<Recording> {
-    let mut files: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let n = if name == "events.jsonl" {
-                0
-            } else {
-                name.strip_prefix("events.jsonl.")?.parse().ok()?
-            };
-            Some((n, e.path()))
-        })
-        .collect();
+    let files = event_files(dir)?;
     if files.is_empty() {
         bail!(
             "{} has no events.jsonl: is it a `leaktrace record --dir`?",
             dir.display()
         );
     }
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     let mut rec = Recording::default();
-    for (_, f) in files {
-        let file = open_regular(&f)?;
-        let mut rd = std::io::BufReader::with_capacity(1 << 16, file);
+    for f in files {
+        let mut rd = open_events(&f)?;
         let mut line = Vec::new();
-        while let Some(whole) =
-            next_line(&mut rd, &mut line, LINE_CAP).with_context(|| format!("reading {}", f.display()))?
-        {
-            if whole {
-                rec.add_line(&line);
-            } else {
-                rec.lines += 1;
-                rec.skip(Skip::TooLong);
+        loop {
+            match next_line(&mut rd, &mut line, LINE_CAP) {
+                Ok(Some(true)) => rec.add_line(&line),
+                Ok(Some(false)) => {
+                    rec.lines += 1;
+                    rec.skip(Skip::TooLong);
+                }
+                Ok(None) => break,
+                // A damaged compressed rotation: what came before the
+                // damage is kept, the rest of that file is counted.
+                Err(e) if f.gzip => {
+                    rec.skip(Skip::BadCompressed);
+                    log::warn!("{}: {e}; the rest of this file is not read", f.path.display());
+                    break;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", f.path.display())),
             }
         }
         rec.files += 1;

@@ -21,6 +21,8 @@ pub mod offline;
 mod output;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rotation;
 mod text;
 
 use chart::*;
