@@ -317,3 +317,98 @@ fn deb_installs_runs_and_purges() {
         "a mask for leaktrace.service was left behind"
     );
 }
+
+/// Unpacks dist/leaktrace-VERSION-LABEL.tar.gz into `into`; returns its
+/// binary.
+fn unpack(label: &str, into: &Path) -> PathBuf {
+    let name = format!("leaktrace-{VERSION}-{label}");
+    let tarball = dist_dir().join(format!("{name}.tar.gz"));
+    assert!(tarball.exists(), "{} missing: run `cargo xtask dist`", tarball.display());
+    ok(Command::new("tar").arg("-xzf").arg(&tarball).arg("-C").arg(into));
+    into.join(name).join("leaktrace")
+}
+
+/// The ELF header's e_machine: 62 for x86_64, 183 for aarch64.
+fn elf_machine(bin: &Path) -> u16 {
+    let b = std::fs::read(bin).unwrap();
+    assert_eq!(&b[..4], b"\x7fELF", "{} is not ELF", bin.display());
+    u16::from_le_bytes([b[18], b[19]])
+}
+
+/// Issue 22: the static x86_64 binary needs nothing from the host's
+/// userland. In a root that holds only the binary, `--version` runs;
+/// `doctor` says that /proc is missing (it does not print "unknown"
+/// everywhere and call that healthy); with /proc and /sys mounted in a
+/// private mount namespace (gone with it), `doctor --json` checks the host.
+#[test]
+fn the_static_binary_runs_in_an_empty_root() {
+    require_root();
+    let tmp = TempDir::new("install-static");
+    let bin = unpack("x86_64-static", &tmp.0);
+    assert_eq!(elf_machine(&bin), 62);
+    let root = tmp.0.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::copy(&bin, root.join("leaktrace")).unwrap();
+    let chroot = |args: &[&str]| output(Command::new("/usr/sbin/chroot").arg(&root).arg("/leaktrace").args(args).env_clear());
+    let v = chroot(&["--version"]);
+    assert!(v.status.success(), "{v:?}");
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), format!("leaktrace {VERSION}"));
+    let names: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["leaktrace"], "the root must hold only the binary");
+
+    let d = chroot(&["doctor"]);
+    let err = String::from_utf8_lossy(&d.stderr);
+    eprintln!("doctor in an empty root: exit {:?}: {}", d.status.code(), err.trim());
+    assert_eq!(d.status.code(), Some(1), "{d:?}");
+    assert!(err.contains("/proc is not mounted"), "{err}");
+
+    for m in ["proc", "sys"] {
+        std::fs::create_dir(root.join(m)).unwrap();
+    }
+    let script = format!(
+        "mount -t proc proc {r}/proc && mount --rbind /sys {r}/sys && exec chroot {r} /leaktrace doctor --json",
+        r = root.display()
+    );
+    let o = output(Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]));
+    let doc = check_doctor(&o, "static binary in a chroot");
+    eprintln!("static doctor --json in a chroot: exit {:?}, {} keys", o.status.code(), doc.as_object().map_or(0, |m| m.len()));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&root.display().to_string()), "a mount leaked out of the namespace");
+}
+
+/// Issue 22: the aarch64 binary is an arm64 static executable that runs
+/// `--version` and `--help` under qemu-user (Debian's qemu-user-static).
+#[test]
+fn the_aarch64_binary_runs_under_qemu_user() {
+    require_root();
+    let tmp = TempDir::new("install-aarch64");
+    let bin = unpack("aarch64", &tmp.0);
+    assert_eq!(elf_machine(&bin), 183, "not an aarch64 binary");
+    let qemu = ensure_package("qemu-aarch64-static", "qemu-user-static");
+    let v = ok(Command::new(&qemu).arg(&bin).arg("--version").env_clear());
+    eprintln!("aarch64 --version under {}: {}", qemu.display(), v.trim());
+    assert_eq!(v.trim(), format!("leaktrace {VERSION}"));
+    let h = ok(Command::new(&qemu).arg(&bin).args(["record", "--help"]).env_clear());
+    assert!(h.contains("--max-file-bytes"), "{h}");
+}
+
+/// Issue 22: both packages pass lintian without errors, and the arm64 one
+/// holds the aarch64 binary.
+#[test]
+fn the_packages_have_no_lintian_errors() {
+    let lintian = ensure_package("lintian", "lintian");
+    for arch in ["amd64", "arm64"] {
+        let deb = dist_dir().join(format!("leaktrace_{VERSION}_{arch}.deb"));
+        assert!(deb.exists(), "{} missing: run `cargo xtask dist`", deb.display());
+        let f = ok(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Architecture"));
+        assert_eq!(f.trim(), arch);
+        let o = output(Command::new(&lintian).args(["--fail-on", "error"]).arg(&deb));
+        let text = String::from_utf8_lossy(&o.stdout);
+        eprintln!("lintian {arch}: exit {:?}\n{}", o.status.code(), text.trim());
+        assert!(o.status.success(), "lintian found errors in {}:\n{text}{}", deb.display(), String::from_utf8_lossy(&o.stderr));
+        assert!(!text.lines().any(|l| l.starts_with("E:")), "{text}");
+        let x = TempDir::new(&format!("install-deb-{arch}"));
+        ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x.0));
+        assert_eq!(elf_machine(&x.0.join("usr/bin/leaktrace")), if arch == "arm64" { 183 } else { 62 });
+    }
+}

@@ -3,7 +3,11 @@
 //! * `dist/leaktrace-<version>-x86_64.tar.gz`: the release binary (the
 //!   eBPF object is inside it), man pages, bash/zsh/fish completions, the
 //!   systemd unit, /etc/default/leaktrace and docs/operations.md.
-//! * `dist/leaktrace_<version>_amd64.deb`, made by cargo-deb from
+//! * `dist/leaktrace-<version>-x86_64-static.tar.gz` and
+//!   `dist/leaktrace-<version>-aarch64.tar.gz`: the same, with static musl
+//!   binaries (cross.rs), for hosts with an older glibc and for arm64.
+//! * `dist/leaktrace_<version>_amd64.deb` and `_arm64.deb` (the arm64 one
+//!   holds the static aarch64 binary), made by cargo-deb from
 //!   `[package.metadata.deb]` in leaktrace/Cargo.toml. cargo-deb is
 //!   installed into `.toolchain/cargo-deb` the first time (a few minutes).
 //!
@@ -19,28 +23,46 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, run, step, toolchain};
+use crate::{cargo, cross, run, step, toolchain};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
-/// Builds both artifacts; returns the directory that holds them.
+/// Builds every artifact; returns the directory that holds them.
 pub fn run_dist(root: &Path) -> Result<PathBuf> {
     let t0 = Instant::now();
     let bin = build_release(root)?;
     let gen = root.join("target/release/dist-gen");
-    generate_docs(&bin, &gen)?;
+    generate_docs(root, &bin, &gen)?;
 
     let dist = root.join("dist");
     fs::create_dir_all(&dist)?;
-    let tarball = make_tarball(root, &bin, &gen, &dist)?;
-    let deb = make_deb(root, &dist)?;
-
+    let mut made = vec![make_tarball(root, &bin, &gen, &dist, "x86_64", "strip")?];
+    made.push(make_deb(root, &dist, None)?);
     let libs = linked_libraries(&bin)?;
-    println!("dist: {}", tarball.display());
-    println!("dist: {}", deb.display());
+
+    let tc = toolchain::bootstrap(root)?;
+    for c in [cross::STATIC_X86_64, cross::AARCH64] {
+        let b = cross::build(root, &tc, &c)?;
+        made.push(make_tarball(root, &b, &gen, &dist, c.label, c.strip)?);
+        if let Some(arch) = c.deb_arch {
+            // cargo-deb looks for the assets under target/TRIPLE/release;
+            // the man pages and completions are the same for every target.
+            let there = root.join("target").join(c.triple).join("release/dist-gen");
+            let _ = fs::remove_dir_all(&there);
+            copy_tree(&gen, &there)?;
+            // Packages ship stripped binaries (lintian); the tarball's
+            // copy was stripped, not the build output cargo-deb takes.
+            run(Command::new(c.strip).arg(&b))?;
+            made.push(make_deb(root, &dist, Some((c.triple, arch)))?);
+        }
+    }
+    for f in &made {
+        println!("dist: {}", f.display());
+    }
     println!(
-        "dist: the binary links {} (ldd); the eBPF object is embedded",
+        "dist: the x86_64 binary links {} (ldd); the x86_64-static and aarch64 ones nothing; \
+         the eBPF object is embedded in each",
         if libs.is_empty() {
             "nothing (static)".to_string()
         } else {
@@ -49,6 +71,20 @@ pub fn run_dist(root: &Path) -> Result<PathBuf> {
     );
     println!("dist: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(dist)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else {
+            fs::copy(e.path(), &dst)?;
+        }
+    }
+    Ok(())
 }
 
 /// The eBPF object, then the release loader that embeds it.
@@ -62,8 +98,9 @@ fn build_release(root: &Path) -> Result<PathBuf> {
     Ok(root.join("target/release/leaktrace"))
 }
 
-/// man/*.8 (plain and .8.gz for the package) and completions/.
-fn generate_docs(bin: &Path, gen: &Path) -> Result<()> {
+/// man/*.8 (plain and .8.gz for the package), completions/ and the
+/// package's changelog.gz.
+fn generate_docs(root: &Path, bin: &Path, gen: &Path) -> Result<()> {
     step("generating man pages and shell completions from the binary's command line");
     let _ = fs::remove_dir_all(gen);
     let man = gen.join("man");
@@ -78,6 +115,16 @@ fn generate_docs(bin: &Path, gen: &Path) -> Result<()> {
     if !man.join("leaktrace.8").exists() {
         bail!("{bin:?} __gen-man did not write leaktrace.8");
     }
+    // The package's changelog, gzipped as Debian installs it.
+    let out = Command::new("gzip")
+        .args(["-9n", "-c"])
+        .arg(root.join("contrib/debian/changelog"))
+        .output()
+        .context("running gzip")?;
+    if !out.status.success() {
+        bail!("gzip contrib/debian/changelog failed");
+    }
+    fs::write(gen.join("changelog.gz"), out.stdout)?;
     // Debian ships man pages gzipped (-n: no name or time, reproducible).
     for e in fs::read_dir(&man)? {
         let p = e?.path();
@@ -105,8 +152,8 @@ fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn make_tarball(root: &Path, bin: &Path, gen: &Path, dist: &Path) -> Result<PathBuf> {
-    let name = format!("leaktrace-{VERSION}-x86_64");
+fn make_tarball(root: &Path, bin: &Path, gen: &Path, dist: &Path, label: &str, strip: &str) -> Result<PathBuf> {
+    let name = format!("leaktrace-{VERSION}-{label}");
     step(&format!("packing dist/{name}.tar.gz"));
     let stage = dist.join(&name);
     let _ = fs::remove_dir_all(&stage);
@@ -115,7 +162,7 @@ fn make_tarball(root: &Path, bin: &Path, gen: &Path, dist: &Path) -> Result<Path
     let exe = stage.join("leaktrace");
     copy(bin, &exe, 0o755)?;
     // Symbols are not needed to run (the .deb strips too); keep the file small.
-    if Command::new("strip")
+    if Command::new(strip)
         .arg(&exe)
         .status()
         .map(|s| !s.success())
@@ -208,19 +255,28 @@ fn works(p: &Path) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn make_deb(root: &Path, dist: &Path) -> Result<PathBuf> {
+/// The .deb of the host's build, or of a cross build (triple, Debian
+/// architecture).
+fn make_deb(root: &Path, dist: &Path, cross: Option<(&str, &str)>) -> Result<PathBuf> {
     let tool = cargo_deb(root)?;
-    let deb = dist.join(format!("leaktrace_{VERSION}_amd64.deb"));
+    let arch = cross.map_or("amd64", |c| c.1);
+    let deb = dist.join(format!("leaktrace_{VERSION}_{arch}.deb"));
     step(&format!(
         "building dist/{} with cargo-deb",
         deb.file_name().unwrap().to_string_lossy()
     ));
     let _ = fs::remove_file(&deb);
-    run(Command::new(&tool)
-        .current_dir(root)
+    let mut cmd = Command::new(&tool);
+    cmd.current_dir(root)
         .args(["-p", "leaktrace", "--no-build", "--output"])
         .arg(&deb)
-        .env_remove("CARGO_TARGET_DIR"))?;
+        .env_remove("CARGO_TARGET_DIR");
+    if let Some((triple, _)) = cross {
+        // Stripped already in its tarball's copy; cargo-deb would look for
+        // a strip of its own for the target.
+        cmd.args(["--target", triple, "--no-strip"]);
+    }
+    run(&mut cmd)?;
     if !deb.exists() {
         bail!("cargo-deb did not write {}", deb.display());
     }

@@ -4,6 +4,7 @@
 //! new user needs; both set up everything on a fresh machine first.
 mod bench;
 mod bench_python;
+mod cross;
 mod dist;
 mod scale;
 mod stats;

@@ -150,18 +150,33 @@ fn find_libllvm(dir: &Path, major: &str) -> Result<PathBuf> {
 
 /// Builds the eBPF object into target/ebpf and records the nightly used.
 pub fn build_ebpf(root: &Path, tc: &Toolchain) -> Result<PathBuf> {
-    step(&format!("building the eBPF object with {}", tc.nightly_version));
-    let target_dir = root.join("target/ebpf");
+    build_ebpf_in(root, tc, &root.join("target/ebpf"), None)
+}
+
+/// The eBPF object for another architecture (`aarch64`), in
+/// target/ebpf-ARCH: the same code, with cfg(bpf_target_arch) set to it
+/// (kprobe arguments and sampled registers are read per architecture).
+pub fn build_ebpf_for(root: &Path, tc: &Toolchain, arch: &str) -> Result<PathBuf> {
+    build_ebpf_in(root, tc, &root.join(format!("target/ebpf-{arch}")), Some(arch))
+}
+
+fn build_ebpf_in(root: &Path, tc: &Toolchain, target_dir: &Path, arch: Option<&str>) -> Result<PathBuf> {
+    step(&format!(
+        "building the eBPF object{} with {}",
+        arch.map(|a| format!(" for {a}")).unwrap_or_default(),
+        tc.nightly_version
+    ));
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![tc.bin_dir.clone()];
     paths.extend(std::env::split_paths(&path));
-    run(Command::new("cargo")
-        .current_dir(root)
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root)
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("RUSTFLAGS")
+        .env_remove("AYA_BPF_TARGET_ARCH")
         .env("PATH", std::env::join_paths(paths)?)
-        .env("CARGO_TARGET_DIR", &target_dir)
+        .env("CARGO_TARGET_DIR", target_dir)
         .args([
             &format!("+{NIGHTLY}"),
             "build",
@@ -169,8 +184,11 @@ pub fn build_ebpf(root: &Path, tc: &Toolchain) -> Result<PathBuf> {
             "leaktrace-ebpf",
             "--release",
         ])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]))
-    .context("building the eBPF object")?;
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"]);
+    if let Some(a) = arch {
+        cmd.env("AYA_BPF_TARGET_ARCH", a);
+    }
+    run(&mut cmd).context("building the eBPF object")?;
     fs::write(
         target_dir.join("toolchain.txt"),
         format!("{}\n", tc.nightly_version),

@@ -8,12 +8,10 @@
 //! `exceptions:page_fault_user` programs, which count every fault per
 //! process and, for the processes in `SUSPECTS`, record 1 in N stacks.
 use aya_ebpf::{
-    bindings::pt_regs,
     helpers::generated::bpf_probe_read_user,
     macros::{btf_tracepoint, map, perf_event, tracepoint},
     maps::{LruHashMap, RingBuf, StackTrace},
     programs::{tracing::StackIdContext, BtfTracePointContext, PerfEventContext, TracePointContext},
-    EbpfContext,
 };
 use leaktrace_common::{counter, FaultStackKey, StackCopy, STACK_COPY_BYTES, STACK_COPY_CHUNK};
 
@@ -84,14 +82,9 @@ fn record_stack<C: StackIdContext>(ctx: &C, tgid: u32) -> Option<(u32, u64)> {
 /// are the user's.
 #[inline(always)]
 fn copy_stack(ctx: &PerfEventContext, tgid: u32, stack_id: u32) {
-    let regs = ctx.as_ptr() as *const pt_regs;
-    // SAFETY: a perf_event program's context starts with the sampled
-    // pt_regs (bpf_perf_event_data.regs); reads of it are checked by the
-    // verifier.
-    let (ip, sp, bp, cs) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
-    if cs & 3 != 3 {
+    let Some((ip, sp, bp)) = user_regs(ctx) else {
         return;
-    }
+    };
     let Some(mut entry) = STACK_COPIES.reserve::<StackCopy>(0) else {
         bump(counter::STACK_COPIES_LOST);
         return;
@@ -127,6 +120,29 @@ fn copy_stack(ctx: &PerfEventContext, tgid: u32, stack_id: u32) {
         (*p).len = len;
     }
     entry.submit(0);
+}
+
+/// The sampled instruction, stack and frame pointers, when the fault was
+/// taken in user mode (only then are the perf event's regs the user's).
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
+    use aya_ebpf::EbpfContext as _;
+    let regs = ctx.as_ptr() as *const aya_ebpf::bindings::pt_regs;
+    // SAFETY: a perf_event program's context starts with the sampled
+    // pt_regs (bpf_perf_event_data.regs); reads of it are checked by the
+    // verifier.
+    let (ip, sp, bp, cs) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
+    (cs & 3 == 3).then_some((ip, sp, bp))
+}
+
+/// On arm64 the stack copies are not made: user space unwinds them with
+/// the x86_64 CFI rules only. Fault stacks there are the kernel's
+/// frame-pointer walk (arm64 code keeps frame records by its ABI).
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn user_regs(_ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
+    None
 }
 
 /// One sampled page fault of a suspect's thread (the perf event's sample

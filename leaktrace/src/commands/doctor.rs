@@ -497,6 +497,7 @@ pub fn render_text(r: &Report) -> String {
 }
 
 pub fn run(args: DoctorArgs, verbose: u8) -> Result<i32> {
+    host::require_proc_and_sys()?;
     let r = build(&args, verbose);
     if args.json {
         println!("{}", crate::fmt::json_line(&r)?);

@@ -213,6 +213,24 @@ fn vmstat_oom_kill_is_read() {
     assert!(oom_kills_since_boot().is_some(), "this kernel has oom_kill in /proc/vmstat");
 }
 
+/// /proc and /sys are mounted: every fact and every check comes from
+/// them. In a bare chroot or a container without them leaktrace would
+/// otherwise print "unknown" everywhere and call that healthy.
+pub fn require_proc_and_sys() -> anyhow::Result<()> {
+    for (what, probe, how) in [
+        ("/proc", "/proc/self/stat", "mount -t proc proc /proc"),
+        ("/sys", "/sys/kernel", "mount -t sysfs sysfs /sys"),
+    ] {
+        if !std::path::Path::new(probe).exists() {
+            anyhow::bail!(
+                "{what} is not mounted here (a chroot or a container without it?): leaktrace reads the \
+                 kernel's state there; mount it ({how}) or run on the host"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn read() -> Facts {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let from_cmdline = parse_cmdline_consoles(&cmdline);

@@ -535,9 +535,13 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
     }
     drop(aya_btf);
     // The BTF parses are gone: give their memory back to the system
-    // (glibc keeps freed heap otherwise).
+    // (glibc keeps freed heap otherwise; musl's allocator returns it
+    // itself and has no malloc_trim).
     // SAFETY: malloc_trim has no preconditions.
-    unsafe { libc::malloc_trim(0) };
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0)
+    };
     memdbg("loaded");
     Ok(Loaded {
         ebpf,
