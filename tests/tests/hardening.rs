@@ -523,3 +523,48 @@ fn outputs_lost_to_a_full_disk_are_counted_in_metrics_and_printed() {
     assert!(lost.unwrap_or(0.0) > 0.0, "{body}");
     assert!(line.contains("write(s) failed"), "{err}");
 }
+
+/// The kernel's OOM kill count since boot (/proc/vmstat oom_kill).
+fn vmstat_oom_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("oom_kill in /proc/vmstat")
+}
+
+/// Issue 21 item 8: kills while the recorder is down leave a mark. A real
+/// memcg OOM kill between two recorders on one directory is counted in
+/// `report` as a kill no recorder saw, with the kernel's own count.
+#[test]
+fn kills_while_no_recorder_ran_are_reported() {
+    require_root();
+    let out = TempDir::new("hard-missed");
+    let dir = out.0.join("rec");
+    let args = ["--interval", "0.5", "--summary-interval", "0.5"];
+    let first = Record::start(&dir, &args);
+    first.wait_for(Duration::from_secs(20), "a summary", |l| l.iter().any(|v| v["type"] == "summary"));
+    assert!(first.stop().success());
+
+    let before = vmstat_oom_kills();
+    let cg = MemCg::new("missed", 64 * MB);
+    let mut h = Proc::spawn(&mut cg.command(&[HELPER, "leak", "40", "20"]));
+    assert!(!h.wait().success(), "the leaker must be OOM-killed");
+    let missed = vmstat_oom_kills() - before;
+    assert!(missed >= 1, "no OOM kill happened");
+
+    let second = Record::start(&dir, &args);
+    second.wait_for(Duration::from_secs(20), "a summary of the second recorder", |l| {
+        l.iter().filter(|v| v["type"] == "status").count() >= 2
+            && l.iter().rev().take_while(|v| v["type"] != "status").any(|v| v["type"] == "summary")
+    });
+    assert!(second.stop().success());
+    let o = Command::new(leaktrace_bin()).arg("report").arg(&dir).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = format!("{missed} OOM kill(s) happened while no recorder ran");
+    eprintln!("{}", text.lines().filter(|l| l.contains("recorder")).collect::<Vec<_>>().join("\n"));
+    assert!(text.contains(&want), "wanted '{want}' in:\n{text}");
+    assert!(text.contains("the recorder started 1 more time(s)"), "{text}");
+}
