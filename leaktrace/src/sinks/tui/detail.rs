@@ -3,9 +3,10 @@
 //! bundles), a group, an OOM incident (the whole summary, the verdict and
 //! its reasons, the stall, the kernel's report). Pure: lines of text,
 //! every process-controlled string escaped.
+use super::rows::rate;
 use crate::{
     evidence::EvidenceEvent,
-    fmt::{bytes, rate, term, when},
+    fmt::{bytes, term, when},
     model::{
         incident::Incident,
         sample::{CgroupRow, GroupRow, ProcessRow},
@@ -259,9 +260,38 @@ pub fn incident(i: &Incident) -> Vec<String> {
     v
 }
 
+/// `s` cut into rows of at most `w` display cells; the rows after the
+/// first are indented, so a continuation reads as one.
+pub fn hard_wrap(s: &str, w: usize) -> Vec<String> {
+    let w = w.max(8);
+    let mut out = vec![String::new()];
+    let mut used = 0;
+    for c in s.chars() {
+        let cw = super::layout::width(c.encode_utf8(&mut [0; 4])) as usize;
+        if used + cw > w {
+            out.push("    ".into());
+            used = 4;
+        }
+        if let Some(last) = out.last_mut() {
+            last.push(c);
+        }
+        used += cw;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_lines_wrap_into_indented_rows_of_the_width() {
+        assert_eq!(hard_wrap("abcdefghijkl", 8), ["abcdefgh", "    ijkl"]);
+        assert_eq!(hard_wrap("", 8), [""]);
+        let rows = hard_wrap(&"x".repeat(100), 20);
+        assert!(rows.iter().all(|r| r.chars().count() <= 20));
+        assert_eq!(rows.iter().map(|r| r.trim().len()).sum::<usize>(), 100);
+    }
 
     #[test]
     fn a_sparkline_spans_low_to_high_and_keeps_the_newest() {

@@ -94,7 +94,18 @@ fn trend_color(t: Trend) -> Color {
     }
 }
 
-pub fn screen(f: &mut Frame, d: &Data, st: &State, view: &View, hooks: &str) {
+/// What the screen needs besides the data and the state.
+pub struct Ctx<'a> {
+    pub view: &'a View,
+    pub hooks: &'a str,
+    /// Log lines written while the view runs: how many, and the last.
+    pub last_log: Option<(u64, String)>,
+}
+
+/// Draws; returns the help or detail scroll as clamped to its text, for
+/// the state to keep (End, then Up, moves from the real end).
+pub fn screen(f: &mut Frame, d: &Data, st: &State, cx: &Ctx) -> u16 {
+    let (view, hooks) = (cx.view, cx.hooks);
     let area = f.area();
     let l = lists(d, st, view);
     let proc_cells: Vec<Vec<String>> = l.procs.iter().map(|p| rows::proc_cells(p)).collect();
@@ -106,7 +117,12 @@ pub fn screen(f: &mut Frame, d: &Data, st: &State, view: &View, hooks: &str) {
         area.width,
         rows::group_sort_col(st.sort),
     );
-    let head_lines = header_lines(d, st, &pfit, &gfit, hooks, area.width);
+    let mut head_lines = header_lines(d, st, &pfit, &gfit, hooks, area.width);
+    if let Some((n, last)) = &cx.last_log {
+        // One row at most: a log line is text, it may be cut.
+        let line = format!("log ({n} lines, shown again on exit): {}", term(last));
+        head_lines.push(line.chars().take(area.width as usize).collect());
+    }
     let head_h = head_lines.iter().map(|s| rows_for(s, area.width)).sum::<u16>();
     let findings: &[String] = d
         .shown
@@ -162,11 +178,11 @@ pub fn screen(f: &mut Frame, d: &Data, st: &State, view: &View, hooks: &str) {
         Pane::Groups,
     );
     match st.overlay {
-        Overlay::None => {}
+        Overlay::None => 0,
         Overlay::Help => overlay(f, " help: any key closes ", help::lines(hooks), st.scroll),
         Overlay::Detail(t) => {
             let (title, text) = detail_of(d, t, area.width);
-            overlay(f, &title, text, st.scroll);
+            overlay(f, &title, text, st.scroll)
         }
     }
 }
@@ -372,23 +388,96 @@ fn detail_of(d: &Data, t: Target, width: u16) -> (String, Vec<String>) {
     }
 }
 
-fn overlay(f: &mut Frame, title: &str, text: Vec<String>, scroll: u16) {
+fn overlay(f: &mut Frame, title: &str, text: Vec<String>, scroll: u16) -> u16 {
     let area = f.area();
-    let scroll = scroll.min(text.len().saturating_sub(1) as u16);
+    let inner_w = area.width.saturating_sub(2) as usize;
+    let inner_h = area.height.saturating_sub(2) as usize;
+    // Wrapped here, not by the widget, so that the scroll knows the end.
     let lines: Vec<Line> = text
         .into_iter()
-        .map(|s| {
-            if !s.is_empty() && !s.starts_with(' ') {
-                Line::from(s).style(Style::default().add_modifier(Modifier::BOLD))
-            } else {
-                Line::from(s)
-            }
+        .flat_map(|s| {
+            let head = !s.is_empty() && !s.starts_with(' ');
+            detail::hard_wrap(&s, inner_w).into_iter().map(move |r| {
+                let l = Line::from(r);
+                if head {
+                    l.style(Style::default().add_modifier(Modifier::BOLD))
+                } else {
+                    l
+                }
+            })
         })
         .collect();
+    let last = lines.len().saturating_sub(inner_h).min(u16::MAX as usize) as u16;
     f.render_widget(Clear, area);
     let p = Paragraph::new(lines)
         .block(Block::default().title(title.to_string()).borders(Borders::ALL))
-        .wrap(Wrap { trim: false })
-        .scroll((scroll, 0));
+        .scroll((scroll.min(last), 0));
     f.render_widget(p, area);
+    scroll.min(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ratatui::{backend::TestBackend, Terminal};
+
+    use super::*;
+    use crate::sinks::tui::rows::tests::row;
+
+    fn render(w: u16, h: u16, st: &State) -> Vec<String> {
+        let mut d = Data::default();
+        let procs = (0..30).map(|i| row(4_194_000 + i, "server", 163 + i as u64, 5.0 * 1048576.0, None));
+        d.add_sample(
+            Arc::new(Sample {
+                kind: "sample",
+                ts_ms: 0,
+                interval_s: 1.0,
+                processes_total: 30,
+                processes: procs.collect(),
+                groups: vec![],
+                cgroups: vec![],
+                kernel: Default::default(),
+                ledger: None,
+            }),
+            false,
+        );
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        let view = View::default();
+        let cx = Ctx {
+            view: &view,
+            hooks: "",
+            last_log: None,
+        };
+        t.draw(|f| {
+            screen(f, &d, st, &cx);
+        })
+        .unwrap();
+        let buf = t.backend().buffer().clone();
+        (0..h)
+            .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn at_80_columns_pids_and_units_are_whole_and_the_header_names_what_is_hidden() {
+        let lines = render(80, 24, &State::default());
+        let text = lines.join("\n");
+        assert!(lines[1].starts_with("hidden: "), "{text}");
+        assert!(lines[1].contains("CMDLINE"), "{text}");
+        let rows: Vec<&String> = lines.iter().filter(|l| l.starts_with("4194")).collect();
+        assert!(rows.len() >= 5, "{text}");
+        for r in rows {
+            assert!(r.contains("+5.0 MiB/s"), "{r}");
+            assert!(r.split_whitespace().next().unwrap().len() == 7, "pid cut: {r}");
+            assert!(r.contains(" MiB"), "{r}");
+        }
+    }
+
+    #[test]
+    fn at_50_columns_numbers_still_keep_their_units() {
+        let lines = render(50, 24, &State::default());
+        let r = lines.iter().find(|l| l.starts_with("4194")).unwrap();
+        assert!(r.contains("+5.0 MiB/s") && r.contains("MiB"), "{r}");
+    }
 }

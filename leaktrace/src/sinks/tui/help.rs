@@ -38,10 +38,11 @@ pub fn lines(hooks: &str) -> Vec<String> {
     v.push(String::new());
     let sorts: Vec<&str> = SortKey::ALL.iter().map(|k| k.as_str()).collect();
     v.push(format!("Sort orders (s): {}", sorts.join(" > ")));
-    v.push("  growth, sizes: largest first (unknown PSS/USS last); name A-Z; pid ascending".into());
+    v.push("  growth and sizes largest first (PSS/USS not read: last), name A-Z, pid up".into());
     v.push(String::new());
-    v.push("Narrow windows: numbers are never cut; whole columns are hidden, in this order,".into());
-    v.push("and the header lists them (the sort column stays).".into());
+    v.push("Narrow windows: numbers are never cut. Whole columns are hidden instead,".into());
+    v.push("first first in the lists below; one that still fits stays. The header".into());
+    v.push("names the hidden ones. PID, COMM, GROWTH 10s, RSS and the sort column stay.".into());
     v.push(format!("  processes: {}", drop_order(&PROC_COLS).join(", ")));
     v.push(format!("  groups:    {}", drop_order(&GROUP_COLS).join(", ")));
     v.push(String::new());

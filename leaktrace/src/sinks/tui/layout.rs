@@ -1,6 +1,6 @@
 //! Which columns fit: every column is as wide as its widest cell, so a
 //! number is never cut; when the window is too narrow, whole columns go,
-//! in the order their `drop` rank states, and the header names them.
+//! lowest `drop` rank first, and the header names them.
 
 /// One column of a table.
 #[derive(Debug, Clone, Copy)]
@@ -39,22 +39,26 @@ pub fn fit(cols: &[Col], content: &[u16], avail: u16, pinned: Option<usize>) -> 
             None => content.get(i).copied().unwrap_or(0).max(title),
         }
     };
-    let mut on: Vec<bool> = vec![true; cols.len()];
+    // Kept columns first, then by rank, highest first; each goes in if it
+    // fits in what is left. A narrow column of lower rank can still fit
+    // where a wider one of higher rank did not.
+    let kept = |i: usize| cols[i].drop == KEEP || Some(i) == pinned;
+    let mut order: Vec<usize> = (0..cols.len()).collect();
+    order.sort_by_key(|i| (!kept(*i), std::cmp::Reverse(cols[*i].drop), *i));
+    let mut on: Vec<bool> = vec![false; cols.len()];
+    let mut used: u32 = 0;
+    for i in order {
+        let add = need(i) as u32 + if used > 0 { SPACING as u32 } else { 0 };
+        if kept(i) || used + add <= avail as u32 {
+            on[i] = true;
+            used += add;
+        }
+    }
     let total = |on: &[bool]| -> u32 {
         let n = on.iter().filter(|x| **x).count() as u32;
         let w: u32 = (0..cols.len()).filter(|i| on[*i]).map(|i| need(i) as u32).sum();
         w + n.saturating_sub(1) * SPACING as u32
     };
-    while total(&on) > avail as u32 {
-        // The lowest rank goes; among equals, the rightmost.
-        let victim = (0..cols.len())
-            .filter(|i| on[*i] && cols[*i].drop != KEEP && Some(*i) != pinned)
-            .min_by_key(|i| (cols[*i].drop, usize::MAX - i));
-        match victim {
-            Some(i) => on[i] = false,
-            None => break,
-        }
-    }
     let shown: Vec<usize> = (0..cols.len()).filter(|i| on[*i]).collect();
     let spare = (avail as u32).saturating_sub(total(&on)) as u16;
     let mut widths: Vec<u16> = shown.iter().map(|i| need(*i)).collect();
@@ -146,6 +150,14 @@ mod tests {
         assert_eq!(f.hidden, ["ANON", "SWAP", "CMDLINE"]);
         assert_eq!(f.widths, [7, 10], "never cut, only dropped");
         assert_eq!(drop_order(&COLS), ["CMDLINE", "SWAP", "ANON"]);
+    }
+
+    #[test]
+    fn a_narrow_column_fills_the_room_a_wide_one_left() {
+        // ANON is 20 wide: it does not fit in 25, SWAP (lower rank) does.
+        let f = fit(&COLS, &[7, 10, 20, 4, 0], 25, None);
+        assert_eq!(f.hidden, ["ANON", "CMDLINE"]);
+        assert_eq!(f.widths, [7, 10, 4]);
     }
 
     #[test]

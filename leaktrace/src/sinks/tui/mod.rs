@@ -16,6 +16,7 @@ mod help;
 mod layout;
 mod rows;
 mod state;
+mod stderr;
 mod verdict;
 
 use std::{
@@ -48,6 +49,7 @@ struct Ui {
     state: State,
     view: View,
     hooks: String,
+    log: Arc<Mutex<stderr::Kept>>,
 }
 
 impl Ui {
@@ -58,8 +60,20 @@ impl Ui {
             state,
             view,
             hooks,
+            log,
         } = self;
-        terminal.draw(|f| draw::screen(f, data, state, view, hooks))?;
+        let last_log = {
+            let k = log.lock().unwrap_or_else(|e| e.into_inner());
+            k.lines.back().map(|l| (k.total, l.clone()))
+        };
+        let ctx = draw::Ctx {
+            view,
+            hooks,
+            last_log,
+        };
+        let mut scroll = state.scroll;
+        terminal.draw(|f| scroll = draw::screen(f, data, state, &ctx))?;
+        state.scroll = scroll;
         Ok(())
     }
 
@@ -77,6 +91,7 @@ impl Ui {
 /// Restores the terminal on drop, including when unwinding from a panic.
 pub struct TuiSink {
     ui: Arc<Mutex<Ui>>,
+    stderr: stderr::Capture,
     quit: Arc<AtomicBool>,
 }
 
@@ -93,6 +108,7 @@ impl TuiSink {
             let _ = disable_raw_mode();
             return Err(e.into());
         }
+        let stderr = stderr::Capture::start();
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore();
@@ -104,11 +120,12 @@ impl TuiSink {
             state: State::default(),
             view,
             hooks,
+            log: stderr.kept.clone(),
         }));
         let quit = Arc::new(AtomicBool::new(false));
         spawn_keys(ui.clone(), quit.clone());
         let _ = lock(&ui).draw();
-        Ok(Self { ui, quit })
+        Ok(Self { ui, stderr, quit })
     }
 }
 
@@ -140,6 +157,7 @@ impl Sink for TuiSink {
 }
 
 fn restore() {
+    stderr::give_back();
     let _ = disable_raw_mode();
     let _ = execute!(std::io::stdout(), LeaveAlternateScreen);
 }
@@ -148,6 +166,7 @@ impl Drop for TuiSink {
     fn drop(&mut self) {
         restore();
         let _ = lock(&self.ui).terminal.show_cursor();
+        self.stderr.stop();
     }
 }
 

@@ -8,7 +8,7 @@ use super::{
     state::{matches, SortKey},
 };
 use crate::{
-    fmt::{bytes, rate, term},
+    fmt::{bytes, term},
     host::attribution::{label, Attribution},
     model::sample::{GroupRow, ProcessRow},
 };
@@ -171,6 +171,16 @@ pub fn group_sort_col(k: SortKey) -> usize {
         SortKey::Uss => 5,
         SortKey::Name => 1,
         SortKey::Pid => 0,
+    }
+}
+
+/// A rate with its unit even when it is nil ("0 B/s", not "0").
+pub fn rate(v: f64) -> String {
+    let r = crate::fmt::rate(v);
+    if r == "0" {
+        "0 B/s".into()
+    } else {
+        r
     }
 }
 
@@ -378,6 +388,7 @@ pub(crate) mod tests {
     fn every_number_cell_carries_its_unit() {
         let cells = proc_cells(&row(4194304, "x", 163, 5.0 * 1048576.0, Some(1 << 30)));
         assert_eq!(cells[4], "+5.0 MiB/s");
+        assert_eq!(proc_cells(&row(1, "x", 1, 0.2, None))[4], "0 B/s");
         assert_eq!(cells[6], "163.0 MiB");
         assert_eq!(cells[7], "1.0 GiB");
         let w = content_widths(&PROC_COLS, &[cells]);
