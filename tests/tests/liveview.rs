@@ -5,7 +5,7 @@
 //! kills its tmux server, its helpers and its memcg on drop, also when
 //! it fails.
 use std::{
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -41,6 +41,9 @@ impl Tmux {
             &cols.to_string(),
         ])
         .args(["-y", &rows.to_string(), &cmd])
+        // The pane stays when leaktrace exits: a test sees that it died,
+        // and what it printed last.
+        .args([";", "set-option", "-t", "lt", "remain-on-exit", "on"])
         .status()
         .ok()
         .filter(|s| s.success())
@@ -121,16 +124,23 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         // q first, so that leaktrace detaches its programs itself.
-        let _ = self.run(&["send-keys", "-t", "lt", "q"]).status();
+        let _ = self
+            .run(&["send-keys", "-t", "lt", "q"])
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            let out = self.run(&["list-panes", "-a"]).output();
-            if out.map_or(true, |o| !o.status.success()) {
-                break;
+            let dead = self
+                .run(&["display-message", "-p", "-t", "lt", "#{pane_dead}"])
+                .stderr(Stdio::null())
+                .output();
+            match dead {
+                Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() != "1" => {}
+                _ => break,
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.run(&["kill-server"]).status();
+        let _ = self.run(&["kill-server"]).stderr(Stdio::null()).status();
     }
 }
 
@@ -210,7 +220,7 @@ fn parse_bytes(s: &str) -> Option<f64> {
         _ => return None,
     };
     let n: f64 = num.trim_start_matches('+').parse().ok()?;
-    num.contains('.').then_some(n * m)
+    Some(n * m)
 }
 
 /// A helper renamed to `name` (prctl), holding `mib` MiB.
@@ -400,7 +410,7 @@ fn enter_opens_an_oom_incident_with_its_summary_verdict_and_stall() {
     assert!(s.contains("Summary"), "{s}");
     // The whole summary, the verdict and the stall, page by page.
     let mut all = s.clone();
-    for _ in 0..6 {
+    for _ in 0..12 {
         t.keys(&["PageDown"]);
         all.push_str(&t.screen());
     }
@@ -420,9 +430,10 @@ fn enter_opens_an_oom_incident_with_its_summary_verdict_and_stall() {
 
 #[test]
 fn every_number_keeps_its_unit_at_80_columns_and_full_width() {
-    let _h = named_helper(b"ltunits", 48);
-    let mut g = Proc::spawn(Command::new(HELPER).args(["grow", "4", "60", "60"]));
-    g.wait_line("ready", Duration::from_secs(10));
+    // A grower named ltunits: 4 MiB/s for two minutes (it prints
+    // `ready` only when done: not waited for).
+    let hex: String = b"ltunits".iter().map(|b| format!("{b:02x}")).collect();
+    let g = Proc::spawn(Command::new(HELPER).args(["--comm", &hex, "grow", "4", "120", "0"]));
     for (cols, rows) in [(80u16, 24u16), (200, 50)] {
         let t = Tmux::start(&format!("units{cols}"), cols, rows, "");
         // Growth needs two samples or more.
@@ -452,31 +463,44 @@ fn every_number_keeps_its_unit_at_80_columns_and_full_width() {
             for r in &tab.1 {
                 let c = &r[i];
                 let growth = title.starts_with("GROWTH");
+                // A number with its unit, or "-" for a PSS/USS not read.
                 let ok = parse_bytes(c).is_some() && (!growth || c.ends_with("/s"))
-                    || (growth && c == "0")
                     || (matches!(title, "PSS" | "USS") && c == "-");
                 assert!(ok, "{title} cell {c:?} has no unit at {cols} columns:\n{s}");
                 numbers += 1;
             }
         }
         assert!(numbers >= 3 * 3, "{s}");
-        // PIDs whole: the growing helper's pid is on screen in full.
-        let pids = col(&tab, "PID");
+        // The grower's row, filtered: its pid whole, its growth with its
+        // unit.
+        t.keys(&["/"]);
+        t.text("ltunits");
+        t.keys(&["Enter"]);
+        let f = t.wait(Duration::from_secs(10), "the grower's row", |s| {
+            s.contains("processes (1)")
+        });
+        let one = table(&f, "PID");
+        assert_eq!(col(&one, "PID"), [g.pid().to_string()], "pid cut?\n{f}");
+        let growth = col(&one, "GROWTH 10s")[0];
         assert!(
-            pids.contains(&g.pid().to_string().as_str()),
-            "pid {} not whole:\n{s}",
-            g.pid()
+            growth.starts_with('+') && (growth.ends_with(" MiB/s") || growth.ends_with(" KiB/s")),
+            "the grower's growth {growth:?}:\n{f}"
         );
+        t.keys(&["Escape"]);
         if cols == 80 {
             let hidden = s
                 .lines()
                 .find(|l| l.starts_with("hidden:"))
                 .unwrap_or_else(|| panic!("{s}"));
-            assert!(hidden.contains("CMDLINE"), "{s}");
-            assert!(
-                tab.0.iter().all(|x| !hidden.contains(x.as_str()) || x == "RSS"),
-                "{tab:?} {hidden}"
-            );
+            // "hidden: A B C; groups: X Y": the processes' part.
+            let procs = hidden.split(';').next().unwrap_or_default();
+            assert!(procs.contains("CMDLINE"), "{s}");
+            for shown in &tab.0 {
+                assert!(
+                    !procs.contains(&format!(" {shown}")),
+                    "{shown} shown and hidden: {hidden}"
+                );
+            }
         } else {
             assert!(s.contains("hidden: none"), "{s}");
             assert_eq!(tab.0.len(), 15, "every process column at 200: {:?}", tab.0);
