@@ -31,6 +31,8 @@ pub struct Data {
     pub incidents: VecDeque<(u64, Arc<Incident>)>,
     pub incidents_total: u64,
     pub bundles: VecDeque<Arc<EvidenceEvent>>,
+    /// Evidence events that went past MAX_BUNDLES.
+    pub bundles_dropped: u64,
 }
 
 impl Data {
@@ -71,6 +73,7 @@ impl Data {
     pub fn add_bundle(&mut self, e: Arc<EvidenceEvent>) {
         if self.bundles.len() == MAX_BUNDLES {
             self.bundles.pop_front();
+            self.bundles_dropped += 1;
         }
         self.bundles.push_back(e);
     }

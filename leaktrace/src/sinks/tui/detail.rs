@@ -22,6 +22,8 @@ pub struct ProcessData<'a> {
     pub group: Option<&'a GroupRow>,
     pub cgroup: Option<&'a CgroupRow>,
     pub bundles: Vec<&'a EvidenceEvent>,
+    /// Evidence events (of any process) the view no longer keeps.
+    pub bundles_dropped: u64,
 }
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -111,6 +113,12 @@ pub fn process(d: &ProcessData, width: usize) -> Vec<String> {
     cgroup_lines(&mut v, p, d.cgroup);
     v.push(String::new());
     bundle_lines(&mut v, &d.bundles);
+    if d.bundles_dropped > 0 {
+        v.push(format!(
+            "  ({} older evidence events not kept)",
+            d.bundles_dropped
+        ));
+    }
     v
 }
 
@@ -332,6 +340,7 @@ mod tests {
             group: None,
             cgroup: Some(&c),
             bundles: vec![&e],
+            bundles_dropped: 3,
         };
         let text = process(&d, 80).join("\n");
         for want in [
@@ -342,6 +351,7 @@ mod tests {
             "Group: none",
             "limit 200.0 MiB, usage 150.0 MiB (75%)",
             "/var/lib/x/evidence/1",
+            "(3 older evidence events not kept)",
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }

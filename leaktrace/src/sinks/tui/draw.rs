@@ -365,6 +365,7 @@ fn detail_of(d: &Data, t: Target, width: u16) -> (String, Vec<String>) {
                     .filter(|e| e.pid == pid)
                     .map(|e| e.as_ref())
                     .collect(),
+                bundles_dropped: d.bundles_dropped,
             };
             (
                 format!(" process {pid}: Esc closes, arrows scroll "),
