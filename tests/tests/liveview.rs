@@ -507,3 +507,32 @@ fn every_number_keeps_its_unit_at_80_columns_and_full_width() {
         }
     }
 }
+
+#[test]
+fn space_freezes_the_screen_and_resumes_it() {
+    let hex: String = b"ltpause".iter().map(|b| format!("{b:02x}")).collect();
+    let g = Proc::spawn(Command::new(HELPER).args(["--comm", &hex, "grow", "8", "60", "0"]));
+    let t = Tmux::start("pause", 80, 24, "");
+    t.keys(&["/"]);
+    t.text("ltpause");
+    t.keys(&["Enter"]);
+    let pid = g.pid().to_string();
+    let rss = |s: &str| col(&table(s, "PID"), "RSS").first().map(|c| c.to_string());
+    t.wait(Duration::from_secs(10), "the grower's row", |s| {
+        s.contains("processes (1)") && s.contains(&pid)
+    });
+    t.keys(&[" "]);
+    let a = t.wait(Duration::from_secs(5), "PAUSED in the header", |s| {
+        s.contains("PAUSED")
+    });
+    // It grows 8 MiB/s: three samples later its RSS has moved, but not on
+    // a paused screen.
+    std::thread::sleep(Duration::from_secs(3));
+    let b = t.screen();
+    assert_eq!(rss(&a), rss(&b), "the paused screen changed:\n{a}\n{b}");
+    t.keys(&[" "]);
+    let first = rss(&a);
+    t.wait(Duration::from_secs(5), "the screen to move again", |s| {
+        !s.contains("PAUSED") && rss(s).is_some() && rss(s) != first
+    });
+}
