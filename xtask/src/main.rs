@@ -132,6 +132,7 @@ fn real_main() -> Result<()> {
             // framehop, blazesym unoptimized) take seconds per bundle, and
             // a bundle must be written before the OOM kill it precedes.
             let bin = build_all(&root, true)?;
+            ensure_test_packages()?;
             step("running unit and integration tests (integration tests load eBPF: needs root)");
             // Integration tests change global kernel state (cgroups) and
             // measure rates, so they run one at a time.
@@ -178,6 +179,27 @@ fn real_main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Debian packages the integration tests drive: tmux (the live view's
+/// tests run it in a real terminal). Installed with apt-get when missing.
+fn ensure_test_packages() -> Result<()> {
+    let missing: Vec<&str> = [("tmux", "/usr/bin/tmux")]
+        .into_iter()
+        .filter(|(_, bin)| !Path::new(bin).exists())
+        .map(|(pkg, _)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing {} for the tests (apt-get)", missing.join(" ")));
+    let apt = |args: &[&str]| {
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        c
+    };
+    run(&mut apt(&["update", "-qq"]))?;
+    run(apt(&["install", "-y", "-qq"]).args(&missing))
 }
 
 pub fn workspace_root() -> PathBuf {
