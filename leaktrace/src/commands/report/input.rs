@@ -112,10 +112,41 @@ pub(super) fn next_line(
     }
 }
 
+/// A bundle directory held open: its files are read through
+/// /proc/self/fd/N/NAME, so they come from the very directory that was
+/// checked to be inside the recording, even if a component of its path
+/// is swapped for a symlink after the check.
+pub(super) struct BundleDir {
+    _fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for BundleDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Opens the directory `c` (no symlink at its last component) and returns
+/// it if the directory actually opened is inside `root`.
+fn open_bundle(c: &Path, root: &Path) -> Option<BundleDir> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(c)
+        .ok()?;
+    let fd: std::os::fd::OwnedFd = f.into();
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let real = std::fs::read_link(&path).ok()?;
+    (real.starts_with(root) && real != root).then_some(BundleDir { _fd: fd, path })
+}
+
 /// Where an event's bundle directory is.
 pub(super) enum BundleAt {
-    /// Inside the recording (resolved: no symlink left in it).
-    Inside(PathBuf),
+    /// Inside the recording, held open (see BundleDir).
+    Inside(BundleDir),
     /// It exists, but resolves outside the recording: not read.
     Outside,
     Missing,
@@ -142,7 +173,15 @@ pub(super) fn bundle_path(rec_dir: &Path, d: &str) -> BundleAt {
             continue;
         }
         if c.starts_with(&root) && c != root {
-            return BundleAt::Inside(c);
+            // Checked again on the directory actually opened: a path
+            // component swapped since canonicalize() is caught here.
+            match open_bundle(&c, &root) {
+                Some(b) => return BundleAt::Inside(b),
+                None => {
+                    outside = true;
+                    continue;
+                }
+            }
         }
         outside = true;
     }
@@ -182,4 +221,35 @@ pub(super) fn top_stack(bundle: &Path) -> Option<Vec<String>> {
             .map(|l| l.trim().to_string()),
     );
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21: between bundle_path's check and the reads, a component of
+    /// the bundle's path can be swapped for a symlink out of the recording.
+    /// The directory actually opened is checked, and reads go through it.
+    #[test]
+    fn a_bundle_path_swapped_after_the_check_is_not_read() {
+        let base = std::env::temp_dir().join(format!("lt-bundle-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (rec, outside) = (base.join("rec"), base.join("outside"));
+        std::fs::create_dir_all(rec.join("evidence/b1")).unwrap();
+        std::fs::write(rec.join("evidence/b1/stacks.txt"), "inside").unwrap();
+        std::fs::create_dir_all(outside.join("b1")).unwrap();
+        std::fs::write(outside.join("b1/stacks.txt"), "SECRET").unwrap();
+        let root = rec.canonicalize().unwrap();
+
+        let BundleAt::Inside(b) = bundle_path(&rec, "evidence/b1") else { panic!("not found") };
+        assert_eq!(read_bundle_file(&b, "stacks.txt", 100).as_deref(), Some("inside"));
+        // Swapped after the check: the open directory still reads inside.
+        std::fs::rename(rec.join("evidence"), base.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, rec.join("evidence")).unwrap();
+        assert_eq!(read_bundle_file(&b, "stacks.txt", 100).as_deref(), Some("inside"));
+        // Swapped between canonicalize() and the open: refused.
+        assert!(open_bundle(&root.join("evidence/b1"), &root).is_none());
+        assert!(matches!(bundle_path(&rec, "evidence/b1"), BundleAt::Outside));
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }
