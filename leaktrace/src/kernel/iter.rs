@@ -40,6 +40,40 @@ pub fn link_fd_by_id(id: u32) -> std::io::Result<OwnedFd> {
     sys_bpf(BPF_LINK_GET_FD_BY_ID, &mut attr)
 }
 
+/// A new fd for a link this process already holds an fd for, found by its
+/// id in /proc/self/fdinfo and duplicated. Unlike BPF_LINK_GET_FD_BY_ID,
+/// which needs CAP_SYS_ADMIN, this works with CAP_BPF alone.
+pub fn own_link_fd(id: u32) -> std::io::Result<OwnedFd> {
+    let want = id.to_string();
+    for ent in std::fs::read_dir("/proc/self/fdinfo")?.flatten() {
+        let Some(fd) = ent.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(info) = std::fs::read_to_string(ent.path()) else {
+            continue;
+        };
+        let matches = info
+            .lines()
+            .find_map(|l| l.strip_prefix("link_id:"))
+            .is_some_and(|v| v.trim() == want);
+        if !matches {
+            continue;
+        }
+        // SAFETY: fcntl on an fd number only reads it; a stale number
+        // fails with EBADF and the result is a new fd we then own.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+        return Ok(unsafe { OwnedFd::from_raw_fd(dup) });
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("no fd of this process refers to bpf link {id}"),
+    ))
+}
+
 /// Bytes the kernel wrote in the last pass, and what was in them.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct PassStats {

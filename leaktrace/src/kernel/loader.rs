@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::{
     btf::{Btf, RssLayout},
-    iter::{link_fd_by_id, TaskIter},
+    iter::{link_fd_by_id, own_link_fd, TaskIter},
     layout::TaskLayout,
     probes::{Hook, HookKind, ProbeSpec, FAULT_PATH, FLOOR_PROBES, PROBES, SAMPLER},
     stacks::{probe_perf_events, StackMode},
@@ -117,14 +117,15 @@ fn describe(e: &(dyn std::error::Error + 'static), verbose: u8) -> String {
     s
 }
 
-/// Offsets of classic tracepoint fields, from tracefs.
+/// Offsets of classic tracepoint fields, from tracefs (none without it:
+/// the programs that need them are not attached then).
 struct TpOffsets {
-    root: std::path::PathBuf,
+    root: Option<std::path::PathBuf>,
 }
 
 impl TpOffsets {
     fn field(&self, group: &str, event: &str, name: &str) -> Option<u64> {
-        tracefs::read_format(&self.root, group, event)
+        tracefs::read_format(self.root.as_deref()?, group, event)
             .ok()
             .and_then(|t| tracefs::field(&t, name))
             .map(|f| f.offset)
@@ -301,6 +302,9 @@ struct Ctx<'a> {
     rss_stat_args: Option<usize>,
     /// kprobe_events exists in tracefs.
     kprobes: bool,
+    /// Why tracefs cannot be used (classic tracepoints and kprobes are
+    /// then skipped with this reason).
+    no_tracefs: Option<&'a str>,
     verbose: u8,
 }
 
@@ -357,6 +361,9 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, c: &Ctx) -> Result<Option<TaskIter>, Str
             Ok(None)
         }
         HookKind::KProbe | HookKind::KRetProbe => {
+            if let Some(why) = c.no_tracefs {
+                return Err(format!("kprobe_events cannot be checked: {why}"));
+            }
             if !c.kprobes {
                 return Err("no kprobe_events in tracefs (CONFIG_KPROBES off)".into());
             }
@@ -367,6 +374,9 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, c: &Ctx) -> Result<Option<TaskIter>, Str
             Ok(None)
         }
         HookKind::Tracepoint => {
+            if let Some(why) = c.no_tracefs {
+                return Err(format!("needs tracefs: {why}"));
+            }
             let p: &mut TracePoint = prog.try_into().map_err(|e| describe(&e, verbose))?;
             p.load().map_err(|e| format!("load: {}", describe(&e, verbose)))?;
             p.attach(hook.group, hook.event)
@@ -386,7 +396,10 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, c: &Ctx) -> Result<Option<TaskIter>, Str
                 .try_into()
                 .map_err(|e: aya::programs::links::LinkError| describe(&e, verbose))?;
             let info = fd_link.info().map_err(|e| describe(&e, verbose))?;
-            let own: OwnedFd = link_fd_by_id(info.id()).map_err(|e| format!("link fd: {e}"))?;
+            // Our own fd first (CAP_BPF is enough); by id needs CAP_SYS_ADMIN.
+            let own: OwnedFd = own_link_fd(info.id())
+                .or_else(|_| link_fd_by_id(info.id()))
+                .map_err(|e| format!("link fd: {e}"))?;
             let mut it = TaskIter::new(own, crate::fmt::page_size());
             let mut out = Vec::new();
             let st = it.read_pass(&mut out).map_err(|e| format!("first read: {e:#}"))?;
@@ -473,10 +486,18 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
     let mut notes = Vec::new();
     bump_memlock(&mut notes);
 
-    let (tracefs_root, mounted) = tracefs::ensure_mounted().context("tracefs is needed for tracepoints")?;
-    if mounted {
-        notes.push(format!("mounted tracefs at {}", tracefs_root.display()));
-    }
+    let (tracefs_root, no_tracefs) = match tracefs::ensure_mounted() {
+        Ok((root, mounted)) => {
+            if mounted {
+                notes.push(format!("mounted tracefs at {}", root.display()));
+            }
+            (Some(root), None)
+        }
+        Err(why) => {
+            log::warn!("{why}; the classic tracepoints (exec, exit, reclaim, OOM victim and reaper hooks) are not attached");
+            (None, Some(why))
+        }
+    };
     memdbg("start");
     let kernel_btf = match Btf::from_sys_fs() {
         Ok(b) => Some(b),
@@ -510,7 +531,10 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
         task_layout,
         force_classic: opts.force_classic,
         rss_stat_args: offs.rss_stat_args,
-        kprobes: tracefs_root.join("kprobe_events").exists(),
+        kprobes: tracefs_root
+            .as_ref()
+            .is_some_and(|r| r.join("kprobe_events").exists()),
+        no_tracefs: no_tracefs.as_deref(),
         verbose,
     };
 
@@ -529,7 +553,7 @@ pub fn load(opts: LoadOptions) -> Result<Loaded> {
     let (stack_mode, stacks_row) = stack_job(&mut ebpf, faults_hook_live, data_path == "hooks", verbose);
     probes.push(stacks_row);
 
-    let capabilities = detect_capabilities(&mut ebpf, aya_btf.as_ref(), &tracefs_root, verbose);
+    let capabilities = detect_capabilities(&mut ebpf, aya_btf.as_ref(), &c, verbose);
     if !opts.bench_floor {
         probes.push(oom_context_row(&probes, &capabilities));
     }
@@ -715,12 +739,7 @@ fn oom_context_row(probes: &[ProbeResult], caps: &[Capability]) -> ProbeResult {
 
 /// Checks the facilities later jobs prefer (fentry for struct data, kprobes),
 /// so that `-v` says plainly what this kernel allows.
-fn detect_capabilities(
-    ebpf: &mut Ebpf,
-    btf: Option<&AyaBtf>,
-    tracefs_root: &std::path::Path,
-    verbose: u8,
-) -> Vec<Capability> {
+fn detect_capabilities(ebpf: &mut Ebpf, btf: Option<&AyaBtf>, c: &Ctx, verbose: u8) -> Vec<Capability> {
     let mut caps = Vec::new();
     caps.push(Capability {
         name: "btf",
@@ -747,14 +766,13 @@ fn detect_capabilities(
         available: fentry.is_ok(),
         detail: fentry.err().unwrap_or_else(|| "loads".into()),
     });
-    let kprobes = tracefs_root.join("kprobe_events").exists();
     caps.push(Capability {
         name: "kprobe",
-        available: kprobes,
-        detail: if kprobes {
-            "kprobe_events present".into()
-        } else {
-            "no kprobe_events in tracefs (CONFIG_KPROBES off)".into()
+        available: c.kprobes,
+        detail: match c.no_tracefs {
+            Some(why) => format!("unknown: {why}"),
+            None if c.kprobes => "kprobe_events present".into(),
+            None => "no kprobe_events in tracefs (CONFIG_KPROBES off)".into(),
         },
     });
     caps
@@ -776,10 +794,8 @@ fn bump_memlock(notes: &mut Vec<String>) {
 }
 
 /// The privilege check: root, or CAP_BPF + CAP_PERFMON, or CAP_SYS_ADMIN.
+/// The error names the capabilities that are missing.
 pub fn check_privileges() -> Result<(), String> {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
     let eff = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -788,10 +804,52 @@ pub fn check_privileges() -> Result<(), String> {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .unwrap_or(0);
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    privilege_error(eff, uid).map_or(Ok(()), Err)
+}
+
+/// The capabilities leaktrace needs to load its programs that `eff` (a
+/// CapEff mask) lacks, as an error text; None when it has enough. Pure.
+fn privilege_error(eff: u64, uid: u32) -> Option<String> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
     let has = |c: u32| eff & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(())
-    } else {
-        Err("leaktrace must run as root (or with CAP_BPF and CAP_PERFMON) to load its eBPF programs; try: sudo leaktrace ...".into())
+    if has(CAP_SYS_ADMIN) {
+        return None;
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(c, _)| !has(*c))
+        .map(|(_, n)| n)
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "missing {} (uid {uid}): leaktrace must run as root, or with CAP_BPF and CAP_PERFMON, to load \
+         its eBPF programs (grant them with the unit's AmbientCapabilities= or \
+         setpriv --ambient-caps=+bpf,+perfmon; docs/operations.md lists the full set)",
+        missing.join(" and ")
+    ))
+}
+
+#[cfg(test)]
+mod privilege_tests {
+    use super::privilege_error;
+
+    #[test]
+    fn names_the_missing_capability() {
+        let bpf = 1u64 << 39;
+        let perfmon = 1u64 << 38;
+        assert_eq!(privilege_error(bpf | perfmon, 65534), None);
+        assert_eq!(privilege_error(1 << 21, 0), None);
+        let e = privilege_error(bpf, 65534).unwrap_or_default();
+        assert!(e.starts_with("missing CAP_PERFMON (uid 65534)"), "{e}");
+        let e = privilege_error(perfmon, 65534).unwrap_or_default();
+        assert!(e.starts_with("missing CAP_BPF (uid 65534)"), "{e}");
+        let e = privilege_error(0, 1000).unwrap_or_default();
+        assert!(e.starts_with("missing CAP_BPF and CAP_PERFMON"), "{e}");
     }
 }

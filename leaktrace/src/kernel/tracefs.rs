@@ -1,29 +1,62 @@
 //! tracefs: where classic tracepoints and their record formats live.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
-fn populated(p: &Path) -> bool {
-    p.join("events").is_dir()
+/// Whether `events/` can be seen: Ok(true) populated, Ok(false) absent,
+/// Err for EACCES (mounted, but this process may not search it).
+fn populated(p: &Path) -> std::io::Result<bool> {
+    match std::fs::metadata(p.join("events")) {
+        Ok(m) => Ok(m.is_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(e),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Why tracefs cannot be used by this process, naming the path and what
+/// to grant (pure: unit-tested).
+fn unreadable_reason(path: &Path, mode: u32, owner: u32, uid: u32) -> String {
+    format!(
+        "tracefs is mounted at {} (mode {:04o}, owner uid {owner}) but uid {uid} may not read it: \
+         give leaktrace CAP_DAC_READ_SEARCH (AmbientCapabilities= in the unit), or run it as root",
+        path.display(),
+        mode & 0o7777
+    )
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing if nothing is mounted
 /// (many minimal hosts do not mount it; the kernel still provides it).
-/// Returns the path and whether leaktrace mounted it.
-pub fn ensure_mounted() -> Result<(PathBuf, bool)> {
+/// Returns the path and whether leaktrace mounted it. The error says which
+/// path and which capability are missing; the loader goes on without the
+/// hooks that need tracefs (classic tracepoints, the kprobe check).
+pub fn ensure_mounted() -> Result<(PathBuf, bool), String> {
+    use std::os::unix::fs::MetadataExt as _;
     for c in CANDIDATES {
-        if populated(Path::new(c)) {
-            return Ok((PathBuf::from(c), false));
+        let p = Path::new(c);
+        match populated(p) {
+            Ok(true) => return Ok((p.to_path_buf(), false)),
+            Ok(false) => {}
+            Err(_) => {
+                let m = std::fs::metadata(p).ok();
+                // SAFETY: geteuid has no preconditions.
+                let uid = unsafe { libc::geteuid() };
+                return Err(unreadable_reason(
+                    p,
+                    m.as_ref().map_or(0, |m| m.mode()),
+                    m.as_ref().map_or(0, |m| m.uid()),
+                    uid,
+                ));
+            }
         }
     }
     let target = Path::new(CANDIDATES[0]);
     if !target.is_dir() {
-        bail!(
+        return Err(format!(
             "tracefs is not mounted and {} does not exist (CONFIG_TRACING off?)",
             target.display()
-        );
+        ));
     }
     let src = c"tracefs";
     let dst = c"/sys/kernel/tracing";
@@ -31,16 +64,22 @@ pub fn ensure_mounted() -> Result<(PathBuf, bool)> {
     let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
-        bail!(
-            "tracefs is not mounted and mounting it at {} failed: {e}",
+        let hint = if e.raw_os_error() == Some(libc::EPERM) {
+            " (mounting needs CAP_SYS_ADMIN: mount it once at boot instead, \
+             `mount -t tracefs tracefs /sys/kernel/tracing` or an fstab line)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "tracefs is not mounted and mounting it at {} failed: {e}{hint}",
             target.display()
-        );
+        ));
     }
-    if !populated(target) {
-        bail!(
+    if !matches!(populated(target), Ok(true)) {
+        return Err(format!(
             "mounted tracefs at {} but it has no events/ directory",
             target.display()
-        );
+        ));
     }
     Ok((target.to_path_buf(), true))
 }
@@ -115,6 +154,15 @@ format:
 \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;
 \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;
 ";
+
+    #[test]
+    fn unreadable_names_path_mode_and_capability() {
+        let r = unreadable_reason(Path::new("/sys/kernel/tracing"), 0o40700, 0, 65534);
+        assert!(r.contains("/sys/kernel/tracing"), "{r}");
+        assert!(r.contains("mode 0700"), "{r}");
+        assert!(r.contains("uid 65534"), "{r}");
+        assert!(r.contains("CAP_DAC_READ_SEARCH"), "{r}");
+    }
 
     #[test]
     fn parses_fields() {
