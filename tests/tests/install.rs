@@ -112,6 +112,7 @@ fn tarball_runs_with_an_empty_environment() {
         "leaktrace.service",
         "leaktrace.default",
         "operations.md",
+        "dropin-metrics-and-hooks.conf",
     ] {
         assert!(top.join(f).exists(), "{f} is not in {}", tarball.display());
     }

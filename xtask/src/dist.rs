@@ -198,6 +198,11 @@ fn make_tarball(root: &Path, bin: &Path, gen: &Path, dist: &Path, label: &str, s
         &stage.join("operations.md"),
         0o644,
     )?;
+    copy(
+        &root.join("contrib/dropin-metrics-and-hooks.conf"),
+        &stage.join("dropin-metrics-and-hooks.conf"),
+        0o644,
+    )?;
     let tarball = dist.join(format!("{name}.tar.gz"));
     run(Command::new("tar")
         .current_dir(dist)
