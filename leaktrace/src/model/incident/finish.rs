@@ -71,7 +71,16 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let history = victim_history(ctx, &snap, victim_rss, mark_ns);
     // The victim's own rise over the window, with its RSS at the kill.
     let victim_growth = victim_growth(&history, snap.birth_ms);
-    let verdict = verdict(ctx, scope.memcg.as_deref(), victim.as_ref(), mark_ns, victim_rss);
+    let victim_rise = victim_growth
+        .as_ref()
+        .map_or(0, |g| g.to_bytes.saturating_sub(g.from_bytes));
+    let verdict = verdict(
+        ctx,
+        scope.memcg.as_deref(),
+        victim.as_ref(),
+        mark_ns,
+        (victim_rss, victim_rise),
+    );
     let (memcg_history, memcg_growth) = memcg_window(
         ctx,
         scope.memcg.as_deref(),
@@ -92,7 +101,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         &victim,
         &victim_growth,
         &verdict.grower,
-        verdict.victim_was_top_grower,
+        verdict.choice,
     ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
     let memory_at_oom = super::oom_memory::OomMemory::from_blocks(&rep.memory, page);
     let summary = summary + &memory_sentence(memory_at_oom.as_ref());
@@ -122,6 +131,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         victim_growth,
         top_grower: verdict.grower,
         victim_was_top_grower: verdict.victim_was_top_grower,
+        victim_choice: Some(verdict.choice),
         growers: verdict.growers,
         victim_group,
         memcg_history,
@@ -289,6 +299,7 @@ struct Verdict {
     grower: Option<Grower>,
     growers: Vec<GrowerSeries>,
     victim_was_top_grower: bool,
+    choice: VictimChoice,
 }
 
 /// The verdict: every process in the OOM's scope, the victim included
@@ -299,7 +310,7 @@ fn verdict(
     scope: Option<&str>,
     victim: Option<&Victim>,
     mark_ns: Option<u64>,
-    victim_rss: Option<u64>,
+    (victim_rss, victim_rise): (Option<u64>, u64),
 ) -> Verdict {
     let ranked = victim
         .zip(mark_ns)
@@ -335,10 +346,19 @@ fn verdict(
         (Some(g), Some(v)) => g.pid == v.pid,
         (Some(_), None) => false,
     };
+    // Another process grew more: was it a sibling doing the same work?
+    let sibling = match (&grower, victim) {
+        (Some(g), Some(v)) if g.pid != v.pid => ctx
+            .snapshot(g.pid, None)
+            .is_some_and(|s| super::sibling::siblings(v, victim_rise, g, &s)),
+        _ => false,
+    };
+    let choice = super::sibling::choice(grower.as_ref(), victim, sibling);
     Verdict {
         grower,
         growers,
         victim_was_top_grower,
+        choice,
     }
 }
 
@@ -433,10 +453,14 @@ pub(super) fn victim_growth(history: &[(u64, u64)], birth: Option<(u64, u64)>) -
         }
     }
     let (a, b) = best?;
+    let at_kill = history.last().map(|p| p.1);
     ((b.1 - a.1) as f64 >= MIN_GROWTH).then(|| VictimGrowth {
         from_bytes: a.1,
         to_bytes: b.1,
         secs: b.0.saturating_sub(a.0) as f64 / 1000.0,
+        ended_before_kill_s: Some(end.saturating_sub(b.0) as f64 / 1000.0),
+        from_birth: birth.is_some_and(|bp| bp.0 == a.0),
+        at_kill_bytes: at_kill,
     })
 }
 
