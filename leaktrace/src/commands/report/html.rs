@@ -190,13 +190,13 @@ pub(super) fn index_html(incs: &[IncidentView], entries: &[Entry]) -> String {
             let _ = write!(
                 s,
                 "<tr class=\"storm-row\"><td><a href=\"#storm-{0}\">storm {0}\u{2013}{1}</a></td><td>{2}, {3}</td>\
-                 <td>{4} kills of {5}</td><td><code>{6}</code></td><td class=\"{7}\">{8}</td></tr>",
+                 <td>{4} kills ({5})</td><td><code>{6}</code></td><td class=\"{7}\">{8}</td></tr>",
                 i.n,
                 incs[e.members[e.members.len() - 1]].n,
                 esc(&when(a)),
                 duration_words(b.saturating_sub(a)),
                 e.members.len(),
-                esc(vcomm),
+                esc(&commands(incs, e, 2)),
                 h(v.memcg.as_deref(), "(global)"),
                 if c.wrong == 0 { "ok" } else { "wrong" },
                 if c.wrong == 0 {

@@ -60,7 +60,7 @@ fn a_thousand_kill_storm_is_one_entry_and_a_bounded_page() {
     assert!(h.len() < 1_000_000, "{} bytes", h.len());
     assert_eq!(h.matches("class=\"storm\"").count(), 1);
     assert!(h.contains("data-kills=\"1000\""));
-    assert!(h.contains("OOM storm: 1000 kills of worker in /pool"), "storm heading");
+    assert!(h.contains("OOM storm: 1000 kills in /pool (1000 of worker)"), "storm heading");
     assert!(h.contains("NO for 100 of 1000"));
     assert!(h.contains("<details><summary>all 1000 kills</summary>"));
     // Every kill keeps an anchor, the first in its own section.
@@ -71,11 +71,39 @@ fn a_thousand_kill_storm_is_one_entry_and_a_bounded_page() {
     assert!(h.contains("host node-7&lt;b&gt;, kernel 6.18.0-test, recorded"), "host named, escaped");
     let t = render_text(Path::new("/rec"), &rec);
     assert_eq!(t.matches("\n== ").count(), 3, "{t}");
-    assert!(t.contains("== OOM storm, incidents 1 to 1000: 1000 kills of worker in /pool"), "{t}");
+    assert!(t.contains("== OOM storm, incidents 1 to 1000: 1000 kills in /pool (1000 of worker)"), "{t}");
     assert!(t.contains("victims' pids: 10000 10001"), "{t}");
     assert!(t.contains("and 900 more"), "{t}");
     assert!(t.contains("host node-7<b>, kernel 6.18.0-test"), "{t}");
     assert!(t.len() < 20_000, "{} bytes of text", t.len());
+}
+
+/// A memcg storm is one entry whatever its victims' comms (a worker
+/// killed mid-exec is still "sh"); global OOMs group by command.
+#[test]
+fn a_memcg_storm_is_not_split_by_comm() {
+    let mut lines = storm(20, T0, 500, "/pool", "worker", 100);
+    lines.extend(storm(4, T0 + 250, 2000, "/pool", "sh", 500));
+    let rec = Recording::from_lines(lines.iter().map(String::as_str));
+    let incs = incidents(&rec);
+    let e = entries(&incs);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(storm_words(&incs, &e[0]).starts_with("24 kills in /pool (20 of worker, 4 of sh), from"));
+    let globals: Vec<String> = storm(3, T0, 100, "", "a", 1)
+        .into_iter()
+        .chain(storm(3, T0 + 50, 100, "", "b", 9))
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            v["memcg"] = serde_json::Value::Null;
+            v["constraint"] = "global".into();
+            v.to_string()
+        })
+        .collect();
+    let rec = Recording::from_lines(globals.iter().map(String::as_str));
+    let incs = incidents(&rec);
+    let e = entries(&incs);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(storm_words(&incs, &e[0]).starts_with("3 kills in the host (global OOM) (3 of a)"));
 }
 
 /// Timeline labels never overlap: each label's box ends before the next

@@ -39,7 +39,7 @@ pub(super) fn summarize(
         (VictimChoice::Sibling, Some(g)) => {
             s += &format!(
                 ". Pid {} ({}) grew more ({} in the {:.0} s before the OOM), but it is a sibling doing the \
-                 same work (same executable, command and memcg, growing alike): the choice did not matter",
+                 same work (the same program in the same memcg, growing alike): the choice did not matter",
                 g.pid,
                 g.comm,
                 mib(g.growth_bytes as f64),

@@ -428,6 +428,8 @@ fn an_incident_reads_back_as_itself() {
 /// A pool: the victim (pid 100) and the top grower (pid 200) as the
 /// context knows them; the grower's command and the victim's rise vary.
 struct PoolCtx {
+    grower_comm: &'static str,
+    grower_exe: &'static str,
     grower_cmdline: &'static str,
     grower_cgroup: &'static str,
     victim_from_mib: u64,
@@ -451,6 +453,8 @@ impl OomContext for PoolCtx {
                 ..base
             }),
             200 => Some(ProcSnapshot {
+                comm: self.grower_comm.into(),
+                exe: self.grower_exe.into(),
                 cmdline: self.grower_cmdline.into(),
                 cgroup: self.grower_cgroup.into(),
                 ..base
@@ -494,6 +498,8 @@ fn pool_incident(ctx: &PoolCtx) -> Incident {
 #[test]
 fn a_sibling_doing_the_same_work_is_not_a_wrong_victim() {
     let same = PoolCtx {
+        grower_comm: "worker",
+        grower_exe: "/usr/bin/worker",
         grower_cmdline: "worker --job x",
         grower_cgroup: "/app",
         victim_from_mib: 4,
@@ -511,7 +517,31 @@ fn a_sibling_doing_the_same_work_is_not_a_wrong_victim() {
         "{}",
         i.summary
     );
+    // A worker born just before the kill whose exe and command line
+    // leaktrace has not read yet: its comm stands in.
+    let young = PoolCtx {
+        grower_exe: "",
+        grower_cmdline: "",
+        ..same
+    };
+    assert_eq!(pool_incident(&young).victim_choice, Some(VictimChoice::Sibling));
     for (other, why) in [
+        (
+            PoolCtx {
+                grower_comm: "batch",
+                grower_exe: "",
+                grower_cmdline: "",
+                ..same
+            },
+            "another comm, nothing else read",
+        ),
+        (
+            PoolCtx {
+                grower_exe: "/opt/other/worker",
+                ..same
+            },
+            "another executable of the same name",
+        ),
         (
             PoolCtx {
                 grower_cmdline: "worker --job y",
