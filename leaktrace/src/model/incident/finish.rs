@@ -166,16 +166,34 @@ fn snapshot_now(p: &Pending, ctx: &dyn OomContext) -> ProcSnapshot {
         .mark
         .as_ref()
         .and_then(|r| ctx.snapshot(r.target, victim_start(r)));
-    match (fresh, &p.snapshot) {
-        // The one from the kill knew the memcg and the new one does not
-        // (a memcg too new to be named yet): keep its memcg.
-        (Some(mut f), Some(old)) if f.cgroup.is_empty() => {
-            f.cgroup.clone_from(&old.cgroup);
-            f
+    richer(fresh, p.snapshot.clone()).unwrap_or_default()
+}
+
+/// Two snapshots of one process, the newer first, as one: the newer, with
+/// what it lacks taken from the older (a memcg too new to be named yet,
+/// an argv or exe not read, samples the model no longer holds). The
+/// longer history wins: a victim's history only ever grows until the kill.
+pub(super) fn richer(new: Option<ProcSnapshot>, old: Option<ProcSnapshot>) -> Option<ProcSnapshot> {
+    let (mut f, old) = match (new, old) {
+        (Some(f), Some(o)) => (f, o),
+        (f, o) => return f.or(o),
+    };
+    let fill = |a: &mut String, b: &str| {
+        if a.is_empty() {
+            *a = b.to_string();
         }
-        (Some(f), _) => f,
-        (None, old) => old.clone().unwrap_or_default(),
+    };
+    fill(&mut f.comm, &old.comm);
+    fill(&mut f.cmdline, &old.cmdline);
+    fill(&mut f.cgroup, &old.cgroup);
+    fill(&mut f.exe, &old.exe);
+    if old.history.len() > f.history.len() {
+        f.history = old.history;
     }
+    f.birth_ms = f.birth_ms.or(old.birth_ms);
+    f.ns_pid = f.ns_pid.or(old.ns_pid);
+    f.group = f.group.or(old.group);
+    Some(f)
 }
 
 /// The OOM's constraint and memcg, and where the memcg comes from.

@@ -581,3 +581,35 @@ fn an_old_incident_without_a_choice_reads_as_before() {
     i.victim_was_top_grower = true;
     assert!(!i.wrong_victim());
 }
+
+/// A newer snapshot that knows less (the model reset the victim when its
+/// life record came) is completed from the older one, never emptied.
+#[test]
+fn a_snapshot_that_knows_less_is_completed_from_the_older() {
+    let old = ProcSnapshot {
+        comm: "worker".into(),
+        cmdline: "worker --job x".into(),
+        cgroup: "/app".into(),
+        exe: "/usr/bin/worker".into(),
+        history: vec![(1_000, 4 << 20), (2_000, 100 << 20)],
+        birth_ms: Some((1_000, 4 << 20)),
+        ..Default::default()
+    };
+    let reset = ProcSnapshot {
+        birth_ms: Some((0, 0)),
+        ..Default::default()
+    };
+    let s = super::finish::richer(Some(reset), Some(old.clone())).unwrap();
+    assert_eq!((s.comm.as_str(), s.cmdline.as_str(), s.cgroup.as_str()), ("worker", "worker --job x", "/app"));
+    assert_eq!(s.history, old.history);
+    assert_eq!(s.birth_ms, Some((0, 0)), "the newer's own facts stay");
+    let newer = ProcSnapshot {
+        cgroup: "/moved".into(),
+        history: vec![(1_000, 4 << 20), (2_000, 100 << 20), (3_000, 120 << 20)],
+        ..old.clone()
+    };
+    let s = super::finish::richer(Some(newer), Some(old.clone())).unwrap();
+    assert_eq!((s.cgroup.as_str(), s.history.len()), ("/moved", 3));
+    assert!(super::finish::richer(None, None).is_none());
+    assert_eq!(super::finish::richer(None, Some(old.clone())).unwrap().cmdline, old.cmdline);
+}
