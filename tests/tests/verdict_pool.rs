@@ -42,9 +42,11 @@ fn first_incident(rec: &Record, cg: &MemCg) -> Value {
 }
 
 /// A worker of the pool: the same argv for all of them (70 MiB at
-/// 35 MiB/s, then held).
+/// 10 MiB/s, then held). Slow enough that the twin that grows into the
+/// limit lives about 4 s, and leaktrace has read its command line by the
+/// kill (a twin younger than about a second is not recognised yet).
 fn worker(cg: &MemCg) -> Proc {
-    Proc::spawn(&mut cg.command(&[HELPER, "grow", "35", "2", "60"]))
+    Proc::spawn(&mut cg.command(&[HELPER, "grow", "10", "7", "60"]))
 }
 
 #[test]

@@ -517,23 +517,25 @@ fn a_sibling_doing_the_same_work_is_not_a_wrong_victim() {
         "{}",
         i.summary
     );
-    // A worker born just before the kill whose exe and command line
-    // leaktrace has not read yet: its comm stands in.
-    let young = PoolCtx {
-        grower_exe: "",
-        grower_cmdline: "",
-        ..same
-    };
-    assert_eq!(pool_incident(&young).victim_choice, Some(VictimChoice::Sibling));
+    // A worker whose exe leaktrace has not read yet: its command line
+    // still says what it runs.
+    let no_exe = PoolCtx { grower_exe: "", ..same };
+    assert_eq!(pool_incident(&no_exe).victim_choice, Some(VictimChoice::Sibling));
     for (other, why) in [
         (
             PoolCtx {
                 grower_comm: "batch",
+                ..same
+            },
+            "another comm",
+        ),
+        (
+            PoolCtx {
                 grower_exe: "",
                 grower_cmdline: "",
                 ..same
             },
-            "another comm, nothing else read",
+            "a command line not read yet: the comm alone is no proof",
         ),
         (
             PoolCtx {
