@@ -214,6 +214,8 @@ pub struct EventLogSink {
     pub log: EventLog,
     pub summary_every: f64,
     last_summary: Option<std::time::Instant>,
+    host: String,
+    kernel_release: Option<String>,
 }
 
 impl EventLogSink {
@@ -222,6 +224,8 @@ impl EventLogSink {
             log,
             summary_every,
             last_summary: None,
+            host: crate::host::hostname(),
+            kernel_release: crate::host::facts::kernel_release(),
         }
     }
 }
@@ -242,6 +246,10 @@ pub(crate) struct SummaryLine<'a> {
     /// The kernel's OOM kills since boot (/proc/vmstat oom_kill) now: the
     /// next recorder's status line tells how many came while none ran.
     oom_kills_since_boot: Option<u64>,
+    /// The host's name and its kernel's release (uname -r), so that a
+    /// report of any part of the recording names them.
+    host: &'a str,
+    kernel_release: Option<&'a str>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -268,6 +276,11 @@ pub struct SummaryRecord {
     /// Absent from recordings made before it was added.
     #[serde(default)]
     pub oom_kills_since_boot: Option<u64>,
+    /// Absent from recordings made before they were added.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub kernel_release: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -344,6 +357,8 @@ impl Sink for EventLogSink {
                         ledger: s.ledger.as_ref(),
                         dropped_lines: self.log.dropped_lines,
                         oom_kills_since_boot: crate::host::facts::oom_kills_since_boot(),
+                        host: &self.host,
+                        kernel_release: self.kernel_release.as_deref(),
                     };
                     self.log.write_line(&crate::fmt::json_line(&line)?);
                 }
@@ -392,6 +407,8 @@ mod tests {
             ledger: None,
             dropped_lines: 13,
             oom_kills_since_boot: Some(14),
+            host: "h",
+            kernel_release: Some("6.18.0"),
         };
         let r: SummaryRecord = serde_json::from_str(&crate::fmt::json_line(&line).unwrap()).unwrap();
         let want = SummaryRecord {
@@ -404,6 +421,8 @@ mod tests {
             }],
             dropped_lines: 13,
             oom_kills_since_boot: Some(14),
+            host: Some("h".into()),
+            kernel_release: Some("6.18.0".into()),
             kernel: KernelLosses {
                 oom_lost: 1,
                 oom_crit_lost: 2,

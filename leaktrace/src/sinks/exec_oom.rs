@@ -105,7 +105,7 @@ impl ExecOnOomSink {
         let mut env = exec::place_env(cgroup, &attr);
         env.push((
             "LEAKTRACE_WRONG_VICTIM",
-            (!i.victim_was_top_grower as u8).to_string(),
+            (i.wrong_victim() as u8).to_string(),
         ));
         env.push(("LEAKTRACE_INCIDENT", file.to_string_lossy().into_owned()));
         let job = exec::ExecJob {

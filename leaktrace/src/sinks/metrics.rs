@@ -344,7 +344,7 @@ impl Metrics {
             }
         }
         self.oom_kills.get_or_create(&l).inc();
-        if !i.victim_was_top_grower {
+        if i.wrong_victim() {
             self.wrong_victim.get_or_create(&l[..4].to_vec()).inc();
         }
         self.last_kill.set(i.ts_ms as f64 / 1000.0);

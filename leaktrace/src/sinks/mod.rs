@@ -79,6 +79,9 @@ pub struct StatusRecord {
     /// Absent from recordings made before it was added.
     #[serde(default)]
     pub oom_kills_since_boot: Option<u64>,
+    /// The host's name. Absent from recordings made before it was read back.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// What leaktrace asked for its own oom_score_adj and what it got.
@@ -344,6 +347,7 @@ mod tests {
             boot_id: Some("b".into()),
             version: "v".into(),
             oom_kills_since_boot: Some(3),
+            host: Some("h".into()),
         };
         assert_eq!(r, want);
     }

@@ -15,6 +15,22 @@ pub(super) fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// For HTML inside <pre>: each line escaped as by `esc`, the newlines
+/// kept as newlines (esc alone shows them as a visible `\x0a`).
+pub(super) fn esc_lines(s: &str) -> String {
+    s.split('\n').map(esc).collect::<Vec<_>>().join("\n")
+}
+
+/// The CSS class and the word of the index for a verdict.
+pub(super) fn choice_class(v: &Incident) -> (&'static str, &'static str) {
+    use crate::model::incident::VictimChoice;
+    match v.choice() {
+        VictimChoice::TopGrower | VictimChoice::NothingGrew => ("ok", "yes"),
+        VictimChoice::Sibling => ("ok", "sibling"),
+        VictimChoice::Wrong => ("wrong", "NO"),
+    }
+}
+
 /// An optional string field of a record, escaped for HTML.
 pub(super) fn h(v: Option<&str>, default: &str) -> String {
     esc(v.unwrap_or(default))
@@ -32,17 +48,17 @@ pub(super) fn victim_of(v: &Incident) -> (String, &str) {
 
 pub fn render_html(dir: &Path, rec: &Recording) -> String {
     let incs = incidents(rec);
+    let entries = entries(&incs);
     let linked: HashMap<&str, usize> = incs
         .iter()
-        .enumerate()
-        .flat_map(|(n, i)| {
+        .flat_map(|i| {
             [
                 i.inc.evidence_dir.as_deref(),
                 i.inc.grower_evidence_dir.as_deref(),
             ]
             .into_iter()
             .flatten()
-            .map(move |d| (d, n + 1))
+            .map(move |d| (d, i.n))
         })
         .collect();
     // Bundles that no incident links to, newest first.
@@ -61,9 +77,14 @@ pub fn render_html(dir: &Path, rec: &Recording) -> String {
             anchors.entry(d).or_insert_with(|| format!("evidence-{}", k + 1));
         }
     }
-    let mut body = overview_html(dir, rec, &incs, &anchors);
-    for (n, i) in incs.iter().enumerate() {
-        body += &incident_html(dir, n + 1, i);
+    let mut body = overview_html(dir, rec, &incs, &entries, &anchors);
+    for e in &entries {
+        if e.is_storm() {
+            body += &storm_html(dir, &incs, e);
+        } else {
+            let i = &incs[e.members[0]];
+            body += &incident_html(dir, i.n, i);
+        }
     }
     body += &loose_html(dir, &loose);
     page(dir, &body)
@@ -106,17 +127,25 @@ pub(super) fn overview_html(
     dir: &Path,
     rec: &Recording,
     incs: &[IncidentView],
+    entries: &[Entry],
     anchors: &HashMap<&str, String>,
 ) -> String {
+    let storms = entries.iter().filter(|e| e.is_storm()).count();
     let mut s = format!(
-        "<h1>leaktrace report</h1><p class=\"sub\"><code>{}</code>: {} OOM incident(s), {} evidence \
-         bundle(s)",
+        "<h1>leaktrace report</h1><p class=\"sub\"><code>{}</code>: {} OOM incident(s){}, {} evidence \
+         bundle(s); <span class=\"recorded\">{}</span>",
         esc(&dir.display().to_string()),
         incs.len(),
-        rec.evidence.iter().filter(|e| e.dir.is_some()).count()
+        if storms > 0 {
+            format!(" in {storms} storm(s) and {} single kill(s)", entries.len() - storms)
+        } else {
+            String::new()
+        },
+        rec.evidence.iter().filter(|e| e.dir.is_some()).count(),
+        esc(&recorded_words(rec))
     );
-    if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
-        let _ = write!(s, ", recorded {} to {}", esc(&when(a)), esc(&when(b)));
+    if let Some(f) = filtered_words(rec) {
+        let _ = write!(s, ". <span class=\"filtered\">{}</span>", esc(&f));
     }
     if let Some(w) = skipped_words(rec) {
         let _ = write!(s, ". <span class=\"skipped\">{}</span>", esc(&w));
@@ -124,12 +153,12 @@ pub(super) fn overview_html(
     s += ".</p>";
     s += &losses_html(rec);
     if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
-        s += &timeline_svg(a, b, incs, &rec.evidence, anchors);
+        s += &timeline_svg(a, b, incs, entries, &rec.evidence, anchors);
         s += &timeline_gaps(&Span::of(a, b), &rec.losses.restarts);
         s += &timeline_losses(&Span::of(a, b), incs, &rec.losses.rises);
         s += "</svg>";
-        s += "<p class=\"sub\">Red: an OOM kill (click it for the incident). Blue: an evidence bundle \
-              written.";
+        s += "<p class=\"sub\">Red: an OOM kill, or a band for a storm of kills, with their count \
+              (click it for the incident). Blue: an evidence bundle written.";
         if !rec.losses.restarts.is_empty() {
             s += " Grey: the recorder was not running.";
         }
@@ -142,26 +171,105 @@ pub(super) fn overview_html(
         s += "<p>No OOM kill in this recording.</p>";
         return s;
     }
-    s += "<table class=\"index\"><tr><th>#</th><th>time</th><th>victim</th><th>memcg</th>\
-          <th>right victim</th></tr>";
-    for (n, i) in incs.iter().enumerate() {
+    s + &index_html(incs, entries)
+}
+
+/// One row per entry: a single kill, or a storm with its count and span.
+pub(super) fn index_html(incs: &[IncidentView], entries: &[Entry]) -> String {
+    let mut s = String::from(
+        "<table class=\"index\"><tr><th>#</th><th>time</th><th>victim</th><th>memcg</th>\
+         <th>right victim</th></tr>",
+    );
+    for e in entries {
+        let i = &incs[e.members[0]];
         let v = i.inc;
-        let right = v.victim_was_top_grower;
         let (vpid, vcomm) = victim_of(v);
+        if e.is_storm() {
+            let c = Choices::of(incs, e);
+            let (a, b) = span(incs, e);
+            let _ = write!(
+                s,
+                "<tr class=\"storm-row\"><td><a href=\"#storm-{0}\">storm {0}\u{2013}{1}</a></td><td>{2}, {3}</td>\
+                 <td>{4} kills ({5})</td><td><code>{6}</code></td><td class=\"{7}\">{8}</td></tr>",
+                i.n,
+                incs[e.members[e.members.len() - 1]].n,
+                esc(&when(a)),
+                duration_words(b.saturating_sub(a)),
+                e.members.len(),
+                esc(&commands(incs, e, 2)),
+                h(v.memcg.as_deref(), "(global)"),
+                if c.wrong == 0 { "ok" } else { "wrong" },
+                if c.wrong == 0 {
+                    "yes".to_string()
+                } else {
+                    format!("NO for {}", c.wrong)
+                }
+            );
+            continue;
+        }
+        let (class, word) = choice_class(v);
         let _ = write!(
             s,
             "<tr><td><a href=\"#incident-{0}\">OOM {0}</a></td><td>{1}</td><td>{2} ({3})</td>\
              <td><code>{4}</code></td><td class=\"{5}\">{6}</td></tr>",
-            n + 1,
+            i.n,
             esc(&when(v.ts_ms)),
             esc(vcomm),
             vpid,
             h(v.memcg.as_deref(), "(global)"),
-            if right { "ok" } else { "wrong" },
-            if right { "yes" } else { "NO" }
+            class,
+            word
         );
     }
     s + "</table>"
+}
+
+/// A storm: what it was, its one verdict, the first kill in full, and
+/// every kill as a row of a folded list.
+pub(super) fn storm_html(dir: &Path, incs: &[IncidentView], e: &Entry) -> String {
+    let first = &incs[e.members[0]];
+    let c = Choices::of(incs, e);
+    let mut s = format!(
+        "<section class=\"storm\" id=\"storm-{}\" data-kills=\"{}\"><h2>OOM storm: {}</h2>\
+         <p class=\"summary\">Right victim: <span class=\"{}\">{}</span></p>\
+         <p>Victims' pids: {}</p>",
+        first.n,
+        e.members.len(),
+        esc(&storm_words(incs, e)),
+        if c.wrong == 0 { "ok" } else { "wrong" },
+        esc(&c.words()),
+        pids(incs, e, usize::MAX)
+    );
+    let _ = write!(
+        s,
+        "<details><summary>all {} kills</summary><table class=\"index\"><tr><th>#</th><th>time (UTC)</th>\
+         <th>victim</th><th>right victim</th><th>victim grew</th></tr>",
+        e.members.len()
+    );
+    for (k, &m) in e.members.iter().enumerate() {
+        let i = &incs[m];
+        let v = i.inc;
+        let (vpid, vcomm) = victim_of(v);
+        let (class, word) = choice_class(v);
+        let w = when(v.ts_ms);
+        // The first kill's own section below carries its anchor.
+        let id = if k == 0 { String::new() } else { format!(" id=\"incident-{}\"", i.n) };
+        let _ = write!(
+            s,
+            "<tr{id}><td>{}</td><td>{}.{:03}</td><td>{} ({})</td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
+            i.n,
+            esc(w.get(11..19).unwrap_or("")),
+            v.ts_ms % 1000,
+            vpid,
+            esc(vcomm),
+            v.victim_growth
+                .as_ref()
+                .map_or("not notably".into(), |g| esc(&crate::model::incident::growth_words(g)))
+        );
+    }
+    s += "</table></details><h3>The first kill of the storm</h3>";
+    s += &incident_html(dir, first.n, first);
+    s + "</section>"
 }
 
 pub(super) const TW: f64 = 1000.0;
@@ -199,6 +307,7 @@ pub(super) fn timeline_svg(
     a: u64,
     b: u64,
     incs: &[IncidentView],
+    entries: &[Entry],
     ev: &[EvidenceRecord],
     anchors: &HashMap<&str, String>,
 ) -> String {
@@ -233,10 +342,17 @@ pub(super) fn timeline_svg(
         let Some(next) = t.checked_add(step) else { break };
         t = next;
     }
+    // One mark per 3 px at most: a thousand bundles in a storm would
+    // otherwise pile into one blot (and bloat the page).
+    let mut last_x = f64::NEG_INFINITY;
     for e in ev {
         let (Some(d), ts) = (e.dir.as_deref(), e.ts_ms) else {
             continue;
         };
+        if (sp.x(ts) - last_x).abs() < 3.0 {
+            continue;
+        }
+        last_x = sp.x(ts);
         let _ = write!(
             s,
             "<a href=\"#{}\"><g class=\"timeline-evidence\"><title>evidence for pid {} ({}) at {}: {}</title>\
@@ -250,7 +366,7 @@ pub(super) fn timeline_svg(
             TAXIS + 4.0
         );
     }
-    s += &timeline_marks(&sp, incs);
+    s += &timeline_marks(&sp, incs, entries);
     s
 }
 
@@ -328,42 +444,84 @@ pub(super) fn losses_html(rec: &Recording) -> String {
     s + "</ul></div>"
 }
 
-/// A mark per incident, then over them one label per cluster of marks
-/// closer than a label's width ("4", or "1\u{2013}3" for a burst).
-pub(super) fn timeline_marks(sp: &Span, incs: &[IncidentView]) -> String {
-    let mut s = String::new();
-    let mut clusters: Vec<(usize, usize, f64)> = Vec::new();
-    for (n, i) in incs.iter().enumerate().map(|(n, i)| (n + 1, i)) {
-        let ts = i.inc.ts_ms;
-        let cx = sp.x(ts);
-        let (vpid, vcomm) = victim_of(i.inc);
-        match clusters.last_mut() {
-            Some(c) if cx - c.2 < 26.0 => c.1 = n,
-            _ => clusters.push((n, n, cx)),
-        }
-        let _ = write!(
-            s,
-            "<a href=\"#incident-{n}\"><g class=\"timeline-mark\" data-incident=\"{n}\"><title>OOM {n} at {}: \
-             killed pid {} ({})</title><line x1=\"{cx:.1}\" y1=\"18\" x2=\"{cx:.1}\" y2=\"{TAXIS}\" \
-             stroke=\"#b00\" stroke-width=\"2\"/><circle cx=\"{cx:.1}\" cy=\"18\" r=\"9\" fill=\"#b00\"/></g></a>",
-            esc(&when(ts)),
-            vpid,
-            esc(vcomm),
-        );
-    }
-    for (first, last, cx) in clusters {
-        let label = if first == last {
-            first.to_string()
+/// A cluster of entries on the timeline: from x0 to x1, how many kills,
+/// the anchor of its first entry and a title.
+struct Blob {
+    x0: f64,
+    x1: f64,
+    kills: usize,
+    anchor: String,
+    label: String,
+    titles: Vec<String>,
+}
+
+/// Closest two clusters come (px): two labels of up to 6 characters
+/// (38 px) centred on them never overlap.
+const LABEL_GAP: f64 = 44.0;
+
+/// One red mark per entry (a single kill, or a band from a storm's first
+/// to its last kill), merged with its neighbours when closer than a label:
+/// a merged cluster is one band labelled with its count of kills, so that
+/// no two marks or labels overlap however many kills there were.
+pub(super) fn timeline_marks(sp: &Span, incs: &[IncidentView], entries: &[Entry]) -> String {
+    let mut blobs: Vec<Blob> = Vec::new();
+    for e in entries {
+        let (a, b) = span(incs, e);
+        let first = &incs[e.members[0]];
+        let (x0, x1) = (sp.x(a), sp.x(b));
+        let (anchor, title) = if e.is_storm() {
+            (format!("storm-{}", first.n), format!("OOM storm: {}", storm_words(incs, e)))
         } else {
-            format!("{first}\u{2013}{last}")
+            let (vpid, vcomm) = victim_of(first.inc);
+            (
+                format!("incident-{}", first.n),
+                format!("OOM {} at {}: killed pid {} ({})", first.n, when(a), vpid, vcomm),
+            )
         };
+        match blobs.last_mut() {
+            Some(c) if x0 - c.x1 < LABEL_GAP => {
+                c.x1 = c.x1.max(x1);
+                c.kills += e.members.len();
+                if c.titles.len() < 5 {
+                    c.titles.push(title);
+                }
+            }
+            _ => blobs.push(Blob {
+                x0,
+                x1,
+                kills: e.members.len(),
+                anchor,
+                label: first.n.to_string(),
+                titles: vec![title],
+            }),
+        }
+    }
+    let mut s = String::new();
+    for c in &blobs {
+        let label = if c.kills == 1 {
+            c.label.clone()
+        } else {
+            format!("\u{d7}{}", c.kills)
+        };
+        let more = if c.titles.len() < 5 { "" } else { "\n…" };
         let w = 8.0 + 6.0 * label.chars().count() as f64;
+        let cx = (c.x0 + c.x1) / 2.0;
         let _ = write!(
             s,
-            "<a href=\"#incident-{first}\"><g class=\"timeline-label\"><rect x=\"{:.1}\" y=\"9\" width=\"{w:.1}\" \
-             height=\"18\" rx=\"9\" fill=\"#b00\"/><text x=\"{cx:.1}\" y=\"22\" text-anchor=\"middle\" \
-             fill=\"#fff\" font-size=\"10\" font-weight=\"bold\">{label}</text></g></a>",
-            cx - w / 2.0
+            "<a href=\"#{}\"><g class=\"timeline-mark\" data-kills=\"{}\"><title>{}{more}</title>\
+             <rect x=\"{:.1}\" y=\"22\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#b00\" fill-opacity=\"0.6\"/>\
+             <line x1=\"{cx:.1}\" y1=\"18\" x2=\"{cx:.1}\" y2=\"{TAXIS}\" stroke=\"#b00\" stroke-width=\"2\"/></g>\
+             <g class=\"timeline-label\"><rect x=\"{:.1}\" y=\"9\" width=\"{w:.1}\" height=\"18\" rx=\"9\" \
+             fill=\"#b00\"/><text x=\"{cx:.1}\" y=\"22\" text-anchor=\"middle\" fill=\"#fff\" font-size=\"10\" \
+             font-weight=\"bold\">{}</text></g></a>",
+            c.anchor,
+            c.kills,
+            esc(&c.titles.join("\n")),
+            c.x0 - 1.0,
+            (c.x1 - c.x0 + 2.0).max(2.0),
+            TAXIS - 22.0,
+            cx - w / 2.0,
+            esc(&label)
         );
     }
     s
@@ -445,24 +603,18 @@ pub(super) fn facts_html(i: &IncidentView) -> String {
     if let Some(g) = group_line(v.victim_group.as_ref()) {
         rows.push(("victim's group", esc(&g)));
     }
-    let right = v.victim_was_top_grower;
     rows.push((
         "right victim",
         format!(
             "<span class=\"{}\">{}</span>",
-            if right { "ok" } else { "wrong" },
+            choice_class(v).0,
             esc(&verdict(v))
         ),
     ));
     if let Some(g) = &v.victim_growth {
         rows.push((
             "victim grew",
-            format!(
-                "{} to {} in {:.1} s",
-                bytes(g.from_bytes),
-                bytes(g.to_bytes),
-                g.secs
-            ),
+            esc(&crate::model::incident::growth_words(g)),
         ));
     }
     let inv = &v.invoker;
@@ -564,7 +716,7 @@ pub(super) fn bundle_html(rec_dir: &Path, d: &str, who: &str) -> String {
         let _ = write!(
             s,
             "<details><summary>top stack, as in stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
-            esc(&st.join("\n"))
+            esc_lines(&st.join("\n"))
         );
     }
     s += &python_stacks_html(&b);
@@ -581,7 +733,7 @@ pub(super) fn python_stacks_html(b: &Path) -> String {
     match read_bundle_file(b, "python_stacks.txt", PY_STACKS_CAP) {
         Some(t) => format!(
             "<details open><summary>Python stacks, as in python_stacks.txt</summary><pre class=\"stack\">{}</pre></details>",
-            esc(&t)
+            esc_lines(&t)
         ),
         None => String::new(),
     }

@@ -31,6 +31,9 @@ pub(super) struct Row {
 pub(super) struct Kept {
     pub(super) inc: Incident,
     pub(super) nearby: Vec<Series>,
+    /// Its number in the whole recording, in time order (1 is the first),
+    /// which a filter keeps.
+    pub(super) n: usize,
 }
 
 /// Why a line was not used. Every skipped line is counted under one.
@@ -154,6 +157,15 @@ pub struct Recording {
     /// Bytes charged for what is kept (an estimate, from the sizes of its
     /// strings and series).
     pub(super) retained: usize,
+    /// The host's name and kernel release, from the newest status or
+    /// summary that carries them (capped; a recording made before they
+    /// were written has none).
+    pub(super) host: Option<String>,
+    pub(super) kernel: Option<String>,
+    /// Incidents in the whole recording, and the filter in words, when
+    /// `report` was asked for a part of it.
+    pub(super) total_incidents: usize,
+    pub(super) filtered: Option<String>,
 }
 
 impl Recording {
@@ -197,7 +209,7 @@ impl Recording {
                 } else {
                     let nearby = self.nearby(&i);
                     self.losses.incident(&i);
-                    self.incidents.push(Kept { inc: *i, nearby });
+                    self.incidents.push(Kept { inc: *i, nearby, n: 0 });
                 }
             }
             Record::Evidence(mut e) => {
@@ -211,13 +223,27 @@ impl Recording {
             }
             Record::Summary(s) => {
                 self.losses.summary(&s);
+                self.host_facts(s.host.as_deref(), s.kernel_release.as_deref());
                 self.add_summary(s);
             }
-            Record::Status(s) => self.losses.status(&s),
+            Record::Status(s) => {
+                self.losses.status(&s);
+                self.host_facts(s.host.as_deref(), None);
+            }
             Record::Unused => {}
         }
         self.losses.last_ts = Some(ts);
         self.ts_max = Some(self.ts_max.map_or(ts, |m| m.max(ts)));
+    }
+
+    /// The newest host name and kernel release a record names.
+    fn host_facts(&mut self, host: Option<&str>, kernel: Option<&str>) {
+        if let Some(h) = host.filter(|h| !h.is_empty()) {
+            self.host = Some(cap_str(h, COMM_CAP));
+        }
+        if let Some(k) = kernel.filter(|k| !k.is_empty()) {
+            self.kernel = Some(cap_str(k, COMM_CAP));
+        }
     }
 
     /// Takes `n` bytes of the budget, if they are left.
@@ -288,6 +314,10 @@ impl Recording {
 
     pub(super) fn finish(&mut self) {
         self.incidents.sort_by_key(|i| i.inc.ts_ms);
+        for (n, k) in self.incidents.iter_mut().enumerate() {
+            k.n = n + 1;
+        }
+        self.total_incidents = self.incidents.len();
         self.recent.clear();
         self.losses.finish();
     }
@@ -498,6 +528,8 @@ pub fn load(dir: &Path) -> Result<Recording> {
 /// An incident as the report shows it: the model's `Incident`, its
 /// evidence event, and the series of its scope.
 pub(super) struct IncidentView<'a> {
+    /// Its number in the whole recording (1 is the first).
+    pub n: usize,
     pub inc: &'a Incident,
     pub evidence: Option<&'a EvidenceRecord>,
     pub(super) nearby: &'a [Series],
@@ -512,6 +544,7 @@ pub(super) fn incidents(rec: &Recording) -> Vec<IncidentView<'_>> {
     rec.incidents
         .iter()
         .map(|i| IncidentView {
+            n: i.n,
             inc: &i.inc,
             evidence: i.inc.evidence_dir.as_deref().and_then(|d| by_dir.get(d).copied()),
             nearby: &i.nearby,

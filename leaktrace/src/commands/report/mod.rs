@@ -12,6 +12,7 @@ use std::{
 };
 
 mod chart;
+mod filter;
 mod flame;
 mod html;
 mod input;
@@ -19,19 +20,24 @@ mod load;
 mod losses;
 pub mod offline;
 mod output;
+mod storm;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_rotation;
+#[cfg(test)]
+mod tests_storm;
 mod text;
 
 use chart::*;
+pub use filter::{time_arg, Filter, TimeArg};
 use flame::*;
 use html::*;
 use input::*;
 use load::*;
 pub use load::{load, Recording};
 use losses::*;
+use storm::*;
 use text::*;
 
 use crate::fmt::{term, when};
@@ -64,6 +70,42 @@ pub struct ReportArgs {
     /// 0640); it is 0600 otherwise.
     #[arg(long)]
     pub group_readable: bool,
+    /// Only what came at or after this time: RFC 3339
+    /// (2026-12-05T14:00:00Z) or a duration before the recording's end
+    /// (10m: its last ten minutes).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    pub since: Option<TimeArg>,
+    /// Only what came at or before this time (as --since).
+    #[arg(long, value_name = "TIME", value_parser = time_arg)]
+    pub until: Option<TimeArg>,
+    /// Only OOM kills in this cgroup or below it (the OOM's memcg or the
+    /// victim's cgroup), as in /proc/PID/cgroup.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Only OOM kills in this systemd unit (nginx.service).
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// Only OOM kills whose victim, invoker or top grower is this pid, and
+    /// its evidence bundles.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only incident N (numbered from 1 in the whole recording, as the
+    /// report numbers them), in full, also when it is part of a storm.
+    #[arg(long, value_name = "N")]
+    pub incident: Option<usize>,
+}
+
+impl ReportArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            since: self.since,
+            until: self.until,
+            cgroup: self.cgroup.clone(),
+            unit: self.unit.clone(),
+            pid: self.pid,
+            incident: self.incident,
+        }
+    }
 }
 
 /// Longest line `report` reads (an incident with a full task dump is about
@@ -108,12 +150,13 @@ const TEXT_CAP: usize = 4096;
 
 pub fn run(args: ReportArgs) -> Result<()> {
     if args.symbolize {
-        print!("{}", offline::symbolize_text(&args.dir, &args.debug_dirs)?);
+        output::to_stdout(&offline::symbolize_text(&args.dir, &args.debug_dirs)?)?;
         return Ok(());
     }
-    let rec = load(&args.dir)?;
+    let mut rec = load(&args.dir)?;
+    filter::apply(&mut rec, &args.filter());
     if args.html.is_none() || args.text {
-        print!("{}", render_text(&args.dir, &rec));
+        output::to_stdout(&render_text(&args.dir, &rec))?;
     }
     if let Some(out) = &args.html {
         output::write_private(out, &render_html(&args.dir, &rec), args.group_readable)?;

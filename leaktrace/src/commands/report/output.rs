@@ -64,3 +64,14 @@ fn create_temp(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, std::fs::F
         dir.display()
     ))
 }
+
+/// Writes the text report to stdout. A reader that went away (`report |
+/// head -1`) is not an error: the rest is not wanted, and `report` exits
+/// 0 quietly instead of panicking in `print!`.
+pub(super) fn to_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing the report to stdout"),
+    }
+}

@@ -4,7 +4,7 @@ use crate::model::incident::{GroupInfo, GroupKind, GrowerSeries, Incident};
 
 /// An incident as the model writes it (the assembler's sample), changed
 /// by `f`, as its events.jsonl line.
-fn inc_line(f: impl FnOnce(&mut Incident)) -> String {
+pub(super) fn inc_line(f: impl FnOnce(&mut Incident)) -> String {
     let mut i = crate::model::incident::tests::sample_incident();
     i.growers.clear();
     i.memcg_history.clear();
@@ -20,7 +20,7 @@ fn inc_line(f: impl FnOnce(&mut Incident)) -> String {
 }
 
 /// The victim of an incident line, changed by `f`.
-fn victim(i: &mut Incident, pid: u32, comm: &str, f: impl FnOnce(&mut crate::model::incident::Victim)) {
+pub(super) fn victim(i: &mut Incident, pid: u32, comm: &str, f: impl FnOnce(&mut crate::model::incident::Victim)) {
     let v = i.victim.as_mut().expect("the sample has a victim");
     v.pid = pid;
     v.comm = comm.into();
@@ -28,7 +28,7 @@ fn victim(i: &mut Incident, pid: u32, comm: &str, f: impl FnOnce(&mut crate::mod
 }
 
 /// A summary line as `record` writes it (the fields the report reads).
-fn summary_line(ts: u64, rows: &[(u32, &str, &str, u64)]) -> String {
+pub(super) fn summary_line(ts: u64, rows: &[(u32, &str, &str, u64)]) -> String {
     let rows: Vec<serde_json::Value> = rows
         .iter()
         .map(|(pid, comm, cg, rss)| serde_json::json!({"pid": pid, "comm": comm, "cgroup": cg, "rss_bytes": rss}))
@@ -44,7 +44,7 @@ fn evidence_line(ts: u64, pid: u32, comm: &str, reason: &str, detail: &str, dir:
 }
 
 /// A fresh directory for one test (removed first if a run left it).
-fn tmp(tag: &str) -> PathBuf {
+pub(super) fn tmp(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("lt-report-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
@@ -541,7 +541,7 @@ fn extreme_times_give_a_bounded_page() {
     assert!(h.len() < 200_000, "{} bytes", h.len());
     assert!(h.matches("class=\"tick x\"").count() <= 16 + 64, "{h}");
     // The widest span and a kill at either end, drawn directly.
-    let sp = timeline_svg(0, TS_MAX, &[], &[], &HashMap::new());
+    let sp = timeline_svg(0, TS_MAX, &[], &[], &[], &HashMap::new());
     assert!(sp.matches("class=\"tick x\"").count() <= 16, "{sp}");
     for kill in [0, TS_MAX] {
         let p = Plot {

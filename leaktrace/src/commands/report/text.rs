@@ -41,18 +41,54 @@ pub(super) fn skipped_words(rec: &Recording) -> Option<String> {
     ))
 }
 
+/// Where and when the recording was made, in words (raw: escape it):
+/// "host h1, kernel 6.18.0, recorded A to B (3 min 12 s)".
+pub(super) fn recorded_words(rec: &Recording) -> String {
+    let mut w = Vec::new();
+    w.push(format!("host {}", rec.host.as_deref().unwrap_or("(not recorded)")));
+    w.push(format!("kernel {}", rec.kernel.as_deref().unwrap_or("(not recorded)")));
+    if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
+        w.push(format!(
+            "recorded {} to {} ({})",
+            when(a),
+            when(b),
+            duration_words(b.saturating_sub(a))
+        ));
+    }
+    w.join(", ")
+}
+
+/// The filter in words, with how many incidents it kept (raw).
+pub(super) fn filtered_words(rec: &Recording) -> Option<String> {
+    rec.filtered.as_ref().map(|f| {
+        format!(
+            "showing {}: {} of {} OOM incident(s)",
+            f,
+            rec.incidents.len(),
+            rec.total_incidents
+        )
+    })
+}
+
 pub fn render_text(dir: &Path, rec: &Recording) -> String {
     let inc = incidents(rec);
+    let entries = entries(&inc);
+    let storms = entries.iter().filter(|e| e.is_storm()).count();
     let mut s = format!(
-        "leaktrace report for {}: {} OOM incident(s), {} evidence event(s)",
+        "leaktrace report for {}: {} OOM incident(s){}, {} evidence event(s)\n   {}\n",
         term(&dir.display().to_string()),
         inc.len(),
-        rec.evidence.len()
+        if storms > 0 {
+            format!(" ({storms} storm(s) among them)")
+        } else {
+            String::new()
+        },
+        rec.evidence.len(),
+        term(&recorded_words(rec))
     );
-    if let (Some(a), Some(b)) = (rec.ts_min, rec.ts_max) {
-        let _ = write!(s, ", recorded {} to {}", when(a), when(b));
+    if let Some(f) = filtered_words(rec) {
+        let _ = writeln!(s, "   {}", term(&f));
     }
-    s.push('\n');
     if let Some(w) = skipped_words(rec) {
         let _ = writeln!(s, "({w})");
     }
@@ -66,10 +102,35 @@ pub fn render_text(dir: &Path, rec: &Recording) -> String {
             let _ = writeln!(s, "   {}", restart_words(r));
         }
     }
-    for (n, i) in inc.iter().enumerate() {
-        text_incident(&mut s, dir, n + 1, i);
+    for e in &entries {
+        if e.is_storm() {
+            text_storm(&mut s, &inc, e);
+        } else {
+            text_incident(&mut s, dir, inc[e.members[0]].n, &inc[e.members[0]]);
+        }
     }
     s
+}
+
+/// A storm as one block: its kills, span, one verdict and the victims,
+/// with the first kill's summary (`--incident N` shows any one in full).
+pub(super) fn text_storm(s: &mut String, inc: &[IncidentView], e: &Entry) {
+    let first = &inc[e.members[0]];
+    let last = &inc[e.members[e.members.len() - 1]];
+    let _ = writeln!(
+        s,
+        "\n== OOM storm, incidents {} to {}: {}",
+        first.n,
+        last.n,
+        term(&storm_words(inc, e))
+    );
+    let _ = writeln!(s, "   right victim: {}", Choices::of(inc, e).words());
+    let _ = writeln!(s, "   victims' pids: {}", pids(inc, e, TEXT_PIDS));
+    let _ = writeln!(s, "   first kill: {}", term(&first.inc.summary));
+    let _ = writeln!(
+        s,
+        "   (leaktrace report --incident N shows one of them in full)"
+    );
 }
 
 /// A restart of the recorder in words (raw: numbers and dates only).
@@ -201,10 +262,20 @@ pub(super) const OUTSIDE: &str = "bundle outside the recording: not read";
 
 /// Whether the right process was killed, in words (raw: escape it).
 pub(super) fn verdict(v: &Incident) -> String {
-    match (v.victim_was_top_grower, &v.top_grower) {
-        (true, Some(_)) => "yes (it was the process that grew the most)".into(),
-        (true, None) => "no process grew notably before the OOM".into(),
-        (false, g) => format!(
+    use crate::model::incident::VictimChoice;
+    let g = &v.top_grower;
+    match v.choice() {
+        VictimChoice::TopGrower => "yes (it was the process that grew the most)".into(),
+        VictimChoice::NothingGrew => "no process grew notably before the OOM".into(),
+        VictimChoice::Sibling => format!(
+            "the choice did not matter: pid {} ({}) grew {} in the {} s before, but it is a sibling \
+             doing the same work",
+            opt(g.as_ref().map(|g| g.pid)),
+            g.as_ref().map_or("?", |g| g.comm.as_str()),
+            opt(g.as_ref().map(|g| bytes(g.growth_bytes))),
+            opt(g.as_ref().map(|g| g.window_s))
+        ),
+        VictimChoice::Wrong => format!(
             "NO - pid {} ({}) grew {} in the {} s before",
             opt(g.as_ref().map(|g| g.pid)),
             g.as_ref().map_or("?", |g| g.comm.as_str()),

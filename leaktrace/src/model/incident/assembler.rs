@@ -182,12 +182,17 @@ impl Assembler {
             // still an incident.
             _ => self.open(tid, r.tgid, &r.comm, r.ts_ns, lost),
         };
+        // What the model knew before the kernel's record of the victim's
+        // life is handed over: that hand-over can leave the model knowing
+        // less (seen under a host-wide fork storm: the victim's samples,
+        // argv and exe gone, and a sibling judged "wrong" for it).
+        let before = ctx.snapshot(victim, victim_start(&r));
         if let Some(l) = r.event.life.as_ref() {
             ctx.victim_marked(victim, l);
         }
         // Known now, while the victim is certainly alive; the
         // verdict is made when the incident is complete.
-        p.snapshot = ctx.snapshot(victim, victim_start(&r));
+        p.snapshot = super::finish::richer(ctx.snapshot(victim, victim_start(&r)), before);
         p.mark = Some(r);
     }
 

@@ -71,7 +71,16 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
     let history = victim_history(ctx, &snap, victim_rss, mark_ns);
     // The victim's own rise over the window, with its RSS at the kill.
     let victim_growth = victim_growth(&history, snap.birth_ms);
-    let verdict = verdict(ctx, scope.memcg.as_deref(), victim.as_ref(), mark_ns, victim_rss);
+    let victim_rise = victim_growth
+        .as_ref()
+        .map_or(0, |g| g.to_bytes.saturating_sub(g.from_bytes));
+    let verdict = verdict(
+        ctx,
+        scope.memcg.as_deref(),
+        victim.as_ref(),
+        mark_ns,
+        (victim_rss, victim_rise),
+    );
     let (memcg_history, memcg_growth) = memcg_window(
         ctx,
         scope.memcg.as_deref(),
@@ -92,7 +101,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         &victim,
         &victim_growth,
         &verdict.grower,
-        verdict.victim_was_top_grower,
+        verdict.choice,
     ) + &context_sentences(victim_group.as_ref(), memcg_growth.as_ref());
     let memory_at_oom = super::oom_memory::OomMemory::from_blocks(&rep.memory, page);
     let summary = summary + &memory_sentence(memory_at_oom.as_ref());
@@ -122,6 +131,7 @@ pub(super) fn finish(p: Pending, ctx: &dyn OomContext, lost: u64) -> Incident {
         victim_growth,
         top_grower: verdict.grower,
         victim_was_top_grower: verdict.victim_was_top_grower,
+        victim_choice: Some(verdict.choice),
         growers: verdict.growers,
         victim_group,
         memcg_history,
@@ -156,16 +166,34 @@ fn snapshot_now(p: &Pending, ctx: &dyn OomContext) -> ProcSnapshot {
         .mark
         .as_ref()
         .and_then(|r| ctx.snapshot(r.target, victim_start(r)));
-    match (fresh, &p.snapshot) {
-        // The one from the kill knew the memcg and the new one does not
-        // (a memcg too new to be named yet): keep its memcg.
-        (Some(mut f), Some(old)) if f.cgroup.is_empty() => {
-            f.cgroup.clone_from(&old.cgroup);
-            f
+    richer(fresh, p.snapshot.clone()).unwrap_or_default()
+}
+
+/// Two snapshots of one process, the newer first, as one: the newer, with
+/// what it lacks taken from the older (a memcg too new to be named yet,
+/// an argv or exe not read, samples the model no longer holds). The
+/// longer history wins: a victim's history only ever grows until the kill.
+pub(super) fn richer(new: Option<ProcSnapshot>, old: Option<ProcSnapshot>) -> Option<ProcSnapshot> {
+    let (mut f, old) = match (new, old) {
+        (Some(f), Some(o)) => (f, o),
+        (f, o) => return f.or(o),
+    };
+    let fill = |a: &mut String, b: &str| {
+        if a.is_empty() {
+            *a = b.to_string();
         }
-        (Some(f), _) => f,
-        (None, old) => old.clone().unwrap_or_default(),
+    };
+    fill(&mut f.comm, &old.comm);
+    fill(&mut f.cmdline, &old.cmdline);
+    fill(&mut f.cgroup, &old.cgroup);
+    fill(&mut f.exe, &old.exe);
+    if old.history.len() > f.history.len() {
+        f.history = old.history;
     }
+    f.birth_ms = f.birth_ms.or(old.birth_ms);
+    f.ns_pid = f.ns_pid.or(old.ns_pid);
+    f.group = f.group.or(old.group);
+    Some(f)
 }
 
 /// The OOM's constraint and memcg, and where the memcg comes from.
@@ -289,6 +317,7 @@ struct Verdict {
     grower: Option<Grower>,
     growers: Vec<GrowerSeries>,
     victim_was_top_grower: bool,
+    choice: VictimChoice,
 }
 
 /// The verdict: every process in the OOM's scope, the victim included
@@ -299,7 +328,7 @@ fn verdict(
     scope: Option<&str>,
     victim: Option<&Victim>,
     mark_ns: Option<u64>,
-    victim_rss: Option<u64>,
+    (victim_rss, victim_rise): (Option<u64>, u64),
 ) -> Verdict {
     let ranked = victim
         .zip(mark_ns)
@@ -335,10 +364,19 @@ fn verdict(
         (Some(g), Some(v)) => g.pid == v.pid,
         (Some(_), None) => false,
     };
+    // Another process grew more: was it a sibling doing the same work?
+    let sibling = match (&grower, victim) {
+        (Some(g), Some(v)) if g.pid != v.pid => ctx
+            .snapshot(g.pid, None)
+            .is_some_and(|s| super::sibling::siblings(v, victim_rise, g, &s)),
+        _ => false,
+    };
+    let choice = super::sibling::choice(grower.as_ref(), victim, sibling);
     Verdict {
         grower,
         growers,
         victim_was_top_grower,
+        choice,
     }
 }
 
@@ -433,10 +471,14 @@ pub(super) fn victim_growth(history: &[(u64, u64)], birth: Option<(u64, u64)>) -
         }
     }
     let (a, b) = best?;
+    let at_kill = history.last().map(|p| p.1);
     ((b.1 - a.1) as f64 >= MIN_GROWTH).then(|| VictimGrowth {
         from_bytes: a.1,
         to_bytes: b.1,
         secs: b.0.saturating_sub(a.0) as f64 / 1000.0,
+        ended_before_kill_s: Some(end.saturating_sub(b.0) as f64 / 1000.0),
+        from_birth: birth.is_some_and(|bp| bp.0 == a.0),
+        at_kill_bytes: at_kill,
     })
 }
 

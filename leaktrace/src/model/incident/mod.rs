@@ -8,6 +8,7 @@ mod finish;
 pub mod kernel_text;
 pub mod oom_memory;
 mod prose;
+mod sibling;
 mod stall;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -18,6 +19,7 @@ use assembler::{victim_start, Pending};
 pub use context::{OomContext, ProcSnapshot};
 use finish::*;
 use prose::*;
+pub use prose::growth_words;
 use stall::*;
 pub use types::*;
 

@@ -11,7 +11,7 @@ pub(super) fn summarize(
     victim: &Option<Victim>,
     growth: &Option<VictimGrowth>,
     grower: &Option<Grower>,
-    right_victim: bool,
+    choice: VictimChoice,
 ) -> String {
     let scope = match (constraint, memcg) {
         ("memcg", Some(m)) => format!("memcg OOM in {m}"),
@@ -23,18 +23,11 @@ pub(super) fn summarize(
     };
     let mut s = format!("{scope}: killed pid {} ({}{})", v.pid, v.comm, identity(v));
     match growth {
-        Some(g) => {
-            s += &format!(
-                ", which grew from {} to {} in {}",
-                mib(g.from_bytes as f64),
-                mib(g.to_bytes as f64),
-                secs(g.secs)
-            );
-        }
+        Some(g) => s += &format!(", which {}", growth_words(g)),
         None => s += ", which did not grow notably before the OOM",
     }
-    if !right_victim {
-        if let Some(g) = grower {
+    match (choice, grower) {
+        (VictimChoice::Wrong, Some(g)) => {
             s += &format!(
                 ". The victim was NOT the process that grew: pid {} ({}) grew {} in the {:.0} s before the OOM",
                 g.pid,
@@ -43,8 +36,52 @@ pub(super) fn summarize(
                 g.window_s
             );
         }
+        (VictimChoice::Sibling, Some(g)) => {
+            s += &format!(
+                ". Pid {} ({}) grew more ({} in the {:.0} s before the OOM), but it is a sibling doing the \
+                 same work (the same program in the same memcg, growing alike): the choice did not matter",
+                g.pid,
+                g.comm,
+                mib(g.growth_bytes as f64),
+                g.window_s
+            );
+        }
+        _ => {}
     }
     s
+}
+
+/// A victim's rise in words, with when it happened: "grew from A to B in
+/// S" when it ran up to the kill, "allocated N at start-up, T before the
+/// kill; flat since" when it rose right after its birth and then held, and
+/// "grew from A to B in S, ending T before the kill" otherwise.
+pub fn growth_words(g: &VictimGrowth) -> String {
+    let rise = g.to_bytes.saturating_sub(g.from_bytes);
+    let ago = g.ended_before_kill_s.unwrap_or(0.0);
+    // Within MIN_GROWTH of its peak at the kill: it held what it took.
+    let since = match g.at_kill_bytes {
+        Some(k) if (k.abs_diff(g.to_bytes) as f64) < MIN_GROWTH => "; flat since".to_string(),
+        Some(k) => format!("; {} at the kill", mib(k as f64)),
+        None => String::new(),
+    };
+    if ago < 1.0 {
+        format!(
+            "grew from {} to {} in {}",
+            mib(g.from_bytes as f64),
+            mib(g.to_bytes as f64),
+            secs(g.secs)
+        )
+    } else if g.from_birth && g.secs <= 5.0 {
+        format!("allocated {} at start-up, {} before the kill{since}", mib(rise as f64), secs(ago))
+    } else {
+        format!(
+            "grew from {} to {} in {}, ending {} before the kill{since}",
+            mib(g.from_bytes as f64),
+            mib(g.to_bytes as f64),
+            secs(g.secs),
+            secs(ago)
+        )
+    }
 }
 
 /// What the verdict adds about the victim's pool and the memcg as a

@@ -99,7 +99,7 @@ fn reaped(victim: u32, ts_ms: u64) -> Record {
     rec(0, victim, ts_ms, OomEvent::Reaper(ReaperStage::Finish))
 }
 
-fn report_lines(a: &mut Assembler, ctx: &Ctx, tid: u32, victim: u32, t0: u64) {
+fn report_lines(a: &mut Assembler, ctx: &dyn OomContext, tid: u32, victim: u32, t0: u64) {
     let first = first_line(
         tid,
         t0,
@@ -423,4 +423,195 @@ fn an_incident_reads_back_as_itself() {
             Some("kretprobe out_of_memory"),
         )
     );
+}
+
+/// A pool: the victim (pid 100) and the top grower (pid 200) as the
+/// context knows them; the grower's command and the victim's rise vary.
+struct PoolCtx {
+    grower_comm: &'static str,
+    grower_exe: &'static str,
+    grower_cmdline: &'static str,
+    grower_cgroup: &'static str,
+    victim_from_mib: u64,
+}
+
+impl OomContext for PoolCtx {
+    fn snapshot(&self, pid: u32, _start: Option<u64>) -> Option<ProcSnapshot> {
+        let base = ProcSnapshot {
+            comm: "worker".into(),
+            exe: "/usr/bin/worker".into(),
+            exited: true,
+            ..Default::default()
+        };
+        match pid {
+            // Born at 1 s, allocated at start-up, flat until the kill at 10 s.
+            100 => Some(ProcSnapshot {
+                cmdline: "worker --job x".into(),
+                cgroup: "/app".into(),
+                history: vec![(1_000, self.victim_from_mib << 20), (1_100, 100 << 20), (9_000, 100 << 20)],
+                birth_ms: Some((1_000, self.victim_from_mib << 20)),
+                ..base
+            }),
+            200 => Some(ProcSnapshot {
+                comm: self.grower_comm.into(),
+                exe: self.grower_exe.into(),
+                cmdline: self.grower_cmdline.into(),
+                cgroup: self.grower_cgroup.into(),
+                ..base
+            }),
+            _ => None,
+        }
+    }
+    fn top_grower(&self, _: Option<&str>, window_s: f64, _: Option<(u32, f64, u64)>) -> Option<Grower> {
+        Some(Grower {
+            attribution: Default::default(),
+            pid: 200,
+            comm: "worker".into(),
+            growth_bytes: 90 << 20,
+            from_bytes: 10 << 20,
+            to_bytes: 100 << 20,
+            window_s,
+            growing_at_kill: true,
+        })
+    }
+    fn mono_to_unix_ms(&self, ns: u64) -> u64 {
+        ns / 1_000_000
+    }
+    fn page_size(&self) -> u64 {
+        4096
+    }
+}
+
+fn pool_incident(ctx: &PoolCtx) -> Incident {
+    let mut a = Assembler::new();
+    report_lines(&mut a, ctx, 200, 100, 10_000);
+    a.handle(victim_exit(100, 10_020), ctx, 0);
+    a.handle(reaped(100, 10_030), ctx, 0);
+    let mut out = a.poll(10_031 * 1_000_000, ctx, 0);
+    assert_eq!(out.len(), 1);
+    out.remove(0)
+}
+
+/// The victim and the top grower run the same executable and command in
+/// the same memcg, and grew alike: the choice did not matter, and it is
+/// not a wrong victim. Change any one of those and it is.
+#[test]
+fn a_sibling_doing_the_same_work_is_not_a_wrong_victim() {
+    let same = PoolCtx {
+        grower_comm: "worker",
+        grower_exe: "/usr/bin/worker",
+        grower_cmdline: "worker --job x",
+        grower_cgroup: "/app",
+        victim_from_mib: 4,
+    };
+    let i = pool_incident(&same);
+    assert!(!i.victim_was_top_grower, "the grower is still named");
+    assert_eq!(i.top_grower.as_ref().unwrap().pid, 200);
+    assert_eq!(i.victim_choice, Some(VictimChoice::Sibling));
+    assert!(!i.wrong_victim());
+    assert!(i.summary.contains("the choice did not matter"), "{}", i.summary);
+    assert!(!i.summary.contains("NOT the process"), "{}", i.summary);
+    // It allocated at start-up, 9 s before the kill, and held it.
+    assert!(
+        i.summary.contains("allocated 96.0 MiB at start-up, 8.9 s before the kill; flat since"),
+        "{}",
+        i.summary
+    );
+    // A worker whose exe leaktrace has not read yet: its command line
+    // still says what it runs.
+    let no_exe = PoolCtx { grower_exe: "", ..same };
+    assert_eq!(pool_incident(&no_exe).victim_choice, Some(VictimChoice::Sibling));
+    for (other, why) in [
+        (
+            PoolCtx {
+                grower_comm: "batch",
+                ..same
+            },
+            "another comm",
+        ),
+        (
+            PoolCtx {
+                grower_exe: "",
+                grower_cmdline: "",
+                ..same
+            },
+            "a command line not read yet: the comm alone is no proof",
+        ),
+        (
+            PoolCtx {
+                grower_exe: "/opt/other/worker",
+                ..same
+            },
+            "another executable of the same name",
+        ),
+        (
+            PoolCtx {
+                grower_cmdline: "worker --job y",
+                ..same
+            },
+            "another command",
+        ),
+        (
+            PoolCtx {
+                grower_cgroup: "/other",
+                ..same
+            },
+            "another memcg",
+        ),
+        (
+            PoolCtx {
+                victim_from_mib: 80,
+                ..same
+            },
+            "a victim that rose 20 MiB against the grower's 90",
+        ),
+    ] {
+        let i = pool_incident(&other);
+        assert_eq!(i.victim_choice, Some(VictimChoice::Wrong), "{why}");
+        assert!(i.wrong_victim(), "{why}");
+        assert!(i.summary.contains("NOT the process that grew"), "{why}: {}", i.summary);
+    }
+}
+
+/// A recording made before `victim_choice` was written: the old flag decides.
+#[test]
+fn an_old_incident_without_a_choice_reads_as_before() {
+    let mut i = sample_incident();
+    i.victim_choice = None;
+    i.victim_was_top_grower = false;
+    assert!(i.wrong_victim());
+    i.victim_was_top_grower = true;
+    assert!(!i.wrong_victim());
+}
+
+/// A newer snapshot that knows less (the model reset the victim when its
+/// life record came) is completed from the older one, never emptied.
+#[test]
+fn a_snapshot_that_knows_less_is_completed_from_the_older() {
+    let old = ProcSnapshot {
+        comm: "worker".into(),
+        cmdline: "worker --job x".into(),
+        cgroup: "/app".into(),
+        exe: "/usr/bin/worker".into(),
+        history: vec![(1_000, 4 << 20), (2_000, 100 << 20)],
+        birth_ms: Some((1_000, 4 << 20)),
+        ..Default::default()
+    };
+    let reset = ProcSnapshot {
+        birth_ms: Some((0, 0)),
+        ..Default::default()
+    };
+    let s = super::finish::richer(Some(reset), Some(old.clone())).unwrap();
+    assert_eq!((s.comm.as_str(), s.cmdline.as_str(), s.cgroup.as_str()), ("worker", "worker --job x", "/app"));
+    assert_eq!(s.history, old.history);
+    assert_eq!(s.birth_ms, Some((0, 0)), "the newer's own facts stay");
+    let newer = ProcSnapshot {
+        cgroup: "/moved".into(),
+        history: vec![(1_000, 4 << 20), (2_000, 100 << 20), (3_000, 120 << 20)],
+        ..old.clone()
+    };
+    let s = super::finish::richer(Some(newer), Some(old.clone())).unwrap();
+    assert_eq!((s.cgroup.as_str(), s.history.len()), ("/moved", 3));
+    assert!(super::finish::richer(None, None).is_none());
+    assert_eq!(super::finish::richer(None, Some(old.clone())).unwrap().cmdline, old.cmdline);
 }

@@ -29,6 +29,22 @@ macro_rules! words {
 }
 
 words! {
+    /// Whether the choice of victim mattered (docs/verdict.md).
+    VictimChoice {
+        /// The victim was the process that grew the most.
+        TopGrower = "top grower",
+        /// Nothing in scope grew notably: any victim was as good.
+        NothingGrew = "nothing grew",
+        /// Another process grew more, but it was the victim's sibling
+        /// doing the same work (same executable, command and memcg,
+        /// growing alike): the choice did not matter.
+        Sibling = "sibling",
+        /// Another process grew more and it was not doing the same work.
+        Wrong = "wrong",
+    }
+}
+
+words! {
     /// The `type` of an incident line.
     IncidentKind { OomKill = "oom_kill", }
 }
@@ -221,6 +237,16 @@ pub struct VictimGrowth {
     pub from_bytes: u64,
     pub to_bytes: u64,
     pub secs: f64,
+    /// How long before the kill the rise ended (0 when it ran up to the
+    /// kill). Absent from recordings made before it was added.
+    #[serde(default)]
+    pub ended_before_kill_s: Option<f64>,
+    /// The rise started at the process's birth (it allocated at start-up).
+    #[serde(default)]
+    pub from_birth: bool,
+    /// Its RSS at the kill (the last point of its history).
+    #[serde(default)]
+    pub at_kill_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -298,6 +324,14 @@ pub struct Incident {
     pub victim_growth: Option<VictimGrowth>,
     pub top_grower: Option<Grower>,
     pub victim_was_top_grower: bool,
+    /// Whether the choice mattered: "top grower", "nothing grew",
+    /// "sibling" (the top grower was the victim's sibling doing the same
+    /// work: not a wrong victim) or "wrong" (docs/verdict.md). Absent from
+    /// recordings made before it was added; then `victim_was_top_grower`
+    /// alone decides.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub victim_choice: Option<VictimChoice>,
     /// Up to 3 other processes in scope that grew at least 1 MiB in the
     /// window, in the verdict's order, with their RSS over it.
     pub growers: Vec<GrowerSeries>,
@@ -390,6 +424,24 @@ pub struct StallLine<'a> {
 }
 
 impl Incident {
+    /// The verdict's answer, also for a recording made before
+    /// `victim_choice` was written.
+    pub fn choice(&self) -> VictimChoice {
+        match (self.victim_choice, self.victim_was_top_grower, &self.top_grower) {
+            (Some(c), _, _) => c,
+            (None, true, Some(_)) => VictimChoice::TopGrower,
+            (None, true, None) => VictimChoice::NothingGrew,
+            (None, false, _) => VictimChoice::Wrong,
+        }
+    }
+
+    /// The OOM killer chose wrongly: another process grew more, and it was
+    /// not a sibling doing the same work. What `oom_wrong_victim_total`
+    /// counts.
+    pub fn wrong_victim(&self) -> bool {
+        self.choice() == VictimChoice::Wrong
+    }
+
     pub fn stall_line(&self) -> Option<StallLine<'_>> {
         self.stall.notable.then(|| StallLine {
             kind: "oom_stall",
