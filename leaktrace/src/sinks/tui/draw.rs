@@ -270,7 +270,7 @@ fn incident_list(f: &mut Frame, area: Rect, d: &Data, st: &State, inc: &[(u64, &
     } else {
         inc.iter()
             .map(|(_, i)| {
-                let style = if i.victim_was_top_grower {
+                let style = if !i.wrong_victim() {
                     Style::default().fg(Color::Red)
                 } else {
                     Style::default().fg(Color::Magenta).add_modifier(Modifier::BOLD)

@@ -23,10 +23,14 @@ pub fn lines(v: &mut Vec<String>, i: &Incident) {
         )),
         None => v.push("  victim: not seen".into()),
     }
-    v.push(if i.victim_was_top_grower {
-        "  the victim was the top grower".into()
-    } else {
-        "  WRONG VICTIM: the victim was not the top grower".into()
+    use crate::model::incident::VictimChoice;
+    v.push(match i.choice() {
+        VictimChoice::TopGrower => "  the victim was the top grower".into(),
+        VictimChoice::NothingGrew => "  nothing grew notably: any victim was as good".into(),
+        VictimChoice::Sibling => {
+            "  the top grower was the victim's sibling doing the same work: the choice did not matter".into()
+        }
+        VictimChoice::Wrong => "  WRONG VICTIM: another process grew more, and not as the victim's sibling".into(),
     });
     v.push("Reasons".into());
     if let Some(g) = &i.top_grower {
