@@ -70,8 +70,9 @@ impl TaskIter {
     }
 
     /// One pass over every task. `out` is cleared and filled with one
-    /// sample per process; the faults of its other threads are added in.
-    pub fn read_pass(&mut self, out: &mut Vec<ProcSample>) -> Result<PassStats> {
+    /// sample per process whose record changed (the faults of its other
+    /// threads added in), `live` with the tgid of every process.
+    pub fn read_pass(&mut self, out: &mut Vec<ProcSample>, live: &mut Vec<u32>) -> Result<PassStats> {
         let mut attr = [0u32; 8];
         attr[0] = self.link.as_raw_fd() as u32;
         let fd = sys_bpf(BPF_ITER_CREATE, &mut attr).context("creating a task iterator (BPF_ITER_CREATE)")?;
@@ -100,19 +101,23 @@ impl TaskIter {
             // SAFETY: the kernel initialised these `n` bytes.
             unsafe { self.buf.set_len(self.buf.len() + n as usize) };
         }
-        let st = decode(&self.buf, self.page, out, &mut self.thread_faults);
+        let st = decode(&self.buf, self.page, out, live, &mut self.thread_faults);
         Ok(st)
     }
 }
 
-/// Decodes one pass. Pure: unit-tested on synthetic buffers.
+/// Decodes one pass. Pure: unit-tested on synthetic buffers. Allocates
+/// nothing once the buffers have grown to the host's size: an unchanged
+/// process (8 bytes from the kernel) is its tgid in `live`, nothing more.
 pub fn decode(
     buf: &[u8],
     page: u64,
     out: &mut Vec<ProcSample>,
+    live: &mut Vec<u32>,
     thread_faults: &mut HashMap<u32, (u64, u64)>,
 ) -> PassStats {
     out.clear();
+    live.clear();
     thread_faults.clear();
     let mut st = PassStats {
         bytes: buf.len(),
@@ -139,12 +144,13 @@ pub fn decode(
             st.processes += 1;
             st.unchanged += 1;
             let tgid = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-            out.push(ProcSample::unchanged(tgid));
+            live.push(tgid);
         } else if kind == rec_kind::PROCESS {
             // SAFETY: `bytes` holds size_of::<ProcRecord>() bytes; the
             // record is plain integers, any bit pattern is valid.
             let r: ProcRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ProcRecord) };
             st.processes += 1;
+            live.push(r.tgid);
             out.push(ProcSample::from_record(&r, page));
         } else {
             // SAFETY: as above, for ThreadRecord.
@@ -155,7 +161,10 @@ pub fn decode(
             e.1 += t.maj_flt;
         }
     }
-    for p in out.iter_mut().filter(|p| !p.unchanged) {
+    if thread_faults.is_empty() {
+        return st;
+    }
+    for p in out.iter_mut() {
         if let Some((min, maj)) = thread_faults.get(&p.tgid) {
             p.faults += min + maj;
             p.maj_faults += maj;
@@ -229,13 +238,14 @@ mod tests {
             kind: rec_kind::ALIVE,
             tgid: 11,
         }));
-        let (mut out, mut tf) = (Vec::new(), HashMap::default());
-        let st = decode(&buf, 4096, &mut out, &mut tf);
+        let (mut out, mut live, mut tf) = (Vec::new(), Vec::new(), HashMap::default());
+        let st = decode(&buf, 4096, &mut out, &mut live, &mut tf);
         assert_eq!(
             (st.processes, st.unchanged, st.threads, st.decode_errors),
             (2, 1, 2, 0)
         );
-        assert!(out[1].unchanged && out[1].tgid == 11);
+        assert_eq!(out.len(), 1, "only the changed record is a sample");
+        assert_eq!(live, vec![10, 11]);
         let s = &out[0];
         assert_eq!(s.rss, [4096, 8192, 0, 12288]);
         assert_eq!(s.faults, 5 + 1 + 2 * 102);
@@ -243,9 +253,9 @@ mod tests {
         assert_eq!(s.birth, Some((77, 8192)));
         assert_eq!(&s.comm[..4], b"grow");
         // A truncated or unknown record stops decoding and is counted.
-        let st = decode(&buf[..buf.len() - 11], 4096, &mut out, &mut tf);
+        let st = decode(&buf[..buf.len() - 11], 4096, &mut out, &mut live, &mut tf);
         assert_eq!(st.decode_errors, 1);
-        let st = decode(&[9, 0, 0, 0, 1, 2], 4096, &mut out, &mut tf);
+        let st = decode(&[9, 0, 0, 0, 1, 2], 4096, &mut out, &mut live, &mut tf);
         assert_eq!((st.decode_errors, out.len()), (1, 0));
     }
 }
