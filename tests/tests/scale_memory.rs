@@ -60,7 +60,11 @@ fn processes() -> usize {
     std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -69,7 +73,11 @@ fn processes() -> usize {
 /// How many more processes this host allows: pid_max and the cgroup's
 /// pids.max, whichever is smaller, minus what runs now.
 fn room_for_processes() -> usize {
-    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<usize>().ok());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+    };
     let pid_max = read("/proc/sys/kernel/pid_max").unwrap_or(32_768);
     let threads_max = read("/proc/sys/kernel/threads-max").unwrap_or(usize::MAX);
     let pids_max = ["/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"]
@@ -82,13 +90,16 @@ fn room_for_processes() -> usize {
 /// Our child process with this comm.
 fn child_named(comm: &str) -> Option<u32> {
     let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()).find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-        (name == comm && ppid == me).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (name == comm && ppid == me).then_some(pid)
+        })
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
@@ -123,7 +134,10 @@ fn peak_rss_next_to_10000_idle_processes_stays_under_48_mib() {
          largest VmRSS seen {:.1} MiB",
         worst.0 as f64 / 1024.0
     );
-    assert!(total >= PROCS, "leaktrace saw {total} processes, not the {PROCS} idle ones");
+    assert!(
+        total >= PROCS,
+        "leaktrace saw {total} processes, not the {PROCS} idle ones"
+    );
     assert!(seen >= RUN_S as usize / 2, "only {seen} samples in {RUN_S} s");
     assert!(
         hwm_mib < BOUND_MIB,

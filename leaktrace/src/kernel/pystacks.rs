@@ -110,10 +110,12 @@ impl PyStacks {
                 new.push(*pid);
             }
         }
-        if want.is_empty() {
-            self.ring.idle();
-        } else {
+        // Frames come only for suspects found to be CPython: the ring is
+        // mapped while there is one (what it holds meanwhile waits).
+        if self.status.values().any(|s| matches!(s, PyStatus::Walked(_))) {
             self.ring.open();
+        } else {
+            self.ring.idle();
         }
         new
     }
@@ -125,7 +127,10 @@ impl PyStacks {
         }
         let st = match answer {
             Ok(t) => match self.procs.insert(pid, kernel_proc(&t), 0) {
-                Ok(()) => PyStatus::Walked(Box::new(t)),
+                Ok(()) => {
+                    self.ring.open();
+                    PyStatus::Walked(Box::new(t))
+                }
                 Err(e) => PyStatus::Not(format!("PY_PROCS insert failed: {e}")),
             },
             Err(e) => PyStatus::Not(e),

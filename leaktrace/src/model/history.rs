@@ -201,7 +201,9 @@ impl TickHistory {
     pub fn points(&self, from: f64, end: u64, times: &TickTimes, out: &mut Vec<(f64, f64)>) {
         out.clear();
         let Some(last) = self.last else { return };
-        let Some(start) = times.tick_from(from) else { return };
+        let Some(start) = times.tick_from(from) else {
+            return;
+        };
         let mut runs = self.older.iter().chain(std::iter::once(&last)).peekable();
         while let Some(&(t0, v)) = runs.next() {
             let run_end = runs.peek().map_or(end, |n| n.0.saturating_sub(1)).min(end);

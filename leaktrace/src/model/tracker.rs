@@ -251,10 +251,7 @@ impl Tracked {
             growth_of: self.growth_of,
             pss_bytes: self.pss_uss().map(|r| r.pss),
             uss_bytes: self.pss_uss().map(|r| r.uss),
-            uss_growth_bytes_per_sec: self
-                .private
-                .as_ref()
-                .and_then(|p| p.now.map(|_| p.rates.short)),
+            uss_growth_bytes_per_sec: self.private.as_ref().and_then(|p| p.now.map(|_| p.rates.short)),
             faults_per_sec: self.faults_per_sec,
             forks_per_sec: self.forks_per_sec,
             reclaim_stall_ms_per_sec: self.reclaim_ms_per_sec,
@@ -266,7 +263,14 @@ impl Tracked {
 
     /// Growth rates and trend for this tick: RSS's, or USS's when only
     /// USS grows (a forked worker copying the pages it shares).
-    fn classify(&mut self, t_now: f64, params: &trend::Params, times: &TickTimes, now: u64, buf: &mut Vec<(f64, f64)>) {
+    fn classify(
+        &mut self,
+        t_now: f64,
+        params: &trend::Params,
+        times: &TickTimes,
+        now: u64,
+        buf: &mut Vec<(f64, f64)>,
+    ) {
         let uss = match self.private.as_mut() {
             Some(p) => {
                 p.classify(t_now, params, buf);
@@ -284,7 +288,14 @@ impl Tracked {
 
     /// RSS rates and trend; nothing is computed for a process whose RSS
     /// has not changed within the long window.
-    fn classify_rss(&mut self, t_now: f64, params: &trend::Params, times: &TickTimes, now: u64, buf: &mut Vec<(f64, f64)>) {
+    fn classify_rss(
+        &mut self,
+        t_now: f64,
+        params: &trend::Params,
+        times: &TickTimes,
+        now: u64,
+        buf: &mut Vec<(f64, f64)>,
+    ) {
         if !self.history.changed_since(t_now - params.long_window_s, times) {
             (self.growth_short, self.growth_long, self.trend) = (0.0, 0.0, Trend::Stable);
             return;
@@ -615,7 +626,9 @@ impl Tracker {
 
     /// Visibility and the indexes, after a process changed.
     fn reindex(&mut self, pid: u32) {
-        let Some(tr) = self.procs.get_mut(&pid) else { return };
+        let Some(tr) = self.procs.get_mut(&pid) else {
+            return;
+        };
         tr.visible = self.filter.is_empty() || self.filter.matches(&tr.comm, &tr.cgroup, &tr.attr);
         let old = tr.acct.as_ref().map(|a| a.resident);
         self.index.add(tr);
@@ -828,7 +841,10 @@ impl Tracker {
         let args = life.argv();
         let cmd = (!args.is_empty()).then(|| args_cmdline(args));
         let known = self.procs.get(&pid).is_some_and(|t| t.start_ns == life.start_ns)
-            || self.gone.iter().any(|g| g.pid == pid && g.start_ns == life.start_ns);
+            || self
+                .gone
+                .iter()
+                .any(|g| g.pid == pid && g.start_ns == life.start_ns);
         if !known {
             // A reused pid: the process the model knew by it is gone.
             if let Some(old) = self.procs.remove(&pid) {
@@ -969,7 +985,11 @@ impl Tracker {
         let limit = rows.unwrap_or(usize::MAX);
         let key = |tr: &Tracked| (tr.growth_short, tr.resident(), tr.pid);
         let mut order: Vec<(f64, u64, u32)> = if limit >= self.index.by_rss.len() {
-            self.procs.values().filter(|tr| tr.visible).map(|tr| key(tr)).collect()
+            self.procs
+                .values()
+                .filter(|tr| tr.visible)
+                .map(|tr| key(tr))
+                .collect()
         } else {
             let mut v: Vec<(f64, u64, u32)> = self
                 .active
@@ -1081,10 +1101,21 @@ impl Tracker {
     /// members' changes, and their summed rate is that of the members
     /// that moved.
     fn update_groups(&mut self, t_now: f64, flagged: &[u32]) {
-        let place = std::mem::take(&mut self.group_cache.place);
+        let mut place = std::mem::take(&mut self.group_cache.place);
         if !self.group_cache.dirty && place.len() <= PLACE_MAX {
+            // Parents before their children; a parent whose children are
+            // all placed after it is placed like a process without any.
+            place.sort_unstable_by_key(|p| (self.procs.get(p).map_or(0, |t| t.start_ns), *p));
+            place.dedup();
+            let mut pending: FastMap<u32, u32> = FastMap::default();
+            for p in &place {
+                if let Some(t) = self.procs.get(p) {
+                    *pending.entry(t.ppid).or_default() += 1;
+                }
+            }
             for pid in place {
-                if !self.place(pid) {
+                let kids_pending = pending.get(&pid).copied().unwrap_or(0);
+                if !self.place(pid, kids_pending) {
                     self.group_cache.dirty = true;
                     break;
                 }
@@ -1140,7 +1171,11 @@ impl Tracker {
             // pool that grows by new members (each one step, then flat).
             let short_from = t_now - params.short_window_s;
             let short = &self.buf[self.buf.partition_point(|p| p.0 < short_from)..];
-            let mut growth = if short.len() >= 2 { trend::slope(short) } else { g.growth_bytes_per_sec };
+            let mut growth = if short.len() >= 2 {
+                trend::slope(short)
+            } else {
+                g.growth_bytes_per_sec
+            };
             let sums = private::sums(
                 g.all
                     .iter()
@@ -1204,9 +1239,11 @@ impl Tracker {
     /// Puts `pid` in the group it belongs to now, alone (no full
     /// regrouping). False when that is not enough: it has children (it may
     /// lead them), or it leads its group.
-    fn place(&mut self, pid: u32) -> bool {
-        let Some(tr) = self.procs.get(&pid) else { return true };
-        if tr.kids > 0 {
+    fn place(&mut self, pid: u32, kids_placed_after: u32) -> bool {
+        let Some(tr) = self.procs.get(&pid) else {
+            return true;
+        };
+        if tr.kids > kids_placed_after {
             return false;
         }
         let c = &self.group_cache;
@@ -1215,9 +1252,11 @@ impl Tracker {
                 return false;
             }
         }
-        let (kids, resident) = (tr.kids, tr.resident());
+        let (kids, resident) = (tr.kids.saturating_sub(kids_placed_after), tr.resident());
         self.leave_group(pid, kids, resident);
-        let Some(leader) = self.leader_of(pid) else { return true };
+        let Some(leader) = self.leader_of(pid) else {
+            return true;
+        };
         if leader == pid {
             return true;
         }
@@ -1316,7 +1355,10 @@ impl Tracker {
                     .zip(self.memcg_limit_of.get(&memcg).copied());
                 CgroupRow {
                     cgroup: cg.to_string(),
-                    attribution: self.interned.get(cg).map_or_else(|| attribute(cg), |a| (**a).clone()),
+                    attribution: self
+                        .interned
+                        .get(cg)
+                        .map_or_else(|| attribute(cg), |a| (**a).clone()),
                     processes: n,
                     rss_bytes: rss,
                     growth_bytes_per_sec: g,
@@ -1472,7 +1514,10 @@ impl Tracker {
     /// (path, and memcg id: 0 when unknown).
     #[cfg(test)]
     pub fn subjects(&self) -> impl Iterator<Item = (crate::model::sample::Subject, &str, u64)> {
-        self.procs.values().filter(|tr| tr.visible).map(|tr| self.subject(tr))
+        self.procs
+            .values()
+            .filter(|tr| tr.visible)
+            .map(|tr| self.subject(tr))
     }
 
     /// The processes a trigger can fire for, as `subjects` gives them:
@@ -1769,7 +1814,14 @@ fn cgroup_of(tr: &Tracked, names: &mut dyn Names) -> (Named, u8) {
 /// A changed record. Returns (its RSS changed, something grouping looks
 /// at changed: parent, image, comm). The history gets a new run only when
 /// the RSS changed.
-fn update(tr: &mut Tracked, p: &ProcSample, t: f64, tick: u64, dt: Option<f64>, hooks_path: bool) -> (bool, bool) {
+fn update(
+    tr: &mut Tracked,
+    p: &ProcSample,
+    t: f64,
+    tick: u64,
+    dt: Option<f64>,
+    hooks_path: bool,
+) -> (bool, bool) {
     let regroup = tr.ppid != p.ppid || tr.exec_id != p.exec_id || tr.comm_raw != p.comm;
     let before = tr.resident();
     tr.ppid = p.ppid;
@@ -1801,7 +1853,11 @@ fn update(tr: &mut Tracked, p: &ProcSample, t: f64, tick: u64, dt: Option<f64>, 
         _ => {}
     }
     tr.counts = Some((p.faults, p.forks, p.reclaim_ns));
-    let last_reclaim = tr.reclaim_hist.back().map(|h| h.1).or(tr.reclaim_zero_at.map(|_| 0));
+    let last_reclaim = tr
+        .reclaim_hist
+        .back()
+        .map(|h| h.1)
+        .or(tr.reclaim_zero_at.map(|_| 0));
     if last_reclaim.is_none_or(|v| v != p.reclaim_ns) {
         if last_reclaim.is_none() && p.reclaim_ns == 0 {
             tr.reclaim_zero_at = Some(t);
@@ -1822,6 +1878,24 @@ fn update(tr: &mut Tracked, p: &ProcSample, t: f64, tick: u64, dt: Option<f64>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-process sizes docs/performance.md states ("Memory").
+    #[test]
+    fn per_process_sizes_stay_as_documented() {
+        let sizes = [
+            ("Tracked (boxed)", std::mem::size_of::<Tracked>(), 640),
+            ("ProcSample", std::mem::size_of::<ProcSample>(), 192),
+            ("Meta (boxed)", std::mem::size_of::<Meta>(), 120),
+            ("TickHistory", std::mem::size_of::<TickHistory>(), 64),
+        ];
+        for (name, size, bound) in sizes {
+            eprintln!("{name}: {size} bytes");
+            assert!(
+                size <= bound,
+                "{name} is {size} bytes, docs/performance.md says at most {bound}"
+            );
+        }
+    }
 
     const MIB: u64 = 1 << 20;
 
@@ -2233,9 +2307,20 @@ mod tests {
             .unwrap();
         assert_eq!(g.pid, 20, "the victim grew most up to its kill: {g:?}");
         let all = tr.top_growers(Some("/app"), 60.0, Some((20, 5.0, 125 * MIB)), 4);
-        let b = all.iter().find(|x| x.0.pid == 21).expect("21 grew before the kill");
-        assert!(b.0.to_bytes <= 108 * MIB, "only its points up to the kill: {:?}", b.0);
-        assert!(b.1.iter().all(|p| p.0 <= 5000), "its series ends at the kill: {:?}", b.1);
+        let b = all
+            .iter()
+            .find(|x| x.0.pid == 21)
+            .expect("21 grew before the kill");
+        assert!(
+            b.0.to_bytes <= 108 * MIB,
+            "only its points up to the kill: {:?}",
+            b.0
+        );
+        assert!(
+            b.1.iter().all(|p| p.0 <= 5000),
+            "its series ends at the kill: {:?}",
+            b.1
+        );
     }
 
     #[test]

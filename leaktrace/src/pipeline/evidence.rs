@@ -316,8 +316,18 @@ impl Triggers {
         }
         for (leader, pid, t) in fire {
             self.group_fired.insert(leader, now);
-            let sampled = self.sampled_since.get(&pid).map_or(Duration::ZERO, |s| now.duration_since(*s));
-            self.fire(tracker, jobs, pid, t, (0, "none (the pool's sustained growth)".into()), sampled);
+            let sampled = self
+                .sampled_since
+                .get(&pid)
+                .map_or(Duration::ZERO, |s| now.duration_since(*s));
+            self.fire(
+                tracker,
+                jobs,
+                pid,
+                t,
+                (0, "none (the pool's sustained growth)".into()),
+                sampled,
+            );
         }
         self.group_growing_since.retain(|l, _| growing.contains(l));
         self.group_fired

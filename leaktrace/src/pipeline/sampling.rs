@@ -230,8 +230,11 @@ impl Sampling {
         self.housekeeping(&want, st);
         self.fanout.send(Event::Sample(Arc::new(sample)));
         if std::env::var_os("LEAKTRACE_MEMDBG").is_some() {
-            let (tracked, active, gone, regroups) =
-                self.tracker.lock().map(|mut t| t.debug_counts()).unwrap_or_default();
+            let (tracked, active, gone, regroups) = self
+                .tracker
+                .lock()
+                .map(|mut t| t.debug_counts())
+                .unwrap_or_default();
             eprintln!(
                 "tick: pass {:.1} ms, model {:.1} ms, triggers {:.1} ms, total {:.1} ms; \
                  {} changed of {}, {tracked} tracked, {active} moving, {gone} lingering, {regroups} regroup(s)",
@@ -296,7 +299,11 @@ impl Sampling {
         // Every live process and its start time, from the model (a pass
         // holds only the records that changed).
         let alive: HashMap<u32, u64> = match self.tracker.lock() {
-            Ok(tr) if prune => st.live.iter().filter_map(|p| Some((*p, tr.start_ns(*p)?))).collect(),
+            Ok(tr) if prune => st
+                .live
+                .iter()
+                .filter_map(|p| Some((*p, tr.start_ns(*p)?)))
+                .collect(),
             _ => HashMap::new(),
         };
         if let Some(s) = &self.stacks {
@@ -311,7 +318,8 @@ impl Sampling {
             }
         }
         if prune {
-            st.meta.forget(|r| alive.get(&r.pid).is_some_and(|s| *s == r.start_ns));
+            st.meta
+                .forget(|r| alive.get(&r.pid).is_some_and(|s| *s == r.start_ns));
         }
     }
 }
