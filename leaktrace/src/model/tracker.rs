@@ -58,6 +58,11 @@ const EXIT_SLACK_S: f64 = 0.5;
 /// Pss/USS reads (private.rs) for the members of this many groups, besides
 /// the suspects and growers.
 const PSS_GROUPS: usize = 5;
+/// Groups with more members than this get no Pss/USS reads for their
+/// members: at ROLLUP_READS_PER_ROUND reads every private::ROUND_S, each
+/// would be read about once a minute, and the group's sum needs every
+/// member read within private::FRESH_S.
+const PSS_GROUP_MAX: usize = 256;
 /// Reclaim counted for an OOM: up to the sample after it, at most this
 /// long after (intervals up to 2 s).
 const RECLAIM_AFTER_S: f64 = 2.0;
@@ -1387,7 +1392,15 @@ impl Tracker {
             .filter_map(|p| self.procs.get(p))
             .filter(|t| t.visible && (t.trend == Trend::Growing || flagged.contains(&t.pid)))
             .map(|t| t.pid);
-        let members = found.iter().take(PSS_GROUPS).flat_map(|g| g.all.iter().copied());
+        // A group larger than PSS_GROUP_MAX is left out: its members would
+        // each be read less than once a minute, never fresh together, and
+        // listing them costs every round (a 10,000-member pool, 10,000
+        // lookups every 3 s).
+        let members = found
+            .iter()
+            .take(PSS_GROUPS)
+            .filter(|g| g.all.len() <= PSS_GROUP_MAX)
+            .flat_map(|g| g.all.iter().copied());
         // Not a process whose RSS is growing: RSS already shows its growth,
         // and a read holds the mmap lock of a process faulting at full
         // speed, often in memcg reclaim (15-72 ms per GiB, docs/performance.md).
@@ -2321,6 +2334,130 @@ mod tests {
             "its series ends at the kill: {:?}",
             b.1
         );
+    }
+
+    fn tick_rows(
+        tr: &mut Tracker,
+        names: &mut FakeNames,
+        t: f64,
+        procs: &[ProcSample],
+        rows: Option<usize>,
+    ) -> Sample {
+        tr.tick(
+            TickInput {
+                t,
+                ts_ms: (t * 1000.0) as u64,
+                procs,
+                live: None,
+                exits: &[],
+                status: KernelStatus::default(),
+                hooks_path: false,
+                rows,
+                pids: &[],
+                flagged: &[],
+            },
+            names,
+        )
+        .0
+    }
+
+    /// The top rows come from the processes that moved and the index by
+    /// RSS; they must be the first rows of the full order.
+    #[test]
+    fn top_rows_are_the_first_rows_of_the_full_order() {
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let (mut top, mut all) = (Tracker::new(trend::Params::default()), Tracker::new(trend::Params::default()));
+        for i in 0..40u64 {
+            let procs: Vec<ProcSample> = (0..300u32)
+                .map(|p| {
+                    // Every 7th grows, every 11th shrinks, the rest are still
+                    // with RSS spread over a range (ties included).
+                    let base = (p as u64 % 50) * MIB;
+                    let rss = match p {
+                        _ if p % 7 == 0 => base + i * (p as u64 + 1) * 4096,
+                        _ if p % 11 == 0 => base + (40 - i) * MIB / 8,
+                        _ => base,
+                    };
+                    proc(1000 + p, 5, rss)
+                })
+                .collect();
+            let a = tick_rows(&mut top, &mut names, i as f64, &procs, Some(20));
+            let b = tick_rows(&mut all, &mut names, i as f64, &procs, None);
+            let pa: Vec<u32> = a.processes.iter().map(|r| r.pid).collect();
+            let pb: Vec<u32> = b.processes.iter().take(20).map(|r| r.pid).collect();
+            assert_eq!(pa, pb, "tick {i}");
+            assert_eq!(a.cgroups.len(), 1);
+            assert_eq!(
+                (a.cgroups[0].processes, a.cgroups[0].rss_bytes),
+                (b.cgroups[0].processes, b.cgroups[0].rss_bytes)
+            );
+            let g = |s: &Sample| s.cgroups[0].growth_bytes_per_sec;
+            assert!((g(&a) - g(&b)).abs() <= 1e-6 * g(&b).abs().max(1.0), "{} {}", g(&a), g(&b));
+        }
+    }
+
+    /// Groups kept as processes come, go and move must be the groups a
+    /// full regrouping finds.
+    #[test]
+    fn groups_kept_as_processes_change_are_the_groups_found_from_scratch() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        let pool = |pid: u32, ppid: u32, exec: u64, start: u64| {
+            let mut p = proc(pid, start, MIB * (pid as u64 % 7 + 1));
+            p.ppid = ppid;
+            p.exec_id = exec;
+            p
+        };
+        // A pool (100, its workers forked without exec), a shell (200) and
+        // its children (other images), and a second pool under 300.
+        let mut live: Vec<ProcSample> = vec![pool(100, 1, 10, 1), pool(200, 1, 20, 1), pool(300, 1, 30, 1)];
+        live.extend((0..8).map(|k| pool(110 + k, 100, 10, 2)));
+        let mut regroups = 0;
+        for i in 0..30u32 {
+            // Workers come and go; a shell child starts; one worker forks
+            // a grandchild; a process is reparented to 1.
+            match i % 5 {
+                0 => live.push(pool(400 + i, 100, 10, 10 + i as u64)),
+                1 => live.push(pool(500 + i, 200, 50 + i as u64, 10 + i as u64)),
+                2 => {
+                    if let Some(at) = live.iter().position(|p| p.ppid == 100) {
+                        live.remove(at);
+                    }
+                }
+                3 => live.push(pool(600 + i, 300, 30, 10 + i as u64)),
+                _ => {
+                    if let Some(w) = live.iter().find(|p| p.ppid == 100).map(|p| p.tgid) {
+                        live.push(pool(700 + i, w, 10, 10 + i as u64));
+                    }
+                }
+            }
+            if i == 17 {
+                // The second pool's leader exits: its workers go to init.
+                live.retain(|p| p.tgid != 300);
+                for p in live.iter_mut().filter(|p| p.ppid == 300) {
+                    p.ppid = 1;
+                }
+            }
+            let a = tick_rows(&mut tr, &mut names, i as f64, &live, None);
+            let mut fresh = Tracker::new(trend::Params::default());
+            let b = tick_rows(&mut fresh, &mut names, i as f64, &live, None);
+            let key = |s: &Sample| {
+                let mut g: Vec<(u32, usize, Vec<u32>, u64)> = s
+                    .groups
+                    .iter()
+                    .map(|g| (g.leader_pid, g.members, g.pids.clone(), g.rss_bytes))
+                    .collect();
+                g.sort();
+                g
+            };
+            assert_eq!(key(&a), key(&b), "tick {i}");
+            regroups += tr.debug_counts().3;
+        }
+        // Every tick changed something; only the first tick, the pool
+        // leader's exit and the exits of workers with children of their own
+        // (their children's chain breaks) find every group again.
+        assert!(regroups <= 6, "{regroups} full regroupings in 30 ticks");
     }
 
     #[test]
