@@ -142,7 +142,25 @@ enum Cmd {
     GenCompletions { dir: std::path::PathBuf },
 }
 
+/// glibc malloc settings, before any thread starts (docs/performance.md,
+/// "Memory"): one arena per thread (up to 8 per core) keeps each thread's
+/// freed memory to itself, and the dynamic mmap threshold moves large
+/// buffers (the iterator pass, the sample's rows) into those arenas after
+/// the first one is freed, where their pages stay resident. Two arenas and
+/// a fixed 128 KiB threshold: every large buffer is its own mapping,
+/// returned to the kernel when freed.
+fn malloc_settings() {
+    // SAFETY: mallopt changes allocator parameters only; called before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    malloc_settings();
     // First, while there is one thread: NOTIFY_SOCKET and friends leave
     // the environment here.
     notify::init_from_env();

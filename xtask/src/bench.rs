@@ -61,7 +61,7 @@ pub enum Bench {
     /// processes, for each N, rounds alternated.
     Scale {
         /// Numbers of sleeping processes (repeatable).
-        #[arg(long = "procs", default_values_t = [1000usize, 10000])]
+        #[arg(long = "procs", default_values_t = [1000usize, 10000, 20000])]
         procs: Vec<usize>,
         /// Seconds measured per run.
         #[arg(long, default_value_t = 20.0)]

@@ -231,6 +231,27 @@ pub fn require_proc_and_sys() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Processes on the host, for the console-risk estimate. Listing /proc
+/// costs about 1 ms per 1,000 processes, and every OOM incident asks: in
+/// an OOM storm on a host with 10,000 processes that was most of
+/// leaktrace's CPU (docs/performance.md). Counted at most every 10 s.
+fn tasks_now() -> u64 {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static LAST: Mutex<Option<(Instant, u64)>> = Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else {
+        return super::procfs::pids().map(|p| p.len()).unwrap_or(0) as u64;
+    };
+    if let Some((at, n)) = *last {
+        if at.elapsed() < Duration::from_secs(10) {
+            return n;
+        }
+    }
+    let n = super::procfs::pids().map(|p| p.len()).unwrap_or(0) as u64;
+    *last = Some((Instant::now(), n));
+    n
+}
+
 pub fn read() -> Facts {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let from_cmdline = parse_cmdline_consoles(&cmdline);
@@ -274,7 +295,7 @@ pub fn read() -> Facts {
         overcommit_ratio: sysctl("vm/overcommit_ratio"),
         mem_total_kb: meminfo_kb("MemTotal"),
         swap_total_kb: meminfo_kb("SwapTotal"),
-        tasks: super::procfs::pids().map(|p| p.len()).unwrap_or(0) as u64,
+        tasks: tasks_now(),
         psi_memory: std::fs::read_to_string("/proc/pressure/memory").ok(),
     }
 }

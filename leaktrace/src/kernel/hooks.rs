@@ -108,7 +108,16 @@ impl Sampler for HooksSampler {
         k
     }
 
-    fn sample(&mut self, out: &mut Vec<ProcSample>) -> Result<SampleStats> {
+    fn sample(&mut self, out: &mut Vec<ProcSample>, live: &mut Vec<u32>) -> Result<SampleStats> {
+        let st = self.sample_all(out)?;
+        live.clear();
+        live.extend(out.iter().map(|p| p.tgid));
+        Ok(st)
+    }
+}
+
+impl HooksSampler {
+    fn sample_all(&mut self, out: &mut Vec<ProcSample>) -> Result<SampleStats> {
         let t = std::time::Instant::now();
         out.clear();
         let kernel = self.kernel_counters();

@@ -4,7 +4,6 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use bytes::BytesMut;
 use leaktrace_common::{proc_flag, rec_kind, AliveRecord, ProcRecord, ThreadRecord};
 
 use super::ProcSample;
@@ -86,9 +85,14 @@ pub struct PassStats {
     pub decode_errors: u64,
 }
 
+/// The pass is read and decoded this many bytes at a time: the whole pass
+/// is never held (10,000 changed processes are 1.6 MB of records).
+const CHUNK: usize = 64 * 1024;
+
 pub struct TaskIter {
     link: OwnedFd,
-    buf: BytesMut,
+    /// One chunk and the start of a record cut at its end.
+    buf: Vec<u8>,
     thread_faults: HashMap<u32, (u64, u64)>,
     page: u64,
 }
@@ -97,32 +101,31 @@ impl TaskIter {
     pub fn new(link: OwnedFd, page: u64) -> Self {
         Self {
             link,
-            buf: BytesMut::with_capacity(256 * 1024),
+            buf: vec![0; 2 * CHUNK],
             thread_faults: HashMap::default(),
             page,
         }
     }
 
     /// One pass over every task. `out` is cleared and filled with one
-    /// sample per process; the faults of its other threads are added in.
-    pub fn read_pass(&mut self, out: &mut Vec<ProcSample>) -> Result<PassStats> {
+    /// sample per process whose record changed (the faults of its other
+    /// threads added in), `live` with the tgid of every process. Read in
+    /// chunks, each decoded as it comes.
+    pub fn read_pass(&mut self, out: &mut Vec<ProcSample>, live: &mut Vec<u32>) -> Result<PassStats> {
         let mut attr = [0u32; 8];
         attr[0] = self.link.as_raw_fd() as u32;
         let fd = sys_bpf(BPF_ITER_CREATE, &mut attr).context("creating a task iterator (BPF_ITER_CREATE)")?;
         let file = std::fs::File::from(fd);
-        // Straight into the buffer's spare capacity (kept between passes,
-        // never zeroed).
-        self.buf.clear();
+        let mut dec = Decoder::new(self.page, out, live, &mut self.thread_faults);
+        // Bytes at the front of `buf` not decoded yet (a cut record).
+        let mut have = 0;
         loop {
-            self.buf.reserve(64 * 1024);
-            let spare = self.buf.spare_capacity_mut();
-            // SAFETY: reading into memory we own, at most its length; the
-            // kernel writes `n` bytes, which set_len then makes visible.
+            // SAFETY: reading into memory we own, at most its length.
             let n = unsafe {
                 libc::read(
                     file.as_raw_fd(),
-                    spare.as_mut_ptr() as *mut libc::c_void,
-                    spare.len(),
+                    self.buf[have..].as_mut_ptr() as *mut libc::c_void,
+                    self.buf.len() - have,
                 )
             };
             if n < 0 {
@@ -131,71 +134,136 @@ impl TaskIter {
             if n == 0 {
                 break;
             }
-            // SAFETY: the kernel initialised these `n` bytes.
-            unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+            have += n as usize;
+            dec.st.bytes += n as usize;
+            let used = dec.records(&self.buf[..have]);
+            if dec.failed {
+                break;
+            }
+            self.buf.copy_within(used..have, 0);
+            have -= used;
         }
-        let st = decode(&self.buf, self.page, out, &mut self.thread_faults);
-        Ok(st)
+        if have > 0 && !dec.failed {
+            // A record cut short at the end of the pass.
+            dec.st.decode_errors += 1;
+        }
+        Ok(dec.finish())
     }
 }
 
-/// Decodes one pass. Pure: unit-tested on synthetic buffers.
+/// Decodes a pass's records as they come. Allocates nothing once `out`,
+/// `live` and the thread map have grown to the host's size: an unchanged
+/// process (8 bytes from the kernel) is its tgid in `live`, nothing more.
+struct Decoder<'a> {
+    page: u64,
+    out: &'a mut Vec<ProcSample>,
+    live: &'a mut Vec<u32>,
+    thread_faults: &'a mut HashMap<u32, (u64, u64)>,
+    st: PassStats,
+    /// An unknown record kind: decoding stopped there.
+    failed: bool,
+}
+
+impl<'a> Decoder<'a> {
+    fn new(
+        page: u64,
+        out: &'a mut Vec<ProcSample>,
+        live: &'a mut Vec<u32>,
+        thread_faults: &'a mut HashMap<u32, (u64, u64)>,
+    ) -> Self {
+        out.clear();
+        live.clear();
+        thread_faults.clear();
+        Self {
+            page,
+            out,
+            live,
+            thread_faults,
+            st: PassStats::default(),
+            failed: false,
+        }
+    }
+
+    /// Decodes the whole records at the start of `buf`; returns how many
+    /// bytes they took (the rest is a record cut short, or garbage when
+    /// `failed`).
+    fn records(&mut self, buf: &[u8]) -> usize {
+        let mut at = 0;
+        while at + 4 <= buf.len() {
+            let kind = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            let size = match kind {
+                rec_kind::PROCESS => std::mem::size_of::<ProcRecord>(),
+                rec_kind::THREAD => std::mem::size_of::<ThreadRecord>(),
+                rec_kind::ALIVE => std::mem::size_of::<AliveRecord>(),
+                _ => {
+                    self.st.decode_errors += 1;
+                    self.failed = true;
+                    return at;
+                }
+            };
+            let Some(bytes) = buf.get(at..at + size) else {
+                return at;
+            };
+            at += size;
+            if kind == rec_kind::ALIVE {
+                self.st.processes += 1;
+                self.st.unchanged += 1;
+                let tgid = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+                self.live.push(tgid);
+            } else if kind == rec_kind::PROCESS {
+                // SAFETY: `bytes` holds size_of::<ProcRecord>() bytes; the
+                // record is plain integers, any bit pattern is valid.
+                let r: ProcRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ProcRecord) };
+                self.st.processes += 1;
+                self.live.push(r.tgid);
+                if self.out.len() == self.out.capacity() {
+                    // A quarter more, not twice: a full pass holds every
+                    // process, and the capacity stays.
+                    self.out.reserve_exact((self.out.len() / 4).max(256));
+                }
+                self.out.push(ProcSample::from_record(&r, self.page));
+            } else {
+                // SAFETY: as above, for ThreadRecord.
+                let t: ThreadRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ThreadRecord) };
+                self.st.threads += 1;
+                let e = self.thread_faults.entry(t.tgid).or_default();
+                e.0 += t.min_flt;
+                e.1 += t.maj_flt;
+            }
+        }
+        at
+    }
+
+    /// The faults of other threads added to their processes.
+    fn finish(self) -> PassStats {
+        if !self.thread_faults.is_empty() {
+            for p in self.out.iter_mut() {
+                if let Some((min, maj)) = self.thread_faults.get(&p.tgid) {
+                    p.faults += min + maj;
+                    p.maj_faults += maj;
+                }
+            }
+        }
+        self.st
+    }
+}
+
+/// Decodes one whole pass. Pure: unit-tested on synthetic buffers.
+#[cfg(test)]
 pub fn decode(
     buf: &[u8],
     page: u64,
     out: &mut Vec<ProcSample>,
+    live: &mut Vec<u32>,
     thread_faults: &mut HashMap<u32, (u64, u64)>,
 ) -> PassStats {
-    out.clear();
-    thread_faults.clear();
-    let mut st = PassStats {
-        bytes: buf.len(),
-        ..Default::default()
-    };
-    let mut at = 0;
-    while at + 4 <= buf.len() {
-        let kind = u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let size = match kind {
-            rec_kind::PROCESS => std::mem::size_of::<ProcRecord>(),
-            rec_kind::THREAD => std::mem::size_of::<ThreadRecord>(),
-            rec_kind::ALIVE => std::mem::size_of::<AliveRecord>(),
-            _ => {
-                st.decode_errors += 1;
-                break;
-            }
-        };
-        let Some(bytes) = buf.get(at..at + size) else {
-            st.decode_errors += 1;
-            break;
-        };
-        at += size;
-        if kind == rec_kind::ALIVE {
-            st.processes += 1;
-            st.unchanged += 1;
-            let tgid = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-            out.push(ProcSample::unchanged(tgid));
-        } else if kind == rec_kind::PROCESS {
-            // SAFETY: `bytes` holds size_of::<ProcRecord>() bytes; the
-            // record is plain integers, any bit pattern is valid.
-            let r: ProcRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ProcRecord) };
-            st.processes += 1;
-            out.push(ProcSample::from_record(&r, page));
-        } else {
-            // SAFETY: as above, for ThreadRecord.
-            let t: ThreadRecord = unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const ThreadRecord) };
-            st.threads += 1;
-            let e = thread_faults.entry(t.tgid).or_default();
-            e.0 += t.min_flt;
-            e.1 += t.maj_flt;
-        }
+    let mut dec = Decoder::new(page, out, live, thread_faults);
+    dec.st.bytes = buf.len();
+    let used = dec.records(buf);
+    if used < buf.len() && !dec.failed {
+        dec.st.decode_errors += 1;
     }
-    for p in out.iter_mut().filter(|p| !p.unchanged) {
-        if let Some((min, maj)) = thread_faults.get(&p.tgid) {
-            p.faults += min + maj;
-            p.maj_faults += maj;
-        }
-    }
-    st
+    dec.finish()
 }
 
 impl ProcSample {
@@ -263,13 +331,14 @@ mod tests {
             kind: rec_kind::ALIVE,
             tgid: 11,
         }));
-        let (mut out, mut tf) = (Vec::new(), HashMap::default());
-        let st = decode(&buf, 4096, &mut out, &mut tf);
+        let (mut out, mut live, mut tf) = (Vec::new(), Vec::new(), HashMap::default());
+        let st = decode(&buf, 4096, &mut out, &mut live, &mut tf);
         assert_eq!(
             (st.processes, st.unchanged, st.threads, st.decode_errors),
             (2, 1, 2, 0)
         );
-        assert!(out[1].unchanged && out[1].tgid == 11);
+        assert_eq!(out.len(), 1, "only the changed record is a sample");
+        assert_eq!(live, vec![10, 11]);
         let s = &out[0];
         assert_eq!(s.rss, [4096, 8192, 0, 12288]);
         assert_eq!(s.faults, 5 + 1 + 2 * 102);
@@ -277,9 +346,22 @@ mod tests {
         assert_eq!(s.birth, Some((77, 8192)));
         assert_eq!(&s.comm[..4], b"grow");
         // A truncated or unknown record stops decoding and is counted.
-        let st = decode(&buf[..buf.len() - 11], 4096, &mut out, &mut tf);
+        let st = decode(&buf[..buf.len() - 11], 4096, &mut out, &mut live, &mut tf);
         assert_eq!(st.decode_errors, 1);
-        let st = decode(&[9, 0, 0, 0, 1, 2], 4096, &mut out, &mut tf);
+        // Fed in pieces cut anywhere, as the reads of a pass come: the same.
+        for cut in [1, 7, 100, 161, buf.len() - 3] {
+            let (mut o2, mut l2, mut t2) = (Vec::new(), Vec::new(), HashMap::default());
+            let mut dec = Decoder::new(4096, &mut o2, &mut l2, &mut t2);
+            let used = dec.records(&buf[..cut]);
+            let mut rest = buf[used..cut].to_vec();
+            rest.extend_from_slice(&buf[cut..]);
+            let used2 = dec.records(&rest);
+            assert_eq!(used2, rest.len(), "cut at {cut}");
+            let st2 = dec.finish();
+            assert_eq!((st2.processes, st2.threads, st2.decode_errors), (2, 2, 0));
+            assert_eq!((o2.len(), o2[0].faults, l2.clone()), (1, 5 + 1 + 2 * 102, vec![10, 11]));
+        }
+        let st = decode(&[9, 0, 0, 0, 1, 2], 4096, &mut out, &mut live, &mut tf);
         assert_eq!((st.decode_errors, out.len()), (1, 0));
     }
 }

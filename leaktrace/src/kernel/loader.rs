@@ -401,8 +401,8 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, c: &Ctx) -> Result<Option<TaskIter>, Str
                 .or_else(|_| link_fd_by_id(info.id()))
                 .map_err(|e| format!("link fd: {e}"))?;
             let mut it = TaskIter::new(own, crate::fmt::page_size());
-            let mut out = Vec::new();
-            let st = it.read_pass(&mut out).map_err(|e| format!("first read: {e:#}"))?;
+            let (mut out, mut live) = (Vec::new(), Vec::new());
+            let st = it.read_pass(&mut out, &mut live).map_err(|e| format!("first read: {e:#}"))?;
             if st.processes == 0 {
                 return Err("first read returned no processes".into());
             }

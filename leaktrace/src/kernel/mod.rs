@@ -10,6 +10,7 @@ pub mod exits;
 pub mod hooks;
 pub mod iter;
 pub mod layout;
+pub mod lazyring;
 pub mod loader;
 pub mod oom_ring;
 pub mod probes;
@@ -59,6 +60,7 @@ pub struct ProcSample {
 
 impl ProcSample {
     /// An unchanged process: the tracker keeps what it had.
+    #[cfg(test)]
     pub fn unchanged(tgid: u32) -> Self {
         Self {
             tgid,
@@ -87,7 +89,9 @@ impl ProcSample {
 pub trait Sampler: Send {
     /// "iterator" or "hooks".
     fn name(&self) -> &'static str;
-    fn sample(&mut self, out: &mut Vec<ProcSample>) -> Result<SampleStats>;
+    /// `out` gets the processes whose record changed (every process on
+    /// a full pass), `live` the tgid of every process of the pass.
+    fn sample(&mut self, out: &mut Vec<ProcSample>, live: &mut Vec<u32>) -> Result<SampleStats>;
     /// Ask for whole records of every process in the next pass (the
     /// tracker met an unchanged process it did not know).
     fn resync(&mut self) {}
@@ -133,7 +137,7 @@ impl Sampler for IterSampler {
     fn name(&self) -> &'static str {
         "iterator"
     }
-    fn sample(&mut self, out: &mut Vec<ProcSample>) -> Result<SampleStats> {
+    fn sample(&mut self, out: &mut Vec<ProcSample>, live: &mut Vec<u32>) -> Result<SampleStats> {
         let full = self.resync || self.passes.is_multiple_of(FULL_PASS_EVERY);
         if let Some(c) = self.ctl.as_mut() {
             c.set(leaktrace_common::iter_ctl::FULL, full as u64, 0)?;
@@ -141,7 +145,7 @@ impl Sampler for IterSampler {
         self.resync = false;
         self.passes += 1;
         let t = std::time::Instant::now();
-        let st = self.iter.read_pass(out)?;
+        let st = self.iter.read_pass(out, live)?;
         Ok(SampleStats {
             processes: st.processes,
             pass_ms: t.elapsed().as_secs_f64() * 1000.0,

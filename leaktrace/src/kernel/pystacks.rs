@@ -4,7 +4,7 @@
 use std::collections::HashMap as StdHashMap;
 
 use aya::{
-    maps::{HashMap, MapData, RingBuf},
+    maps::{HashMap, MapData},
     Ebpf,
 };
 use leaktrace_common::python::{py_flag, PyFrame, PyProc, PyStack, PyStackKey, PY_NO_OWNER};
@@ -49,7 +49,8 @@ pub struct PyCounts {
 pub struct PyStacks {
     procs: HashMap<MapData, u32, PyProc>,
     counts: HashMap<MapData, PyStackKey, u64>,
-    ring: RingBuf<MapData>,
+    /// Mapped while there are suspects (lazyring.rs).
+    ring: super::lazyring::LazyRing,
     /// tgid -> frames hash -> (frames, truncated).
     frames: StdHashMap<u32, StdHashMap<u64, (Vec<PyFrame>, bool)>>,
     pub status: StdHashMap<u32, PyStatus>,
@@ -82,7 +83,7 @@ impl PyStacks {
         Some(Self {
             procs: HashMap::try_from(ebpf.take_map("PY_PROCS")?).ok()?,
             counts: HashMap::try_from(ebpf.take_map("PY_STACK_COUNTS")?).ok()?,
-            ring: RingBuf::try_from(ebpf.take_map("PY_STACKS")?).ok()?,
+            ring: super::lazyring::LazyRing::new(ebpf.take_map("PY_STACKS")?, "PY_STACKS")?,
             frames: StdHashMap::new(),
             status: StdHashMap::new(),
             records: 0,
@@ -109,6 +110,13 @@ impl PyStacks {
                 new.push(*pid);
             }
         }
+        // Frames come only for suspects found to be CPython: the ring is
+        // mapped while there is one (what it holds meanwhile waits).
+        if self.status.values().any(|s| matches!(s, PyStatus::Walked(_))) {
+            self.ring.open();
+        } else {
+            self.ring.idle();
+        }
         new
     }
 
@@ -119,7 +127,10 @@ impl PyStacks {
         }
         let st = match answer {
             Ok(t) => match self.procs.insert(pid, kernel_proc(&t), 0) {
-                Ok(()) => PyStatus::Walked(Box::new(t)),
+                Ok(()) => {
+                    self.ring.open();
+                    PyStatus::Walked(Box::new(t))
+                }
                 Err(e) => PyStatus::Not(format!("PY_PROCS insert failed: {e}")),
             },
             Err(e) => PyStatus::Not(e),
@@ -145,7 +156,8 @@ impl PyStacks {
 
     /// Takes the frames the kernel sent since the last call.
     pub fn drain(&mut self) {
-        while let Some(item) = self.ring.next() {
+        let Some(ring) = self.ring.mapped() else { return };
+        while let Some(item) = ring.next() {
             if item.len() < std::mem::size_of::<PyStack>() {
                 continue;
             }

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{HashMap, MapData, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, StackTraceMap},
     Ebpf,
 };
 use leaktrace_common::{FaultStackKey, StackCopy};
@@ -158,7 +158,8 @@ pub struct Stacks {
     suspects_map: HashMap<MapData, u32, u32>,
     mode: StackMode,
     perf: StdHashMap<u32, Suspect>,
-    copies_rb: Option<RingBuf<MapData>>,
+    /// Mapped while there are suspects (lazyring.rs).
+    copies_rb: Option<super::lazyring::LazyRing>,
     copies: StdHashMap<u32, CopyStore>,
     /// Stack ids nothing referred to at the last prune.
     unused_ids: HashSet<u32>,
@@ -182,7 +183,7 @@ impl Stacks {
             // Absent from an older object: then only frame pointers.
             copies_rb: ebpf
                 .take_map("STACK_COPIES")
-                .and_then(|m| RingBuf::try_from(m).ok()),
+                .and_then(|m| super::lazyring::LazyRing::new(m, "STACK_COPIES")),
             py: super::pystacks::PyStacks::take(ebpf),
             mode,
             perf: StdHashMap::new(),
@@ -206,7 +207,9 @@ impl Stacks {
         if let Some(py) = self.py.as_mut() {
             py.drain();
         }
-        let Some(rb) = self.copies_rb.as_mut() else { return };
+        let Some(rb) = self.copies_rb.as_mut().and_then(|r| r.mapped()) else {
+            return;
+        };
         let cap = crate::limits::STACK_COPIES_PER_SUSPECT;
         while let Some(item) = rb.next() {
             if item.len() < std::mem::size_of::<StackCopy>() {
@@ -249,6 +252,15 @@ impl Stacks {
     /// Makes the sampled set equal to `want` (tgid -> 1 in N faults).
     pub fn set_suspects(&mut self, want: &StdHashMap<u32, u32>) {
         self.drain_copies();
+        // The copy ring is mapped before the first suspect's events open,
+        // and unmapped a while after the last one is dropped.
+        if let Some(r) = self.copies_rb.as_mut() {
+            if want.is_empty() {
+                r.idle();
+            } else {
+                r.open();
+            }
+        }
         // Copies outlive the suspect for a bundle written just after, but
         // not beyond two suspect tables' worth.
         if self.copies.len() > 2 * crate::limits::SUSPECTS_MAX {

@@ -43,10 +43,27 @@ pub struct Group {
     pub all: Vec<u32>,
     pub rss_bytes: u64,
     pub growth_bytes_per_sec: f64,
+    /// `pids` no longer lists the lowest members (members came or went
+    /// since): `list_pids` makes it again.
+    pub pids_stale: bool,
+}
+
+impl Group {
+    /// `pids` again: the first MAX_PIDS_LISTED members by pid.
+    pub fn list_pids(&mut self) {
+        let mut v = self.all.clone();
+        if v.len() > MAX_PIDS_LISTED {
+            v.select_nth_unstable(MAX_PIDS_LISTED);
+            v.truncate(MAX_PIDS_LISTED);
+        }
+        v.sort_unstable();
+        self.pids = v;
+        self.pids_stale = false;
+    }
 }
 
 /// Does `child` run `parent`'s image?
-fn same_image(child: &Member, parent: &Member) -> bool {
+pub fn same_image(child: &Member, parent: &Member) -> bool {
     if parent.pid == child.pid {
         return false;
     }
@@ -93,6 +110,7 @@ pub fn group<'a, 'b>(procs: &'b [Member<'a>]) -> Vec<Group> {
                 all: v.iter().map(|m| m.pid).collect(),
                 rss_bytes: v.iter().map(|m| m.rss_bytes).sum(),
                 growth_bytes_per_sec: v.iter().map(|m| m.growth_bytes_per_sec).sum(),
+                pids_stale: false,
             }
         })
         .collect();

@@ -4,7 +4,11 @@
 //! and process groups. Pure: no I/O here. Metadata arrives as answers to
 //! the requests a tick returns, and memcg ids are named through `Names`,
 //! so everything is tested on synthetic inputs.
-use std::collections::VecDeque;
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+};
 
 use leaktrace_common::{member, Life};
 
@@ -16,7 +20,7 @@ use crate::{
 
 use super::{
     groups,
-    history::History,
+    history::{TickHistory, TickTimes},
     private::{self, ProcPrivate},
     sample::{CgroupRow, GroupRow, KernelStatus, ProcessRow, Sample},
     trend::{self, Trend},
@@ -54,6 +58,11 @@ const EXIT_SLACK_S: f64 = 0.5;
 /// Pss/USS reads (private.rs) for the members of this many groups, besides
 /// the suspects and growers.
 const PSS_GROUPS: usize = 5;
+/// Groups with more members than this get no Pss/USS reads for their
+/// members: at ROLLUP_READS_PER_ROUND reads every private::ROUND_S, each
+/// would be read about once a minute, and the group's sum needs every
+/// member read within private::FRESH_S.
+const PSS_GROUP_MAX: usize = 256;
 /// Reclaim counted for an OOM: up to the sample after it, at most this
 /// long after (intervals up to 2 s).
 const RECLAIM_AFTER_S: f64 = 2.0;
@@ -72,6 +81,19 @@ pub fn args_cmdline(args: &[u8]) -> String {
     crate::host::procfs::parse_cmdline(args)
 }
 
+/// What a live process adds to the tracker's indexes (`Index`), as it
+/// was added: removed with the same values.
+#[derive(Debug, Clone)]
+struct Acct {
+    visible: bool,
+    resident: u64,
+    shmem: u64,
+    cgroup: Arc<str>,
+    memcg_id: u64,
+}
+
+/// One process. Boxed in the tracker's tables: a table's rehash moves 16
+/// bytes per process, not the whole record (docs/performance.md).
 #[derive(Debug, Clone)]
 struct Tracked {
     pid: u32,
@@ -83,40 +105,54 @@ struct Tracked {
     oom_score_adj: i32,
     memcg_id: u64,
     exec_id: u64,
-    meta: Option<Meta>,
+    meta: Option<Box<Meta>>,
+    /// The cgroup /proc named (interned), for a process the kernel does
+    /// not name the memcg of.
+    meta_cgroup: Option<(Arc<str>, u8)>,
     /// (memcg id, exec id) the metadata was read for.
     meta_key: Option<(u64, u64)>,
     /// When it was last asked, and for which key.
     meta_asked: Option<(f64, (u64, u64))>,
     /// The command line the kernel kept at exec, when /proc had none.
     kernel_cmdline: Option<String>,
-    /// The memory cgroup (named by its id, else from /proc) and its version.
-    cgroup: String,
+    /// The memory cgroup (named by its id, else from /proc; interned:
+    /// processes of one cgroup share it) and its version.
+    cgroup: Arc<str>,
     cgroup_version: u8,
     rss: [u64; 4],
     peak: u64,
     from_kernel: bool,
-    history: History,
+    history: TickHistory,
+    /// The last tick it was alive (u64::MAX while it is).
+    last_tick: u64,
     /// (t, RSS) when its current image was born (fork or exec).
     birth: Option<(f64, u64)>,
     counts: Option<(u64, u64, u64)>,
     faults_per_sec: f64,
     forks_per_sec: f64,
     reclaim_ms_per_sec: f64,
-    /// (t, cumulative reclaim ns) when it changed, last few.
+    /// (t, cumulative reclaim ns) when it changed, last few. A process
+    /// first seen with 0 has no entry until it reclaims: `reclaim_zero_at`
+    /// stands for that first (t, 0).
     reclaim_hist: VecDeque<(f64, u64)>,
+    reclaim_zero_at: Option<f64>,
     exited_at: Option<f64>,
-    /// Who it belongs to (unit, container, pod), from `attr_of`: its
-    /// cgroup path when that was computed.
-    attr: Attribution,
-    attr_of: String,
+    /// Who it belongs to (unit, container, pod): its cgroup's, shared
+    /// with the other processes in that cgroup.
+    attr: Arc<Attribution>,
     /// It passes --unit/--container/--cgroup/--comm (true without them).
     visible: bool,
-    /// Its Pss and USS reads (suspects, growers, top groups' members).
-    private: ProcPrivate,
+    /// Its Pss and USS reads (suspects, growers, top groups' members);
+    /// None until the first.
+    private: Option<Box<ProcPrivate>>,
     /// "uss" when its growth and trend are its USS's (copy-on-write
     /// copying that RSS does not see), else "rss".
     growth_of: &'static str,
+    /// What it adds to the indexes now (None: not in them).
+    acct: Option<Acct>,
+    /// Live processes whose parent it is (grouping: a process without
+    /// children leads nobody, so it can join or leave a group alone).
+    kids: u32,
     /// `exited_at` is the kernel's exit time (an exit record), not the
     /// sample that found the process gone.
     exit_exact: bool,
@@ -127,12 +163,10 @@ struct Tracked {
     growth_short: f64,
     growth_long: f64,
     trend: Trend,
-    /// The tick that last saw it alive.
-    seen: u64,
 }
 
 impl Tracked {
-    fn new(pid: u32, start_ns: u64) -> Self {
+    fn new(pid: u32, start_ns: u64, empty: &(Arc<str>, Arc<Attribution>)) -> Self {
         Self {
             pid,
             start_ns,
@@ -144,52 +178,58 @@ impl Tracked {
             memcg_id: 0,
             exec_id: 0,
             meta: None,
+            meta_cgroup: None,
             meta_key: None,
             meta_asked: None,
             kernel_cmdline: None,
-            cgroup: String::new(),
+            cgroup: empty.0.clone(),
             cgroup_version: 0,
             rss: [0; 4],
             peak: 0,
             from_kernel: true,
-            history: History::default(),
+            history: TickHistory::default(),
+            last_tick: u64::MAX,
             birth: None,
             counts: None,
             faults_per_sec: 0.0,
             forks_per_sec: 0.0,
             reclaim_ms_per_sec: 0.0,
             reclaim_hist: VecDeque::new(),
+            reclaim_zero_at: None,
             exited_at: None,
-            attr: Attribution::default(),
-            attr_of: String::new(),
+            attr: empty.1.clone(),
             visible: true,
-            private: ProcPrivate::default(),
+            private: None,
             growth_of: "rss",
+            acct: None,
+            kids: 0,
             exit_exact: false,
             exit_peak: None,
             growth_short: 0.0,
             growth_long: 0.0,
             trend: Trend::Stable,
-            seen: 0,
         }
     }
 
-    /// Attribution for the current cgroup (computed again only when the
-    /// cgroup changed).
-    fn refresh_attr(&mut self) {
-        if self.attr_of != self.cgroup {
-            self.attr = attribute(&self.cgroup);
-            self.attr_of.clone_from(&self.cgroup);
-        }
-    }
-
-    /// Attribution, computed now if the cgroup changed since.
     fn attribution(&self) -> Attribution {
-        if self.attr_of == self.cgroup {
-            self.attr.clone()
-        } else {
-            attribute(&self.cgroup)
-        }
+        (*self.attr).clone()
+    }
+
+    /// The last tick of its history: now while it lives.
+    fn end_tick(&self, now: u64) -> u64 {
+        self.last_tick.min(now)
+    }
+
+    fn pss_uss(&self) -> Option<crate::host::procfs::Rollup> {
+        self.private.as_ref().and_then(|p| p.now)
+    }
+
+    /// The reclaim counter's changes, with the implicit first zero.
+    fn reclaim_points(&self) -> impl DoubleEndedIterator<Item = (f64, u64)> + Clone + '_ {
+        self.reclaim_zero_at
+            .map(|t| (t, 0))
+            .into_iter()
+            .chain(self.reclaim_hist.iter().copied())
     }
 
     fn row(&self) -> ProcessRow {
@@ -201,7 +241,7 @@ impl Tracked {
             comm: self.comm.clone(),
             cmdline: self.cmdline(),
             exe: self.meta.as_ref().map(|m| m.exe.clone()).unwrap_or_default(),
-            cgroup: self.cgroup.clone(),
+            cgroup: self.cgroup.to_string(),
             cgroup_version: self.cgroup_version,
             memcg_id: self.memcg_id,
             threads: self.threads,
@@ -214,9 +254,9 @@ impl Tracked {
             growth_bytes_per_sec: self.growth_short,
             growth_bytes_per_sec_long: self.growth_long,
             growth_of: self.growth_of,
-            pss_bytes: self.private.now.map(|r| r.pss),
-            uss_bytes: self.private.now.map(|r| r.uss),
-            uss_growth_bytes_per_sec: self.private.now.map(|_| self.private.rates.short),
+            pss_bytes: self.pss_uss().map(|r| r.pss),
+            uss_bytes: self.pss_uss().map(|r| r.uss),
+            uss_growth_bytes_per_sec: self.private.as_ref().and_then(|p| p.now.map(|_| p.rates.short)),
             faults_per_sec: self.faults_per_sec,
             forks_per_sec: self.forks_per_sec,
             reclaim_stall_ms_per_sec: self.reclaim_ms_per_sec,
@@ -228,10 +268,22 @@ impl Tracked {
 
     /// Growth rates and trend for this tick: RSS's, or USS's when only
     /// USS grows (a forked worker copying the pages it shares).
-    fn classify(&mut self, t_now: f64, params: &trend::Params, buf: &mut Vec<(f64, f64)>) {
-        self.private.classify(t_now, params, buf);
-        self.classify_rss(t_now, params, buf);
-        let uss = self.private.rates;
+    fn classify(
+        &mut self,
+        t_now: f64,
+        params: &trend::Params,
+        times: &TickTimes,
+        now: u64,
+        buf: &mut Vec<(f64, f64)>,
+    ) {
+        let uss = match self.private.as_mut() {
+            Some(p) => {
+                p.classify(t_now, params, buf);
+                p.rates
+            }
+            None => Default::default(),
+        };
+        self.classify_rss(t_now, params, times, now, buf);
         self.growth_of = "rss";
         if uss.trend == Trend::Growing && self.trend != Trend::Growing {
             (self.growth_short, self.growth_long, self.trend) = (uss.short, uss.long, Trend::Growing);
@@ -241,12 +293,20 @@ impl Tracked {
 
     /// RSS rates and trend; nothing is computed for a process whose RSS
     /// has not changed within the long window.
-    fn classify_rss(&mut self, t_now: f64, params: &trend::Params, buf: &mut Vec<(f64, f64)>) {
-        if !self.history.changed_since(t_now - params.long_window_s) {
+    fn classify_rss(
+        &mut self,
+        t_now: f64,
+        params: &trend::Params,
+        times: &TickTimes,
+        now: u64,
+        buf: &mut Vec<(f64, f64)>,
+    ) {
+        if !self.history.changed_since(t_now - params.long_window_s, times) {
             (self.growth_short, self.growth_long, self.trend) = (0.0, 0.0, Trend::Stable);
             return;
         }
-        self.history.points(t_now - params.long_window_s, buf);
+        self.history
+            .points(t_now - params.long_window_s, self.end_tick(now), times, buf);
         self.growth_short = trend::slope(trend::window(buf, params.short_window_s));
         self.growth_long = trend::slope(buf);
         self.trend = trend::classify(buf, params);
@@ -271,9 +331,15 @@ impl Tracked {
         }
     }
 
+    /// Does it still need `classify` every tick: RSS changed within the
+    /// long window, or a fresh Pss/USS read?
+    fn active(&self, t_now: f64, params: &trend::Params, times: &TickTimes) -> bool {
+        self.history.changed_since(t_now - params.long_window_s, times) || self.pss_uss().is_some()
+    }
+
     /// The points of its life from time `from`: samples, birth, exit peak.
-    fn points(&self, from: f64, buf: &mut Vec<(f64, f64)>) {
-        self.history.points(from, buf);
+    fn points(&self, from: f64, times: &TickTimes, now: u64, buf: &mut Vec<(f64, f64)>) {
+        self.history.points(from, self.end_tick(now), times, buf);
         if let Some((t, v)) = self.birth.filter(|b| b.0 >= from) {
             let at = buf.partition_point(|p| p.0 < t);
             buf.insert(at, (t, v as f64));
@@ -289,7 +355,12 @@ pub struct TickInput<'a> {
     /// Seconds on CLOCK_MONOTONIC (the kernel's clock).
     pub t: f64,
     pub ts_ms: u64,
+    /// The processes whose record changed (an unchanged one may be here
+    /// too, flagged `unchanged`).
     pub procs: &'a [ProcSample],
+    /// Every process of the pass, changed or not, by tgid (None: those in
+    /// `procs`).
+    pub live: Option<&'a [u32]>,
     pub exits: &'a [ExitSample],
     /// The data path's health, carried into the sample.
     pub status: KernelStatus,
@@ -317,16 +388,142 @@ pub const MAX_CGROUP_ROWS: usize = 20;
 /// At most this many memcgs have their usage followed.
 pub const MAX_MEMCGS: usize = 256;
 
+/// What the live processes add up to, kept as they change, so that a
+/// sample costs nothing per unchanged process: visible processes by RSS
+/// (the rows after the growers, the trigger candidates), per-cgroup
+/// totals, the memcgs in use and the shmem total.
+#[derive(Default)]
+struct Index {
+    /// Visible processes, largest RSS first (then pid).
+    by_rss: BTreeSet<(Reverse<u64>, u32)>,
+    /// Visible processes per cgroup path: (processes, RSS, a memcg id).
+    cgroups: FastMap<Arc<str>, (usize, u64, u64)>,
+    /// Visible processes per memcg id, and per cgroup path for those
+    /// whose memcg id is unknown (0).
+    memcgs: FastMap<u64, usize>,
+    unnamed: FastMap<Arc<str>, usize>,
+    /// shmem RSS of every live process.
+    shmem: u64,
+}
+
+impl Index {
+    fn add(&mut self, tr: &mut Tracked) {
+        self.remove(tr);
+        let a = Acct {
+            visible: tr.visible,
+            resident: tr.resident(),
+            shmem: tr.rss[member::SHMEM],
+            cgroup: tr.cgroup.clone(),
+            memcg_id: tr.memcg_id,
+        };
+        self.shmem += a.shmem;
+        if a.visible {
+            self.by_rss.insert((Reverse(a.resident), tr.pid));
+            if !a.cgroup.is_empty() {
+                let e = self.cgroups.entry(a.cgroup.clone()).or_insert((0, 0, a.memcg_id));
+                e.0 += 1;
+                e.1 += a.resident;
+            }
+            if a.memcg_id != 0 {
+                *self.memcgs.entry(a.memcg_id).or_default() += 1;
+            } else {
+                *self.unnamed.entry(a.cgroup.clone()).or_default() += 1;
+            }
+        }
+        tr.acct = Some(a);
+    }
+
+    fn remove(&mut self, tr: &mut Tracked) {
+        let Some(a) = tr.acct.take() else { return };
+        self.shmem -= a.shmem;
+        if !a.visible {
+            return;
+        }
+        self.by_rss.remove(&(Reverse(a.resident), tr.pid));
+        if !a.cgroup.is_empty() {
+            if let Some(e) = self.cgroups.get_mut(&a.cgroup) {
+                e.0 -= 1;
+                e.1 -= a.resident;
+                if e.0 == 0 {
+                    self.cgroups.remove(&a.cgroup);
+                }
+            }
+        }
+        if a.memcg_id != 0 {
+            if let Some(n) = self.memcgs.get_mut(&a.memcg_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.memcgs.remove(&a.memcg_id);
+                }
+            }
+        } else if let Some(n) = self.unnamed.get_mut(&a.cgroup) {
+            *n -= 1;
+            if *n == 0 {
+                self.unnamed.remove(&a.cgroup);
+            }
+        }
+    }
+}
+
+/// The groups of the last regrouping, with their totals kept up to date.
+#[derive(Default)]
+struct GroupCache {
+    found: Vec<groups::Group>,
+    /// pid -> its group in `found`.
+    of: FastMap<u32, usize>,
+    /// The groups must be found again over every process (at start, or
+    /// when a process that others follow changed or left).
+    dirty: bool,
+    /// Processes to place in their group at the next sample: new ones,
+    /// and those whose parent, image, comm or exe changed.
+    place: Vec<u32>,
+}
+
+/// More processes to place than this: find every group again instead.
+const PLACE_MAX: usize = 256;
+
+fn member(tr: &Tracked) -> groups::Member<'_> {
+    groups::Member {
+        pid: tr.pid,
+        ppid: tr.ppid,
+        start_ns: tr.start_ns,
+        exe: tr.meta.as_ref().map_or("", |m| m.exe.as_str()),
+        comm: tr.comm.as_str(),
+        exec_id: tr.exec_id,
+        rss_bytes: tr.resident(),
+        growth_bytes_per_sec: 0.0,
+    }
+}
+
 pub struct Tracker {
     pub params: trend::Params,
     /// --unit/--container/--cgroup/--comm: rows, groups and triggers see
     /// only the processes that pass; verdicts see every process.
     pub filter: super::filter::FilterArgs,
-    procs: FastMap<u32, Tracked>,
+    procs: FastMap<u32, Box<Tracked>>,
     /// Victims and the exits around them (what a kill set off).
     pub aftermath: super::aftermath::Aftermath,
     /// Exited processes, newest last (see LINGER_S).
-    gone: VecDeque<Tracked>,
+    gone: VecDeque<Box<Tracked>>,
+    /// The time of each tick in the history window.
+    times: TickTimes,
+    /// The tgids of the last pass, sorted, and a buffer for the next.
+    live: Vec<u32>,
+    live_next: Vec<u32>,
+    /// Processes added between two passes (an OOM victim's mark): gone
+    /// unless the next pass has them.
+    added_between: Vec<u32>,
+    /// Processes whose rates and trend are computed every tick (RSS
+    /// changed within the long window, or a fresh Pss/USS read); every
+    /// other process is stable with growth 0.
+    active: FastMap<u32, ()>,
+    index: Index,
+    group_cache: GroupCache,
+    /// Cgroup paths and their attribution, shared by the processes in them.
+    interned: FastMap<Arc<str>, Arc<Attribution>>,
+    empty: (Arc<str>, Arc<Attribution>),
+    /// Regroupings (for LEAKTRACE_MEMDBG).
+    regroups: u64,
     pub linger_dropped: u64,
     last_t: Option<f64>,
     ticks: u64,
@@ -363,6 +560,16 @@ impl Tracker {
             procs: FastMap::default(),
             aftermath: Default::default(),
             gone: VecDeque::new(),
+            times: TickTimes::default(),
+            live: Vec::new(),
+            live_next: Vec::new(),
+            added_between: Vec::new(),
+            active: FastMap::default(),
+            index: Index::default(),
+            group_cache: GroupCache::default(),
+            interned: FastMap::default(),
+            empty: (Arc::from(""), Arc::new(Attribution::default())),
+            regroups: 0,
             linger_dropped: 0,
             last_t: None,
             ticks: 0,
@@ -390,16 +597,31 @@ impl Tracker {
                 continue;
             }
             match a.result {
-                Ok(Reply::Rollup(r)) => tr.private.record(self.last_t.unwrap_or(0.0), r),
-                Ok(Reply::Meta(m)) => {
+                Ok(Reply::Rollup(r)) => {
+                    tr.private
+                        .get_or_insert_with(Default::default)
+                        .record(self.last_t.unwrap_or(0.0), r);
+                    self.active.insert(tr.pid, ());
+                }
+                Ok(Reply::Meta(mut m)) => {
                     if !m.cgroup.is_empty() {
                         names.learn(&m.cgroup, &m.cgroup_raw);
                     }
                     tr.meta_key = tr.meta_asked.map(|(_, k)| k);
+                    let (cg, attr) = intern(&mut self.interned, &self.empty, &m.cgroup);
+                    tr.meta_cgroup = Some((cg.clone(), m.cgroup_version));
                     if tr.cgroup.is_empty() || tr.memcg_id == 0 {
-                        (tr.cgroup, tr.cgroup_version) = (m.cgroup.clone(), m.cgroup_version);
+                        (tr.cgroup, tr.attr, tr.cgroup_version) = (cg, attr, m.cgroup_version);
                     }
-                    tr.meta = Some(m);
+                    // Kept once, interned, in `meta_cgroup`.
+                    m.cgroup = String::new();
+                    m.cgroup_raw = Vec::new();
+                    if tr.meta.as_ref().is_none_or(|old| old.exe != m.exe) {
+                        self.group_cache.place.push(tr.pid);
+                    }
+                    tr.meta = Some(Box::new(m));
+                    let pid = tr.pid;
+                    self.reindex(pid);
                 }
                 // The iterator, not /proc, says whether a process lives.
                 Err(ProcErr::Gone) | Err(ProcErr::Failed(_)) => {}
@@ -407,7 +629,40 @@ impl Tracker {
         }
     }
 
+    /// Visibility and the indexes, after a process changed.
+    fn reindex(&mut self, pid: u32) {
+        let Some(tr) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        tr.visible = self.filter.is_empty() || self.filter.matches(&tr.comm, &tr.cgroup, &tr.attr);
+        let old = tr.acct.as_ref().map(|a| a.resident);
+        self.index.add(tr);
+        // The group's total follows its members' RSS.
+        if let (Some(old), Some(&g)) = (old, self.group_cache.of.get(&pid)) {
+            if let Some(g) = self.group_cache.found.get_mut(g) {
+                g.rss_bytes = (g.rss_bytes + tr.resident()).saturating_sub(old);
+            }
+        }
+    }
+
+    /// A live process is gone (exited, or its pid reused): it lingers for
+    /// the verdicts. `t` is when, unless it is known already.
+    fn retire(&mut self, mut tr: Box<Tracked>, t: f64, last_tick: u64) {
+        tr.exited_at.get_or_insert(t);
+        tr.last_tick = tr.last_tick.min(last_tick);
+        let resident = tr.acct.as_ref().map_or(tr.resident(), |a| a.resident);
+        self.leave_group(tr.pid, tr.kids, resident);
+        self.index.remove(&mut tr);
+        self.active.remove(&tr.pid);
+        if let Some(parent) = self.procs.get_mut(&tr.ppid) {
+            parent.kids = parent.kids.saturating_sub(1);
+        }
+        self.gone.push_back(tr);
+    }
+
     /// One sampling step. Returns the sample and the /proc reads wanted.
+    /// Costs nothing per process the kernel found unchanged, apart from
+    /// the merge of the pass's sorted tgids with the last one's.
     pub fn tick(&mut self, input: TickInput, names: &mut dyn Names) -> (Sample, Vec<Req>) {
         let t = input.t;
         let dt = self.last_t.map(|l| t - l).filter(|d| *d > 0.0);
@@ -416,36 +671,68 @@ impl Tracker {
         let mut requests = Vec::new();
         self.ticks += 1;
         let tick = self.ticks;
+        self.times.push(tick, t, t - HISTORY_S);
+        let first_tick = self.times.first().unwrap_or(tick);
         self.resync = false;
+        // Every process of this pass, sorted (the kernel walks pids in
+        // order, so this is a check, not a sort).
+        let mut cur = std::mem::take(&mut self.live_next);
+        cur.clear();
+        match input.live {
+            Some(l) => cur.extend_from_slice(l),
+            None => cur.extend(input.procs.iter().map(|p| p.tgid)),
+        }
+        if !cur.is_sorted() {
+            cur.sort_unstable();
+        }
+        cur.dedup();
         for p in input.procs {
             if p.unchanged {
-                match self.procs.get_mut(&p.tgid) {
-                    Some(tr) => {
-                        tr.seen = tick;
-                        keep(tr, t, dt);
-                    }
-                    // The kernel thinks we know it; we do not (yet).
-                    None => self.resync = true,
-                }
                 continue;
             }
             let fresh = self.procs.get(&p.tgid).is_none_or(|tr| tr.start_ns != p.start_ns);
             if fresh {
                 // New process, or a reused pid: the old one is gone.
-                if let Some(mut old) = self.procs.remove(&p.tgid) {
-                    old.exited_at.get_or_insert(t);
-                    self.gone.push_back(old);
+                if let Some(old) = self.procs.remove(&p.tgid) {
+                    self.retire(old, t, tick - 1);
                 }
-                self.procs.insert(p.tgid, Tracked::new(p.tgid, p.start_ns));
+                self.procs
+                    .insert(p.tgid, Box::new(Tracked::new(p.tgid, p.start_ns, &self.empty)));
             }
             let Some(tr) = self.procs.get_mut(&p.tgid) else {
                 continue;
             };
-            tr.seen = tick;
             let old_memcg = tr.memcg_id;
-            update(tr, p, t, dt, input.hooks_path);
+            let old_ppid = (!fresh).then_some(tr.ppid);
+            let (moved, regroup) = update(tr, p, t, tick, dt, input.hooks_path);
+            if fresh || regroup {
+                self.group_cache.place.push(p.tgid);
+            }
+            if old_ppid != Some(p.ppid) {
+                if let Some(old) = old_ppid.and_then(|pp| self.procs.get_mut(&pp)) {
+                    old.kids = old.kids.saturating_sub(1);
+                }
+                if let Some(parent) = self.procs.get_mut(&p.ppid) {
+                    parent.kids += 1;
+                }
+            }
+            let Some(tr) = self.procs.get_mut(&p.tgid) else {
+                continue;
+            };
             if fresh || tr.memcg_id != old_memcg || tr.cgroup.is_empty() {
-                (tr.cgroup, tr.cgroup_version) = cgroup_of(tr, names);
+                let (cg, v) = cgroup_of(tr, names);
+                let (cg, attr) = match cg {
+                    Named::Kernel(s) => intern(&mut self.interned, &self.empty, &s),
+                    Named::Proc(cg) => {
+                        let attr = intern(&mut self.interned, &self.empty, &cg).1;
+                        (cg, attr)
+                    }
+                };
+                (tr.cgroup, tr.attr, tr.cgroup_version) = (cg, attr, v);
+            }
+            tr.history.trim_before(first_tick);
+            if moved || fresh {
+                self.active.insert(tr.pid, ());
             }
             let key = (tr.memcg_id, tr.exec_id);
             let stale = tr.meta_key != Some(key)
@@ -464,20 +751,44 @@ impl Tracker {
                     what: Want::Meta,
                 });
             }
+            self.reindex(p.tgid);
         }
-        // Gone from the kernel's list: exited. They linger for the verdicts.
-        let dead: Vec<u32> = self
-            .procs
-            .values()
-            .filter(|tr| tr.seen != tick)
-            .map(|tr| tr.pid)
-            .collect();
-        for pid in dead {
-            if let Some(mut tr) = self.procs.remove(&pid) {
-                tr.exited_at.get_or_insert(t);
-                self.gone.push_back(tr);
+        // Gone from the kernel's list: exited. They linger for the
+        // verdicts. One merge of the last pass's tgids with this one's;
+        // a tgid new to this pass that no record made known is a process
+        // the kernel thinks we know: the next pass sends every record.
+        let prev = std::mem::take(&mut self.live);
+        let (mut i, mut j) = (0, 0);
+        let mut dead = Vec::new();
+        while i < prev.len() || j < cur.len() {
+            let (a, b) = (prev.get(i).copied(), cur.get(j).copied());
+            if a.is_some() && a == b {
+                i += 1;
+                j += 1;
+            } else if let Some(a) = a.filter(|a| b.is_none_or(|b| *a < b)) {
+                dead.push(a);
+                i += 1;
+            } else if let Some(b) = b {
+                if !self.procs.contains_key(&b) {
+                    self.resync = true;
+                }
+                j += 1;
+            } else {
+                break;
             }
         }
+        for pid in std::mem::take(&mut self.added_between) {
+            if cur.binary_search(&pid).is_err() && prev.binary_search(&pid).is_err() {
+                dead.push(pid);
+            }
+        }
+        for pid in dead {
+            if let Some(tr) = self.procs.remove(&pid) {
+                self.retire(tr, t, tick - 1);
+            }
+        }
+        self.live = cur;
+        self.live_next = prev;
         for e in input.exits {
             self.aftermath.record(e);
             self.exit(e, names);
@@ -506,6 +817,22 @@ impl Tracker {
         (sample, requests)
     }
 
+    /// For LEAKTRACE_MEMDBG: processes followed, of which moving, lingering,
+    /// groups found again since the last call.
+    pub fn debug_counts(&mut self) -> (usize, usize, usize, u64) {
+        (
+            self.procs.len(),
+            self.active.len(),
+            self.gone.len(),
+            std::mem::take(&mut self.regroups),
+        )
+    }
+
+    /// Shmem RSS of every live process (the ledger's unmapped shmem).
+    pub fn shmem_bytes(&self) -> u64 {
+        self.index.shmem
+    }
+
     /// An OOM victim as the kernel kept it when it was marked (see
     /// `OomContext::victim_marked`): one the model already follows gets
     /// the birth and argv it lacks; one born after the last sample is
@@ -518,24 +845,31 @@ impl Tracker {
         let birth = (life.birth_ns != 0).then(|| (life.birth_ns as f64 / 1e9, life.birth_rss_pages * page));
         let args = life.argv();
         let cmd = (!args.is_empty()).then(|| args_cmdline(args));
-        let known = self
-            .procs
-            .get_mut(&pid)
-            .into_iter()
-            .chain(self.gone.iter_mut().filter(|g| g.pid == pid))
-            .find(|t| t.start_ns == life.start_ns);
-        let tr = match known {
-            Some(tr) => tr,
-            None => {
-                // A reused pid: the process the model knew by it is gone.
-                if let Some(mut old) = self.procs.remove(&pid) {
-                    old.exited_at.get_or_insert(life.start_ns as f64 / 1e9);
-                    self.gone.push_back(old);
-                }
-                self.procs
-                    .entry(pid)
-                    .or_insert_with(|| Tracked::new(pid, life.start_ns))
+        let known = self.procs.get(&pid).is_some_and(|t| t.start_ns == life.start_ns)
+            || self
+                .gone
+                .iter()
+                .any(|g| g.pid == pid && g.start_ns == life.start_ns);
+        if !known {
+            // A reused pid: the process the model knew by it is gone.
+            if let Some(old) = self.procs.remove(&pid) {
+                self.retire(old, life.start_ns as f64 / 1e9, self.ticks);
             }
+            let tr = Box::new(Tracked::new(pid, life.start_ns, &self.empty));
+            self.procs.insert(pid, tr);
+            self.added_between.push(pid);
+            self.reindex(pid);
+        }
+        let tr = match self.procs.get_mut(&pid).filter(|t| t.start_ns == life.start_ns) {
+            Some(tr) => tr,
+            None => match self
+                .gone
+                .iter_mut()
+                .find(|g| g.pid == pid && g.start_ns == life.start_ns)
+            {
+                Some(g) => g,
+                None => return,
+            },
         };
         if tr.birth.is_none() {
             tr.birth = birth;
@@ -562,7 +896,12 @@ impl Tracker {
             if let Some(mut tr) = self.procs.remove(&e.tgid) {
                 tr.exited_at = Some(t_exit);
                 tr.exit_exact = true;
-                self.gone.push_back(tr);
+                let last = if self.live.binary_search(&e.tgid).is_ok() {
+                    self.ticks
+                } else {
+                    self.ticks.saturating_sub(1)
+                };
+                self.retire(tr, t_exit, last);
             }
         }
         if let Some(g) = self
@@ -584,7 +923,7 @@ impl Tracker {
             if e.memcg_id != 0 && e.memcg_id != g.memcg_id {
                 if let Some(cg) = names.cgroup_of(e.memcg_id) {
                     g.memcg_id = e.memcg_id;
-                    g.cgroup = cg;
+                    (g.cgroup, g.attr) = intern(&mut self.interned, &self.empty, &cg);
                     g.cgroup_version = names.version();
                 }
             }
@@ -600,7 +939,7 @@ impl Tracker {
             }
             return;
         }
-        let mut tr = Tracked::new(e.tgid, e.start_ns);
+        let mut tr = Box::new(Tracked::new(e.tgid, e.start_ns, &self.empty));
         tr.ppid = e.ppid;
         tr.set_comm(&e.comm);
         tr.memcg_id = e.memcg_id;
@@ -609,8 +948,9 @@ impl Tracker {
         tr.exit_peak = peak;
         tr.exited_at = Some(t_exit);
         tr.exit_exact = true;
+        tr.last_tick = 0;
         if let Some(cg) = names.cgroup_of(e.memcg_id) {
-            tr.cgroup = cg;
+            (tr.cgroup, tr.attr) = intern(&mut self.interned, &self.empty, &cg);
             tr.cgroup_version = names.version();
         }
         self.gone.push_back(tr);
@@ -626,27 +966,58 @@ impl Tracker {
         flagged: &[u32],
     ) -> Sample {
         let params = self.params;
-        let buf = &mut self.buf;
         let t_now = self.last_t.unwrap_or(0.0);
-        let filtered = !self.filter.is_empty();
-        for tr in self.procs.values_mut() {
-            tr.classify(t_now, &params, buf);
-            tr.refresh_attr();
-            tr.visible = !filtered || self.filter.matches(&tr.comm, &tr.cgroup, &tr.attr);
+        let now = self.ticks;
+        // Rates and trends of the processes that moved lately; every other
+        // one is stable with growth 0 and is not touched.
+        let active: Vec<u32> = self.active.keys().copied().collect();
+        for pid in active {
+            let Some(tr) = self.procs.get_mut(&pid) else {
+                self.active.remove(&pid);
+                continue;
+            };
+            tr.classify(t_now, &params, &self.times, now, &mut self.buf);
+            if !tr.active(t_now, &params, &self.times) {
+                self.active.remove(&pid);
+            }
         }
-        // Order every process by growth, then build rows for the ones shown.
-        let mut order: Vec<(f64, u64, u32)> = self
-            .procs
-            .values()
-            .filter(|tr| tr.visible)
-            .map(|tr| (tr.growth_short, tr.resident(), tr.pid))
-            .collect();
+        // Order by growth, then RSS, then pid, and build rows for the
+        // ones shown. Only the moving processes and the largest still
+        // ones can be among the first `limit`.
         let by_growth = |a: &(f64, u64, u32), b: &(f64, u64, u32)| {
             b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2))
         };
         let limit = rows.unwrap_or(usize::MAX);
+        let key = |tr: &Tracked| (tr.growth_short, tr.resident(), tr.pid);
+        let mut order: Vec<(f64, u64, u32)> = if limit >= self.index.by_rss.len() {
+            self.procs
+                .values()
+                .filter(|tr| tr.visible)
+                .map(|tr| key(tr))
+                .collect()
+        } else {
+            let mut v: Vec<(f64, u64, u32)> = self
+                .active
+                .keys()
+                .chain(pids.iter())
+                .chain(flagged.iter())
+                .filter_map(|p| self.procs.get(p))
+                .filter(|tr| tr.visible)
+                .map(|tr| key(tr))
+                .collect();
+            v.extend(
+                self.index
+                    .by_rss
+                    .iter()
+                    .filter(|(_, pid)| !self.active.contains_key(pid))
+                    .take(limit)
+                    .map(|(r, pid)| (0.0, r.0, *pid)),
+            );
+            v.sort_unstable_by(|a, b| a.2.cmp(&b.2));
+            v.dedup_by_key(|x| x.2);
+            v
+        };
         if limit < order.len() {
-            // Only the first `limit` need to be in order.
             order.select_nth_unstable_by(limit, by_growth);
             order[..limit].sort_unstable_by(by_growth);
         } else {
@@ -657,7 +1028,7 @@ impl Tracker {
             .enumerate()
             .filter(|(i, o)| *i < limit || pids.contains(&o.2) || flagged.contains(&o.2))
             .filter_map(|(_, o)| {
-                let mut r = self.procs.get(&o.2).map(Tracked::row)?;
+                let mut r = self.procs.get(&o.2).map(|t| t.row())?;
                 r.flagged = flagged.contains(&o.2);
                 Some(r)
             })
@@ -687,10 +1058,9 @@ impl Tracker {
         }
     }
 
-    /// Groups and pools (groups.rs) of every live process, each with its
-    /// total RSS over time: a 10 s and a 60 s rate and a trend, as for a
-    /// process.
-    fn update_groups(&mut self, t_now: f64, flagged: &[u32]) {
+    /// Finds the groups again (groups.rs) over every live process, when a
+    /// process came, went or changed what grouping looks at.
+    fn regroup(&mut self) {
         let members: Vec<groups::Member> = self
             .procs
             .values()
@@ -702,16 +1072,97 @@ impl Tracker {
                 comm: tr.comm.as_str(),
                 exec_id: tr.exec_id,
                 rss_bytes: tr.resident(),
-                growth_bytes_per_sec: tr.growth_short,
+                growth_bytes_per_sec: 0.0,
             })
             .collect();
         let found = groups::group(&members);
         drop(members);
-        self.want_rollups(&found, flagged, t_now);
+        self.regroups += 1;
+        let parents: Vec<u32> = self.procs.values().map(|t| t.ppid).collect();
+        for tr in self.procs.values_mut() {
+            tr.kids = 0;
+        }
+        for pp in parents {
+            if let Some(p) = self.procs.get_mut(&pp) {
+                p.kids += 1;
+            }
+        }
+        let c = &mut self.group_cache;
+        c.place.clear();
+        c.of.clear();
+        for (i, g) in found.iter().enumerate() {
+            for p in &g.all {
+                c.of.insert(*p, i);
+            }
+        }
+        c.found = found;
+        c.dirty = false;
+    }
+
+    /// Groups and pools (groups.rs) of every live process, each with its
+    /// total RSS over time: a 10 s and a 60 s rate and a trend, as for a
+    /// process. The groups are found again only when a process came, went
+    /// or changed parent, image or exe; their RSS totals follow their
+    /// members' changes, and their summed rate is that of the members
+    /// that moved.
+    fn update_groups(&mut self, t_now: f64, flagged: &[u32]) {
+        let mut place = std::mem::take(&mut self.group_cache.place);
+        if !self.group_cache.dirty && place.len() <= PLACE_MAX {
+            // Parents before their children; a parent whose children are
+            // all placed after it is placed like a process without any.
+            place.sort_unstable_by_key(|p| (self.procs.get(p).map_or(0, |t| t.start_ns), *p));
+            place.dedup();
+            let mut pending: FastMap<u32, u32> = FastMap::default();
+            for p in &place {
+                if let Some(t) = self.procs.get(p) {
+                    *pending.entry(t.ppid).or_default() += 1;
+                }
+            }
+            for pid in place {
+                let kids_pending = pending.get(&pid).copied().unwrap_or(0);
+                if !self.place(pid, kids_pending) {
+                    self.group_cache.dirty = true;
+                    break;
+                }
+            }
+        } else {
+            self.group_cache.dirty = true;
+        }
+        // Dissolved groups are left in place until the next full pass.
+        let alive = self.group_cache.found.iter().filter(|g| g.members >= 2).count();
+        if self.group_cache.found.len() > 64 && self.group_cache.found.len() > 2 * alive {
+            self.group_cache.dirty = true;
+        }
+        if self.group_cache.dirty {
+            self.regroup();
+        }
+        for g in &mut self.group_cache.found {
+            if g.pids_stale {
+                g.list_pids();
+            }
+        }
+        for g in &mut self.group_cache.found {
+            g.growth_bytes_per_sec = 0.0;
+        }
+        for pid in self.active.keys() {
+            if let (Some(&i), Some(tr)) = (self.group_cache.of.get(pid), self.procs.get(pid)) {
+                self.group_cache.found[i].growth_bytes_per_sec += tr.growth_short;
+            }
+        }
+        let mut found = std::mem::take(&mut self.group_cache.found);
+        let mut by_size: Vec<usize> = (0..found.len()).filter(|&i| found[i].members >= 2).collect();
+        by_size.sort_by(|&a, &b| {
+            found[b]
+                .rss_bytes
+                .cmp(&found[a].rss_bytes)
+                .then(found[a].leader_pid.cmp(&found[b].leader_pid))
+        });
+        let ordered: Vec<&groups::Group> = by_size.iter().map(|&i| &found[i]).collect();
+        self.want_rollups(&ordered, flagged, t_now);
         let params = self.params;
         let mut seen: FastMap<(u32, u64), ()> = FastMap::default();
         let mut rows = Vec::with_capacity(found.len());
-        for g in found {
+        for g in ordered {
             let key = (g.leader_pid, g.leader_start_ns);
             seen.insert(key, ());
             let h = self.group_hist.entry(key).or_default();
@@ -725,8 +1176,17 @@ impl Tracker {
             // pool that grows by new members (each one step, then flat).
             let short_from = t_now - params.short_window_s;
             let short = &self.buf[self.buf.partition_point(|p| p.0 < short_from)..];
-            let mut growth = if short.len() >= 2 { trend::slope(short) } else { g.growth_bytes_per_sec };
-            let sums = private::sums(g.all.iter().map(|p| self.procs.get(p).map(|t| &t.private)), t_now);
+            let mut growth = if short.len() >= 2 {
+                trend::slope(short)
+            } else {
+                g.growth_bytes_per_sec
+            };
+            let sums = private::sums(
+                g.all
+                    .iter()
+                    .map(|p| self.procs.get(p).and_then(|t| t.private.as_deref())),
+                t_now,
+            );
             let mut pss_growth = None;
             if let Some(sums) = sums {
                 // Shared pages once: the group's own memory, not RSS summed.
@@ -749,9 +1209,9 @@ impl Tracker {
                     .map(|t| t.comm.clone())
                     .unwrap_or_default(),
                 leader_pid: g.leader_pid,
-                exe: g.exe,
+                exe: g.exe.clone(),
                 members: g.members,
-                pids: g.pids,
+                pids: g.pids.clone(),
                 rss_bytes: g.rss_bytes,
                 growth_bytes_per_sec: growth,
                 growth_bytes_per_sec_long: long,
@@ -765,25 +1225,132 @@ impl Tracker {
         self.group_hist.retain(|k, _| seen.contains_key(k));
         self.group_private.retain(|k, _| seen.contains_key(k));
         self.groups = rows;
+        std::mem::swap(&mut self.group_cache.found, &mut found);
+    }
+
+    /// The leader of `pid`'s group, by the rule of groups.rs: the top of
+    /// its chain of same-image parents.
+    fn leader_of(&self, pid: u32) -> Option<u32> {
+        let mut cur = self.procs.get(&pid)?;
+        for _ in 0..64 {
+            match self.procs.get(&cur.ppid) {
+                Some(parent) if groups::same_image(&member(cur), &member(parent)) => cur = parent,
+                _ => break,
+            }
+        }
+        Some(cur.pid)
+    }
+
+    /// Puts `pid` in the group it belongs to now, alone (no full
+    /// regrouping). False when that is not enough: it has children (it may
+    /// lead them), or it leads its group.
+    fn place(&mut self, pid: u32, kids_placed_after: u32) -> bool {
+        let Some(tr) = self.procs.get(&pid) else {
+            return true;
+        };
+        if tr.kids > kids_placed_after {
+            return false;
+        }
+        let c = &self.group_cache;
+        if let Some(g) = c.of.get(&pid).and_then(|&i| c.found.get(i)) {
+            if g.leader_pid == pid {
+                return false;
+            }
+        }
+        let (kids, resident) = (tr.kids.saturating_sub(kids_placed_after), tr.resident());
+        self.leave_group(pid, kids, resident);
+        let Some(leader) = self.leader_of(pid) else {
+            return true;
+        };
+        if leader == pid {
+            return true;
+        }
+        let (Some(l), Some(me)) = (self.procs.get(&leader), self.procs.get(&pid)) else {
+            return true;
+        };
+        let c = &mut self.group_cache;
+        match c.of.get(&leader).copied() {
+            Some(i) => {
+                let g = &mut c.found[i];
+                g.all.push(pid);
+                g.members += 1;
+                g.rss_bytes += me.resident();
+                g.pids_stale = true;
+                c.of.insert(pid, i);
+            }
+            None => {
+                // Its parent, alone until now, leads a new group of two.
+                if l.pid != me.ppid {
+                    return false;
+                }
+                let i = c.found.len();
+                c.found.push(groups::Group {
+                    leader_pid: l.pid,
+                    leader_start_ns: l.start_ns,
+                    exe: l.meta.as_ref().map_or(String::new(), |m| m.exe.clone()),
+                    members: 2,
+                    pids: Vec::new(),
+                    all: vec![l.pid, pid],
+                    rss_bytes: l.resident() + me.resident(),
+                    growth_bytes_per_sec: 0.0,
+                    pids_stale: true,
+                });
+                c.of.insert(l.pid, i);
+                c.of.insert(pid, i);
+            }
+        }
+        true
+    }
+
+    /// `pid` leaves its group (it exited, or is placed again). A process
+    /// that others follow (children, or the leader) needs a full regroup.
+    fn leave_group(&mut self, pid: u32, kids: u32, resident: u64) {
+        let c = &mut self.group_cache;
+        let Some(i) = c.of.get(&pid).copied() else { return };
+        let Some(g) = c.found.get_mut(i) else { return };
+        if kids > 0 || g.leader_pid == pid {
+            c.dirty = true;
+            return;
+        }
+        c.of.remove(&pid);
+        if let Some(at) = g.all.iter().position(|p| *p == pid) {
+            g.all.swap_remove(at);
+        }
+        g.members = g.all.len();
+        g.rss_bytes = g.rss_bytes.saturating_sub(resident);
+        g.pids_stale = true;
+        if g.members < 2 {
+            for p in g.all.drain(..) {
+                c.of.remove(&p);
+            }
+            g.members = 0;
+        }
     }
 
     /// The `n` cgroups whose visible processes hold the most RSS.
     fn cgroup_rows(&self, n: usize) -> Vec<CgroupRow> {
         // (processes, rss, growth, memcg id) per cgroup path
         type Acc = (usize, u64, f64, u64);
-        let mut by: FastMap<&str, Acc> = FastMap::default();
-        for tr in self.procs.values().filter(|t| t.visible && !t.cgroup.is_empty()) {
-            let e = by.entry(tr.cgroup.as_str()).or_insert((0, 0, 0.0, tr.memcg_id));
-            e.0 += 1;
-            e.1 += tr.resident();
-            e.2 += tr.growth_short;
-        }
-        let mut v: Vec<(&str, Acc)> = by.into_iter().collect();
+        let mut v: Vec<(&str, Acc)> = self
+            .index
+            .cgroups
+            .iter()
+            .map(|(cg, &(n, rss, memcg))| (&**cg, (n, rss, 0.0, memcg)))
+            .collect();
         if v.len() > n {
-            v.select_nth_unstable_by(n, |a, b| b.1 .1.cmp(&a.1 .1));
+            v.select_nth_unstable_by(n, |a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
             v.truncate(n);
         }
         v.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then(a.0.cmp(b.0)));
+        // Growth: only processes that moved have any.
+        for pid in self.active.keys() {
+            let Some(tr) = self.procs.get(pid).filter(|t| t.visible && t.growth_short != 0.0) else {
+                continue;
+            };
+            if let Some(e) = v.iter_mut().find(|e| e.0 == &*tr.cgroup) {
+                e.1 .2 += tr.growth_short;
+            }
+        }
         v.into_iter()
             .map(|(cg, (n, rss, g, memcg))| {
                 let lim = self
@@ -793,7 +1360,10 @@ impl Tracker {
                     .zip(self.memcg_limit_of.get(&memcg).copied());
                 CgroupRow {
                     cgroup: cg.to_string(),
-                    attribution: attribute(cg),
+                    attribution: self
+                        .interned
+                        .get(cg)
+                        .map_or_else(|| attribute(cg), |a| (**a).clone()),
                     processes: n,
                     rss_bytes: rss,
                     growth_bytes_per_sec: g,
@@ -809,17 +1379,28 @@ impl Tracker {
     /// groups (RSS counts a pool's shared pages once per member; Pss splits
     /// them, USS shows copy-on-write copying). At most
     /// ROLLUP_READS_PER_ROUND, the longest unread first; the rest counted.
-    fn want_rollups(&mut self, found: &[groups::Group], flagged: &[u32], t_now: f64) {
+    fn want_rollups(&mut self, found: &[&groups::Group], flagged: &[u32], t_now: f64) {
         if t_now - self.last_rollup_round < private::ROUND_S {
             return;
         }
         self.last_rollup_round = t_now;
+        // Growing processes are among those that moved (`active`).
         let growers = self
-            .procs
-            .values()
+            .active
+            .keys()
+            .chain(flagged.iter())
+            .filter_map(|p| self.procs.get(p))
             .filter(|t| t.visible && (t.trend == Trend::Growing || flagged.contains(&t.pid)))
             .map(|t| t.pid);
-        let members = found.iter().take(PSS_GROUPS).flat_map(|g| g.all.iter().copied());
+        // A group larger than PSS_GROUP_MAX is left out: its members would
+        // each be read less than once a minute, never fresh together, and
+        // listing them costs every round (a 10,000-member pool, 10,000
+        // lookups every 3 s).
+        let members = found
+            .iter()
+            .take(PSS_GROUPS)
+            .filter(|g| g.all.len() <= PSS_GROUP_MAX)
+            .flat_map(|g| g.all.iter().copied());
         // Not a process whose RSS is growing: RSS already shows its growth,
         // and a read holds the mmap lock of a process faulting at full
         // speed, often in memcg reclaim (15-72 ms per GiB, docs/performance.md).
@@ -827,7 +1408,7 @@ impl Tracker {
             .chain(members)
             .filter_map(|pid| self.procs.get(&pid).map(|t| (pid, t)))
             .filter(|(_, t)| !(t.trend == Trend::Growing && t.growth_of == "rss"))
-            .map(|(pid, t)| (pid, t.private.read_at()))
+            .map(|(pid, t)| (pid, t.private.as_ref().and_then(|p| p.read_at())))
             .collect();
         let waiting = private::pick(&mut cands, crate::limits::ROLLUP_READS_PER_ROUND);
         crate::limits::ROLLUP_READS.hit_n(waiting as u64);
@@ -892,7 +1473,7 @@ impl Tracker {
             .values()
             .chain(self.gone.iter())
             .find(|t| t.memcg_id == id && !t.cgroup.is_empty())
-            .map(|t| t.cgroup.clone())
+            .map(|t| t.cgroup.to_string())
     }
 
     /// For processes in memcg `id`: the limiting memcg's usage and its
@@ -928,27 +1509,68 @@ impl Tracker {
             .find(|g| g.leader_pid == pid || g.pids.contains(&pid))
     }
 
+    fn subject<'a>(&'a self, tr: &'a Tracked) -> (crate::model::sample::Subject, &'a str, u64) {
+        (
+            crate::model::sample::Subject {
+                pid: tr.pid,
+                rss_bytes: tr.resident(),
+                growth_bytes_per_sec: tr.growth_short,
+                trend: tr.trend,
+                memcg: self.memcg_state(tr.memcg_id),
+            },
+            &*tr.cgroup,
+            tr.memcg_id,
+        )
+    }
+
     /// Every live process as the trigger rule sees it, with its cgroup
     /// (path, and memcg id: 0 when unknown).
+    #[cfg(test)]
     pub fn subjects(&self) -> impl Iterator<Item = (crate::model::sample::Subject, &str, u64)> {
-        self.procs.values().filter(|tr| tr.visible).map(|tr| {
-            (
-                crate::model::sample::Subject {
-                    pid: tr.pid,
-                    rss_bytes: tr.resident(),
-                    growth_bytes_per_sec: tr.growth_short,
-                    trend: tr.trend,
-                    memcg: self.memcg_state(tr.memcg_id),
-                },
-                tr.cgroup.as_str(),
-                tr.memcg_id,
-            )
-        })
+        self.procs
+            .values()
+            .filter(|tr| tr.visible)
+            .map(|tr| self.subject(tr))
+    }
+
+    /// The processes a trigger can fire for, as `subjects` gives them:
+    /// those that moved lately (only they can be growing), those named,
+    /// and the still ones with at least `min_rss` bytes. Every other
+    /// process is stable and smaller than any threshold.
+    pub fn trigger_subjects(
+        &self,
+        min_rss: u64,
+        named: &[u32],
+    ) -> Vec<(crate::model::sample::Subject, &str, u64)> {
+        let mut pids: Vec<u32> = self.active.keys().chain(named.iter()).copied().collect();
+        pids.extend(
+            self.index
+                .by_rss
+                .iter()
+                .take_while(|(r, _)| r.0 >= min_rss)
+                .map(|(_, p)| *p),
+        );
+        pids.sort_unstable();
+        pids.dedup();
+        pids.iter()
+            .filter_map(|p| self.procs.get(p))
+            .filter(|tr| tr.visible)
+            .map(|tr| self.subject(tr))
+            .collect()
+    }
+
+    /// The memcg ids of the visible processes, and the cgroup paths of
+    /// those whose memcg id is unknown.
+    pub fn memcgs_in_use(&self) -> (Vec<u64>, Vec<&str>) {
+        (
+            self.index.memcgs.keys().copied().collect(),
+            self.index.unnamed.keys().map(|k| &**k).collect(),
+        )
     }
 
     /// The full row of a live process.
     pub fn row(&self, pid: u32) -> Option<ProcessRow> {
-        self.procs.get(&pid).map(Tracked::row)
+        self.procs.get(&pid).map(|t| t.row())
     }
 
     /// When the live process `pid` started (CLOCK_MONOTONIC ns).
@@ -971,10 +1593,10 @@ impl Tracker {
         };
         if let Some(s) = start_ns {
             if let Some(t) = all().find(|t| t.start_ns == s) {
-                return Some(t);
+                return Some(&**t);
             }
         }
-        all().next()
+        all().next().map(|b| &**b)
     }
 
     /// What we know about `pid`, alive or recently exited, for an incident.
@@ -989,11 +1611,11 @@ impl Tracker {
     ) -> Option<crate::model::incident::ProcSnapshot> {
         let tr = self.find(pid, start_ns)?;
         let mut pts = Vec::new();
-        tr.points(f64::NEG_INFINITY, &mut pts);
+        tr.points(f64::NEG_INFINITY, &self.times, self.ticks, &mut pts);
         Some(crate::model::incident::ProcSnapshot {
             comm: tr.comm.clone(),
             cmdline: tr.cmdline(),
-            cgroup: tr.cgroup.clone(),
+            cgroup: tr.cgroup.to_string(),
             exe: tr.meta.as_ref().map(|m| m.exe.clone()).unwrap_or_default(),
             ns_pid: tr.meta.as_ref().and_then(|m| m.ns_pid),
             history: pts.iter().map(|&(t, rss)| (self.to_ms(t), rss as u64)).collect(),
@@ -1026,16 +1648,16 @@ impl Tracker {
             .chain(self.gone.iter())
             .filter(|tr| in_scope(scope, &tr.cgroup))
             .filter_map(|tr| {
-                let h = &tr.reclaim_hist;
+                let h = tr.reclaim_points();
                 // The counter as the sample just after `at` read it (the
                 // history holds changes only).
-                let last = h.iter().rev().find(|x| x.0 <= at + RECLAIM_AFTER_S)?.1;
+                let last = h.clone().rev().find(|x| x.0 <= at + RECLAIM_AFTER_S)?.1;
                 let before = h
-                    .iter()
+                    .clone()
                     .rev()
                     .find(|x| x.0 < at - window_s)
                     .map(|x| x.1)
-                    .unwrap_or(h.front()?.1);
+                    .unwrap_or(h.clone().next()?.1);
                 let ms = last.saturating_sub(before) as f64 / 1e6;
                 (ms > 0.0).then(|| (tr.pid, tr.comm.clone(), ms))
             })
@@ -1099,7 +1721,7 @@ impl Tracker {
                     continue;
                 }
             }
-            tr.points(from, &mut buf);
+            tr.points(from, &self.times, self.ticks, &mut buf);
             // The window ends at the kill for every input (samples, peaks
             // at exit): in a storm the next victim's sample taken 89 ms
             // after this kill shows growth this kill could not have seen.
@@ -1163,26 +1785,58 @@ pub fn largest_rise(pts: &[(f64, f64)]) -> (f64, f64, f64) {
     best
 }
 
-fn cgroup_of(tr: &Tracked, names: &mut dyn Names) -> (String, u8) {
+/// A cgroup path and its attribution, interned: the processes of one
+/// cgroup share one copy.
+fn intern(
+    map: &mut FastMap<Arc<str>, Arc<Attribution>>,
+    empty: &(Arc<str>, Arc<Attribution>),
+    path: &str,
+) -> (Arc<str>, Arc<Attribution>) {
+    if path.is_empty() {
+        return empty.clone();
+    }
+    if let Some((k, v)) = map.get_key_value(path) {
+        return (k.clone(), v.clone());
+    }
+    // Paths no process uses any more go when the table has doubled.
+    if map.len() >= 1024 && map.len().is_power_of_two() {
+        map.retain(|k, _| Arc::strong_count(k) > 1);
+    }
+    let (k, v): (Arc<str>, Arc<Attribution>) = (Arc::from(path), Arc::new(attribute(path)));
+    map.insert(k.clone(), v.clone());
+    (k, v)
+}
+
+/// A process's cgroup: named from its memcg id by the kernel's side, or
+/// the one /proc gave.
+enum Named {
+    Kernel(String),
+    Proc(Arc<str>),
+}
+
+fn cgroup_of(tr: &Tracked, names: &mut dyn Names) -> (Named, u8) {
     if let Some(p) = names.cgroup_of(tr.memcg_id) {
-        return (p, names.version());
+        return (Named::Kernel(p), names.version());
     }
-    tr.meta
-        .as_ref()
-        .map(|m| (m.cgroup.clone(), m.cgroup_version))
-        .unwrap_or_default()
+    match &tr.meta_cgroup {
+        Some((cg, v)) => (Named::Proc(cg.clone()), *v),
+        None => (Named::Proc(Arc::from("")), 0),
+    }
 }
 
-/// A process the kernel reported unchanged: the same values one more time.
-fn keep(tr: &mut Tracked, t: f64, dt: Option<f64>) {
-    if dt.is_some() {
-        (tr.faults_per_sec, tr.forks_per_sec, tr.reclaim_ms_per_sec) = (0.0, 0.0, 0.0);
-    }
-    tr.history.push(t, tr.resident() as f64);
-    tr.history.trim_before(t - HISTORY_S);
-}
-
-fn update(tr: &mut Tracked, p: &ProcSample, t: f64, dt: Option<f64>, hooks_path: bool) {
+/// A changed record. Returns (its RSS changed, something grouping looks
+/// at changed: parent, image, comm). The history gets a new run only when
+/// the RSS changed.
+fn update(
+    tr: &mut Tracked,
+    p: &ProcSample,
+    t: f64,
+    tick: u64,
+    dt: Option<f64>,
+    hooks_path: bool,
+) -> (bool, bool) {
+    let regroup = tr.ppid != p.ppid || tr.exec_id != p.exec_id || tr.comm_raw != p.comm;
+    let before = tr.resident();
     tr.ppid = p.ppid;
     tr.set_comm(&p.comm);
     tr.threads = p.threads;
@@ -1203,25 +1857,58 @@ fn update(tr: &mut Tracked, p: &ProcSample, t: f64, dt: Option<f64>, hooks_path:
     }
     tr.from_kernel = !hooks_path || p.rss.iter().any(|v| *v != 0);
     tr.peak = tr.peak.max(p.hiwater_bytes).max(tr.resident());
-    if let (Some(dt), Some((f, k, r))) = (dt, tr.counts) {
-        tr.faults_per_sec = p.faults.saturating_sub(f) as f64 / dt;
-        tr.forks_per_sec = p.forks.saturating_sub(k) as f64 / dt;
-        tr.reclaim_ms_per_sec = p.reclaim_ns.saturating_sub(r) as f64 / 1e6 / dt;
+    match (dt, tr.counts) {
+        (Some(dt), Some((f, k, r))) => {
+            tr.faults_per_sec = p.faults.saturating_sub(f) as f64 / dt;
+            tr.forks_per_sec = p.forks.saturating_sub(k) as f64 / dt;
+            tr.reclaim_ms_per_sec = p.reclaim_ns.saturating_sub(r) as f64 / 1e6 / dt;
+        }
+        _ => {}
     }
     tr.counts = Some((p.faults, p.forks, p.reclaim_ns));
-    if tr.reclaim_hist.back().is_none_or(|h| h.1 != p.reclaim_ns) {
-        tr.reclaim_hist.push_back((t, p.reclaim_ns));
-        if tr.reclaim_hist.len() > 16 {
-            tr.reclaim_hist.pop_front();
+    let last_reclaim = tr
+        .reclaim_hist
+        .back()
+        .map(|h| h.1)
+        .or(tr.reclaim_zero_at.map(|_| 0));
+    if last_reclaim.is_none_or(|v| v != p.reclaim_ns) {
+        if last_reclaim.is_none() && p.reclaim_ns == 0 {
+            tr.reclaim_zero_at = Some(t);
+        } else {
+            tr.reclaim_hist.push_back((t, p.reclaim_ns));
+            if tr.reclaim_hist.len() + usize::from(tr.reclaim_zero_at.is_some()) > 16 {
+                if tr.reclaim_zero_at.take().is_none() {
+                    tr.reclaim_hist.pop_front();
+                }
+            }
         }
     }
-    tr.history.push(t, tr.resident() as f64);
-    tr.history.trim_before(t - HISTORY_S);
+    let moved = tr.history.since().is_none() || before != tr.resident();
+    tr.history.push(tick, tr.resident() as f64);
+    (moved, regroup)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-process sizes docs/performance.md states ("Memory").
+    #[test]
+    fn per_process_sizes_stay_as_documented() {
+        let sizes = [
+            ("Tracked (boxed)", std::mem::size_of::<Tracked>(), 640),
+            ("ProcSample", std::mem::size_of::<ProcSample>(), 192),
+            ("Meta (boxed)", std::mem::size_of::<Meta>(), 120),
+            ("TickHistory", std::mem::size_of::<TickHistory>(), 64),
+        ];
+        for (name, size, bound) in sizes {
+            eprintln!("{name}: {size} bytes");
+            assert!(
+                size <= bound,
+                "{name} is {size} bytes, docs/performance.md says at most {bound}"
+            );
+        }
+    }
 
     const MIB: u64 = 1 << 20;
 
@@ -1274,6 +1961,7 @@ mod tests {
                 t,
                 ts_ms: (t * 1000.0) as u64,
                 procs,
+                live: None,
                 exits,
                 status: KernelStatus::default(),
                 hooks_path: false,
@@ -1632,9 +2320,144 @@ mod tests {
             .unwrap();
         assert_eq!(g.pid, 20, "the victim grew most up to its kill: {g:?}");
         let all = tr.top_growers(Some("/app"), 60.0, Some((20, 5.0, 125 * MIB)), 4);
-        let b = all.iter().find(|x| x.0.pid == 21).expect("21 grew before the kill");
-        assert!(b.0.to_bytes <= 108 * MIB, "only its points up to the kill: {:?}", b.0);
-        assert!(b.1.iter().all(|p| p.0 <= 5000), "its series ends at the kill: {:?}", b.1);
+        let b = all
+            .iter()
+            .find(|x| x.0.pid == 21)
+            .expect("21 grew before the kill");
+        assert!(
+            b.0.to_bytes <= 108 * MIB,
+            "only its points up to the kill: {:?}",
+            b.0
+        );
+        assert!(
+            b.1.iter().all(|p| p.0 <= 5000),
+            "its series ends at the kill: {:?}",
+            b.1
+        );
+    }
+
+    fn tick_rows(
+        tr: &mut Tracker,
+        names: &mut FakeNames,
+        t: f64,
+        procs: &[ProcSample],
+        rows: Option<usize>,
+    ) -> Sample {
+        tr.tick(
+            TickInput {
+                t,
+                ts_ms: (t * 1000.0) as u64,
+                procs,
+                live: None,
+                exits: &[],
+                status: KernelStatus::default(),
+                hooks_path: false,
+                rows,
+                pids: &[],
+                flagged: &[],
+            },
+            names,
+        )
+        .0
+    }
+
+    /// The top rows come from the processes that moved and the index by
+    /// RSS; they must be the first rows of the full order.
+    #[test]
+    fn top_rows_are_the_first_rows_of_the_full_order() {
+        let mut names = FakeNames::default();
+        names.0.insert(7, "/app".into());
+        let (mut top, mut all) = (Tracker::new(trend::Params::default()), Tracker::new(trend::Params::default()));
+        for i in 0..40u64 {
+            let procs: Vec<ProcSample> = (0..300u32)
+                .map(|p| {
+                    // Every 7th grows, every 11th shrinks, the rest are still
+                    // with RSS spread over a range (ties included).
+                    let base = (p as u64 % 50) * MIB;
+                    let rss = match p {
+                        _ if p % 7 == 0 => base + i * (p as u64 + 1) * 4096,
+                        _ if p % 11 == 0 => base + (40 - i) * MIB / 8,
+                        _ => base,
+                    };
+                    proc(1000 + p, 5, rss)
+                })
+                .collect();
+            let a = tick_rows(&mut top, &mut names, i as f64, &procs, Some(20));
+            let b = tick_rows(&mut all, &mut names, i as f64, &procs, None);
+            let pa: Vec<u32> = a.processes.iter().map(|r| r.pid).collect();
+            let pb: Vec<u32> = b.processes.iter().take(20).map(|r| r.pid).collect();
+            assert_eq!(pa, pb, "tick {i}");
+            assert_eq!(a.cgroups.len(), 1);
+            assert_eq!(
+                (a.cgroups[0].processes, a.cgroups[0].rss_bytes),
+                (b.cgroups[0].processes, b.cgroups[0].rss_bytes)
+            );
+            let g = |s: &Sample| s.cgroups[0].growth_bytes_per_sec;
+            assert!((g(&a) - g(&b)).abs() <= 1e-6 * g(&b).abs().max(1.0), "{} {}", g(&a), g(&b));
+        }
+    }
+
+    /// Groups kept as processes come, go and move must be the groups a
+    /// full regrouping finds.
+    #[test]
+    fn groups_kept_as_processes_change_are_the_groups_found_from_scratch() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        let pool = |pid: u32, ppid: u32, exec: u64, start: u64| {
+            let mut p = proc(pid, start, MIB * (pid as u64 % 7 + 1));
+            p.ppid = ppid;
+            p.exec_id = exec;
+            p
+        };
+        // A pool (100, its workers forked without exec), a shell (200) and
+        // its children (other images), and a second pool under 300.
+        let mut live: Vec<ProcSample> = vec![pool(100, 1, 10, 1), pool(200, 1, 20, 1), pool(300, 1, 30, 1)];
+        live.extend((0..8).map(|k| pool(110 + k, 100, 10, 2)));
+        let mut regroups = 0;
+        for i in 0..30u32 {
+            // Workers come and go; a shell child starts; one worker forks
+            // a grandchild; a process is reparented to 1.
+            match i % 5 {
+                0 => live.push(pool(400 + i, 100, 10, 10 + i as u64)),
+                1 => live.push(pool(500 + i, 200, 50 + i as u64, 10 + i as u64)),
+                2 => {
+                    if let Some(at) = live.iter().position(|p| p.ppid == 100) {
+                        live.remove(at);
+                    }
+                }
+                3 => live.push(pool(600 + i, 300, 30, 10 + i as u64)),
+                _ => {
+                    if let Some(w) = live.iter().find(|p| p.ppid == 100).map(|p| p.tgid) {
+                        live.push(pool(700 + i, w, 10, 10 + i as u64));
+                    }
+                }
+            }
+            if i == 17 {
+                // The second pool's leader exits: its workers go to init.
+                live.retain(|p| p.tgid != 300);
+                for p in live.iter_mut().filter(|p| p.ppid == 300) {
+                    p.ppid = 1;
+                }
+            }
+            let a = tick_rows(&mut tr, &mut names, i as f64, &live, None);
+            let mut fresh = Tracker::new(trend::Params::default());
+            let b = tick_rows(&mut fresh, &mut names, i as f64, &live, None);
+            let key = |s: &Sample| {
+                let mut g: Vec<(u32, usize, Vec<u32>, u64)> = s
+                    .groups
+                    .iter()
+                    .map(|g| (g.leader_pid, g.members, g.pids.clone(), g.rss_bytes))
+                    .collect();
+                g.sort();
+                g
+            };
+            assert_eq!(key(&a), key(&b), "tick {i}");
+            regroups += tr.debug_counts().3;
+        }
+        // Every tick changed something; only the first tick, the pool
+        // leader's exit and the exits of workers with children of their own
+        // (their children's chain breaks) find every group again.
+        assert!(regroups <= 6, "{regroups} full regroupings in 30 ticks");
     }
 
     #[test]

@@ -148,16 +148,37 @@ impl Triggers {
     ) -> HashMap<u32, u32> {
         let psi = crate::host::facts::psi_full_avg10();
         let mem_total = crate::host::facts::meminfo_kb("MemTotal").unwrap_or(0) * 1024;
-        let top = evidence::psi_top(tracker.subjects().map(|(s, _, _)| s), std::process::id());
         let mut suspects: Vec<(f64, u32)> = Vec::new();
         let now = Instant::now();
         // Limits per cgroup, looked up once per tick (and cached for 10 s
         // by Cgroups): most of a host's processes share a few cgroups.
         let mut by_id: crate::fmt::FastMap<u64, Option<u64>> = Default::default();
         let mut by_path: crate::fmt::FastMap<&str, Option<u64>> = Default::default();
+        let (ids, paths) = tracker.memcgs_in_use();
+        for id in ids {
+            by_id.insert(id, cgroups.limit_by_id(id));
+        }
+        for p in paths {
+            by_path.insert(p, cgroups.limit(p));
+        }
+        // A process that is not growing and not named fires nothing and is
+        // no suspect below half its RSS threshold: only those at or above
+        // the smallest such threshold, and those that moved, are looked at
+        // (docs/performance.md).
+        let smallest = by_id
+            .values()
+            .chain(by_path.values())
+            .map(|l| l.unwrap_or(mem_total))
+            .chain(std::iter::once(mem_total))
+            .filter(|l| *l > 0)
+            .min()
+            .unwrap_or(0);
+        let min_rss = ((smallest as f64 * self.args.rss_pct / 200.0).floor() as u64).saturating_sub(1);
+        let subjects = tracker.trigger_subjects(min_rss, &self.args.evidence_pids);
+        let top = evidence::psi_top(subjects.iter().map(|(s, _, _)| s.clone()), std::process::id());
         let me = std::process::id();
         let mut growing: HashSet<u32> = HashSet::new();
-        for (subj, cgroup, memcg_id) in tracker.subjects() {
+        for (subj, cgroup, memcg_id) in subjects {
             // Never a bundle, or stack sampling, about leaktrace itself.
             if subj.pid == me {
                 continue;
@@ -295,8 +316,18 @@ impl Triggers {
         }
         for (leader, pid, t) in fire {
             self.group_fired.insert(leader, now);
-            let sampled = self.sampled_since.get(&pid).map_or(Duration::ZERO, |s| now.duration_since(*s));
-            self.fire(tracker, jobs, pid, t, (0, "none (the pool's sustained growth)".into()), sampled);
+            let sampled = self
+                .sampled_since
+                .get(&pid)
+                .map_or(Duration::ZERO, |s| now.duration_since(*s));
+            self.fire(
+                tracker,
+                jobs,
+                pid,
+                t,
+                (0, "none (the pool's sustained growth)".into()),
+                sampled,
+            );
         }
         self.group_growing_since.retain(|l, _| growing.contains(l));
         self.group_fired

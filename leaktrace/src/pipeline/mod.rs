@@ -363,6 +363,12 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::J
         .with_context(|| format!("starting thread {name}"))
 }
 
+/// How often the main thread looks at the stop flag. Signals wake it at
+/// once; a thread or sink that asks to stop waits this long at most. Each
+/// wake-up of the runtime costs about 0.1 ms on the development VM: at
+/// 50 ms that was 0.2% of a core (docs/performance.md).
+const STOP_POLL: Duration = Duration::from_millis(250);
+
 /// Until SIGINT, SIGTERM, or a thread or sink asks to stop (duration
 /// reached, stdout closed, q pressed).
 async fn wait_for_stop(stop: &AtomicBool) -> Result<()> {
@@ -372,7 +378,7 @@ async fn wait_for_stop(stop: &AtomicBool) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+            _ = tokio::time::sleep(STOP_POLL) => {
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }

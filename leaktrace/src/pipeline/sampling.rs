@@ -113,7 +113,9 @@ fn test_hang(tick: u64) {
 struct State {
     meta: MetaPool,
     cgroups: Cgroups,
+    /// The changed records of the last pass, and every process's tgid.
     procs: Vec<ProcSample>,
+    live: Vec<u32>,
     exits: Vec<crate::kernel::exits::ExitSample>,
     exits_dropped: u64,
     ticks: u64,
@@ -124,7 +126,8 @@ impl Sampling {
         let mut st = State {
             meta: MetaPool::new(),
             cgroups: Cgroups::detect(),
-            procs: Vec::with_capacity(4096),
+            procs: Vec::new(),
+            live: Vec::new(),
             exits: Vec::new(),
             exits_dropped: 0,
             ticks: 0,
@@ -172,7 +175,7 @@ impl Sampling {
         st.ticks += 1;
         test_hang(st.ticks);
         let t0 = Instant::now();
-        let stats = match self.sampler.sample(&mut st.procs) {
+        let stats = match self.sampler.sample(&mut st.procs, &mut st.live) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!("sampling failed: {e:#}");
@@ -185,7 +188,7 @@ impl Sampling {
         // Rows for the pids asked for, and for those that crossed a
         // trigger (listed whatever --top says).
         let flagged: Vec<u32> = self.triggers.flagged().collect();
-        let (mut sample, requests, want, t_tick) = {
+        let (mut sample, requests, want, t_tick, proc_shmem) = {
             let Ok(mut tr) = self.tracker.lock() else {
                 return false;
             };
@@ -195,6 +198,7 @@ impl Sampling {
                     t: monotonic_ns() as f64 / 1e9,
                     ts_ms: now_ms(),
                     procs: &st.procs,
+                    live: Some(&st.live),
                     exits: &st.exits,
                     status,
                     hooks_path: self.sampler.name() == "hooks",
@@ -209,13 +213,8 @@ impl Sampling {
                 self.sampler.resync();
             }
             let want = self.triggers.decide(&tr, &mut st.cgroups, &self.jobs);
-            (sample, requests, want, t_tick)
+            (sample, requests, want, t_tick, tr.shmem_bytes())
         };
-        let proc_shmem = st
-            .procs
-            .iter()
-            .map(|p| p.rss[leaktrace_common::member::SHMEM])
-            .sum();
         sample.ledger = self.ledger.next(proc_shmem);
         if let (Some(l), Ok(mut g)) = (&sample.ledger, self.shared.ledger.lock()) {
             if g.as_ref().is_none_or(|old| old.ts_ms != l.ts_ms) {
@@ -231,12 +230,20 @@ impl Sampling {
         self.housekeeping(&want, st);
         self.fanout.send(Event::Sample(Arc::new(sample)));
         if std::env::var_os("LEAKTRACE_MEMDBG").is_some() {
+            let (tracked, active, gone, regroups) = self
+                .tracker
+                .lock()
+                .map(|mut t| t.debug_counts())
+                .unwrap_or_default();
             eprintln!(
-                "tick: pass {:.1} ms, model {:.1} ms, triggers {:.1} ms, total {:.1} ms",
+                "tick: pass {:.1} ms, model {:.1} ms, triggers {:.1} ms, total {:.1} ms; \
+                 {} changed of {}, {tracked} tracked, {active} moving, {gone} lingering, {regroups} regroup(s)",
                 stats.pass_ms,
                 t_tick.as_secs_f64() * 1e3 - stats.pass_ms,
                 (t_trig - t_tick).as_secs_f64() * 1e3,
-                t0.elapsed().as_secs_f64() * 1e3
+                t0.elapsed().as_secs_f64() * 1e3,
+                st.procs.len(),
+                st.live.len(),
             );
         }
         true
@@ -289,10 +296,15 @@ impl Sampling {
     /// process counts, not only the rows the outputs show).
     fn housekeeping(&mut self, want: &HashMap<u32, u32>, st: &mut State) {
         let prune = st.ticks.is_multiple_of(10);
-        let alive: HashMap<u32, u64> = if prune {
-            st.procs.iter().map(|p| (p.tgid, p.start_ns)).collect()
-        } else {
-            HashMap::new()
+        // Every live process and its start time, from the model (a pass
+        // holds only the records that changed).
+        let alive: HashMap<u32, u64> = match self.tracker.lock() {
+            Ok(tr) if prune => st
+                .live
+                .iter()
+                .filter_map(|p| Some((*p, tr.start_ns(*p)?)))
+                .collect(),
+            _ => HashMap::new(),
         };
         if let Some(s) = &self.stacks {
             if let Ok(mut s) = s.lock() {
@@ -306,10 +318,8 @@ impl Sampling {
             }
         }
         if prune {
-            st.meta.forget(|r| {
-                // An unchanged-record carries no start time: keep those.
-                alive.get(&r.pid).is_some_and(|s| *s == r.start_ns || *s == 0)
-            });
+            st.meta
+                .forget(|r| alive.get(&r.pid).is_some_and(|s| *s == r.start_ns));
         }
     }
 }
