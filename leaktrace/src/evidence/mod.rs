@@ -246,8 +246,40 @@ pub fn sustained_group(
 /// is `growing`, never leaktrace itself (`me`). A process whose RSS only
 /// wobbles (a shell script, leaktrace's own buffers) is not a grower.
 pub fn psi_top(subjects: impl Iterator<Item = Subject>, me: u32) -> Option<u32> {
+    fastest(subjects.filter(|s| s.pid != me && s.trend == Trend::Growing))
+}
+
+/// A memcg whose usage is at least this share of its limit is where the
+/// pressure is (reclaim runs at the limit; on cgroup v1 there is no
+/// per-memcg PSI to ask).
+pub const PRESSURED_MEMCG_PCT: f64 = 90.0;
+
+/// The PSI trigger's process: the fastest grower of the most pressured
+/// memcg (usage ≥ PRESSURED_MEMCG_PCT of its limit, the fullest first),
+/// whatever its trend: in an OOM storm the memcg's processes live too
+/// briefly to be `growing`. Else the host's `psi_top`. Never leaktrace.
+/// `subjects` come with their memcg's id and limit (None: no limit).
+pub fn psi_pick(subjects: &[(Subject, u64, Option<u64>)], me: u32) -> Option<u32> {
+    let fill = |s: &Subject, limit: Option<u64>| match (s.memcg, limit) {
+        (Some((usage, _)), Some(l)) if l > 0 => usage as f64 * 100.0 / l as f64,
+        _ => 0.0,
+    };
+    let fullest = subjects
+        .iter()
+        .filter(|(s, id, _)| *id != 0 && s.pid != me && s.growth_bytes_per_sec > 0.0)
+        .map(|(s, id, l)| (fill(s, *l), *id))
+        .filter(|(f, _)| *f >= PRESSURED_MEMCG_PCT)
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+    if let Some((_, memcg)) = fullest {
+        return fastest(subjects.iter().filter(|(s, id, _)| *id == memcg && s.pid != me).map(|x| x.0));
+    }
+    psi_top(subjects.iter().map(|x| x.0), me)
+}
+
+/// The fastest of these that grows at all (the lower pid on a tie).
+fn fastest(subjects: impl Iterator<Item = Subject>) -> Option<u32> {
     subjects
-        .filter(|s| s.pid != me && s.trend == Trend::Growing && s.growth_bytes_per_sec > 0.0)
+        .filter(|s| s.growth_bytes_per_sec > 0.0)
         .max_by(|a, b| {
             a.growth_bytes_per_sec
                 .total_cmp(&b.growth_bytes_per_sec)
@@ -456,6 +488,42 @@ mod tests {
         };
         assert_eq!(psi_top(subjects(), me), Some(13));
         assert_eq!(psi_top(subjects().filter(|x| x.pid != 13 && x.pid != 12), me), None);
+    }
+
+    /// Issue 21: in a storm the PSI bundle was about leaktrace and the
+    /// storm's shell script, none for the storm's memcg. The memcg at its
+    /// limit is where the pressure is; its fastest grower is named even
+    /// though its short-lived processes never turn `growing`.
+    #[test]
+    fn the_psi_trigger_names_the_grower_of_the_memcg_at_its_limit() {
+        let s = |pid, g, trend, usage: u64| Subject {
+            pid,
+            rss_bytes: 1 << 20,
+            growth_bytes_per_sec: g,
+            trend,
+            memcg: Some((usage, 0.0)),
+        };
+        const MIB: u64 = 1 << 20;
+        let me = 10;
+        let host = [
+            (s(10, 9e6, Trend::Growing, 0), 0, None),
+            (s(20, 4e6, Trend::Growing, 0), 0, None),
+        ];
+        // A storm memcg at 250 of 256 MiB: its child grows, not `growing`.
+        let storm = [
+            (s(30, 1e6, Trend::Spike, 250 * MIB), 7, Some(256 * MIB)),
+            (s(31, 3e6, Trend::Stable, 250 * MIB), 7, Some(256 * MIB)),
+            (s(32, 0.0, Trend::Stable, 250 * MIB), 7, Some(256 * MIB)),
+        ];
+        // A memcg at half its limit is not pressured.
+        let calm = [(s(40, 8e6, Trend::Growing, 100 * MIB), 8, Some(200 * MIB))];
+        let all: Vec<_> = host.iter().chain(&storm).chain(&calm).copied().collect();
+        assert_eq!(psi_pick(&all, me), Some(31));
+        let without_storm: Vec<_> = host.iter().chain(&calm).copied().collect();
+        assert_eq!(psi_pick(&without_storm, me), Some(40), "the host's fastest grower");
+        // leaktrace in the pressured memcg is never named.
+        let mine = [(s(10, 9e6, Trend::Growing, 250 * MIB), 7, Some(256 * MIB)), storm[0]];
+        assert_eq!(psi_pick(&mine, me), Some(30));
     }
     use super::{tests_support::*, *};
 

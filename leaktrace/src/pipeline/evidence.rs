@@ -175,7 +175,18 @@ impl Triggers {
             .unwrap_or(0);
         let min_rss = ((smallest as f64 * self.args.rss_pct / 200.0).floor() as u64).saturating_sub(1);
         let subjects = tracker.trigger_subjects(min_rss, &self.args.evidence_pids);
-        let top = evidence::psi_top(subjects.iter().map(|(s, _, _)| s.clone()), std::process::id());
+        // The PSI trigger's process: only worked out while PSI is over
+        // its threshold; the fastest grower of the memcg at its limit,
+        // else of the host (evidence::psi_pick).
+        let top = if self.args.psi_full > 0.0 && psi.is_some_and(|p| p >= self.args.psi_full) {
+            let picks: Vec<_> = subjects
+                .iter()
+                .map(|(s, _, id)| (s.clone(), *id, by_id.get(id).copied().flatten()))
+                .collect();
+            evidence::psi_pick(&picks, std::process::id())
+        } else {
+            None
+        };
         let me = std::process::id();
         let mut growing: HashSet<u32> = HashSet::new();
         for (subj, cgroup, memcg_id) in subjects {
