@@ -195,7 +195,7 @@ async fn run_async(mut cfg: Config) -> Result<()> {
     crate::notify::send("STOPPING=1");
     crate::notify::status("stopping: flushing the sinks and detaching the programs");
     let deadline = Instant::now() + STOP_GRACE;
-    // The sampling and OOM threads notice within 100 ms; the OOM thread
+    // The sampling and OOM threads notice within 250 ms; the OOM thread
     // closes pending incidents as they stand. Then the sinks flush.
     for t in &threads[..2] {
         while !t.is_finished() && Instant::now() < deadline - Duration::from_millis(500) {

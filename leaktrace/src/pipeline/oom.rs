@@ -81,6 +81,9 @@ impl OomContext for View<'_> {
     }
 }
 
+/// After an OOM record, the thread wakes every 100 ms this long.
+const QUIET_AFTER: Duration = Duration::from_secs(60);
+
 pub struct OomThread {
     pub rings: OomRings,
     pub tracker: Arc<Mutex<Tracker>>,
@@ -142,6 +145,10 @@ impl OomThread {
         // that an incident says it may be missing something.
         let mut undecoded = 0u64;
         let mut held: Vec<(Incident, Instant)> = Vec::new();
+        // When a record last came: incidents are assembled on time for a
+        // while after one; a quiet host is looked at four times a second
+        // (a record wakes the poll at once either way).
+        let mut last_record: Option<Instant> = None;
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
             let mut p = fds.map(|fd| libc::pollfd {
@@ -150,8 +157,10 @@ impl OomThread {
                 revents: 0,
             });
             if !stopping {
-                // SAFETY: two valid pollfds; 100 ms timeout.
-                unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, 100) };
+                let busy = !held.is_empty() || last_record.is_some_and(|t| t.elapsed() < QUIET_AFTER);
+                let ms = if busy { 100 } else { 250 };
+                // SAFETY: two valid pollfds; a timeout in ms.
+                unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
             }
             let bad = self.rings.drain(&mut recs);
             if bad > 0 && undecoded == 0 {
@@ -160,6 +169,7 @@ impl OomThread {
             undecoded += bad;
             let lost = self.shared.oom_lost.load(Ordering::Relaxed) + undecoded;
             for r in recs.drain(..) {
+                last_record = Some(Instant::now());
                 asm.handle(r, &view, lost);
             }
             // At shutdown, whatever is pending is closed as it stands.

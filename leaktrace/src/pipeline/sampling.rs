@@ -39,6 +39,10 @@ impl Names for Cgroups {
     }
 }
 
+/// The loop wakes at least this often between samples (the stop flag,
+/// the watchdog); exit records wake it at once.
+const WAKE_EVERY: Duration = Duration::from_millis(250);
+
 /// Most exit records held between two samples (a fork storm).
 const MAX_EXITS: usize = crate::limits::EXITS_PER_SAMPLE_MAX;
 
@@ -165,7 +169,7 @@ impl Sampling {
             if now >= next {
                 return true;
             }
-            wait_readable(exits_fd, (next - now).min(Duration::from_millis(100)));
+            wait_readable(exits_fd, (next - now).min(WAKE_EVERY));
         }
     }
 
