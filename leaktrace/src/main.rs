@@ -148,7 +148,9 @@ enum Cmd {
 /// buffers (the iterator pass, the sample's rows) into those arenas after
 /// the first one is freed, where their pages stay resident. Two arenas and
 /// a fixed 128 KiB threshold: every large buffer is its own mapping,
-/// returned to the kernel when freed.
+/// returned to the kernel when freed. (glibc only: musl, in the static
+/// builds, has one heap and no mallopt.)
+#[cfg(target_env = "gnu")]
 fn malloc_settings() {
     // SAFETY: mallopt changes allocator parameters only; called before
     // any other thread exists.
@@ -158,6 +160,9 @@ fn malloc_settings() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 * 1024);
     }
 }
+
+#[cfg(not(target_env = "gnu"))]
+fn malloc_settings() {}
 
 fn main() -> ExitCode {
     malloc_settings();
