@@ -108,7 +108,14 @@ fn visit<M: Mem>(ctx: *mut c_void) -> i32 {
     // every field is written before the record is copied out.
     unsafe {
         if fill::<M>(task, tgid, &mut *r, full) {
-            write(seq, r as *const c_void, core::mem::size_of::<ProcRecord>());
+            if !write(seq, r as *const c_void, core::mem::size_of::<ProcRecord>()) {
+                // The seq buffer was full: the kernel shows this task
+                // again at the next read(), and `fill` already took this
+                // record as sent. Forget that, or the retry would say
+                // "unchanged" and the change would be lost until the
+                // next full pass.
+                invalidate(tgid);
+            }
         } else {
             let a = AliveRecord {
                 kind: rec_kind::ALIVE,
@@ -124,13 +131,16 @@ fn visit<M: Mem>(ctx: *mut c_void) -> i32 {
     0
 }
 
+/// Writes one record; false when the seq buffer had no room (the kernel
+/// then shows this same task again at the next read()).
 #[inline(always)]
-fn write(seq: *mut seq_file, p: *const c_void, len: usize) {
-    // SAFETY: `p` points at `len` readable bytes; a full seq buffer is
-    // retried by the kernel on the next read() for this same task.
+fn write(seq: *mut seq_file, p: *const c_void, len: usize) -> bool {
+    // SAFETY: `p` points at `len` readable bytes.
     if unsafe { bpf_seq_write(seq, p, len as u32) } < 0 {
         bump(counter::ITER_WRITE_FAILED);
+        return false;
     }
+    true
 }
 
 /// Mixes one value into a digest (FxHash step): a changed value almost

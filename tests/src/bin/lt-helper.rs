@@ -3,7 +3,7 @@
 //!   lt-helper grow  <mib_per_sec> <grow_secs> <hold_secs>
 //!   lt-helper step  <mib> <delay_secs> <hold_secs>
 //!   lt-helper churn <mib> <period_ms> <secs>
-//!   lt-helper forkpool <children> <mib_each> <hold_secs>
+//!   lt-helper forkpool <children> <mib_each> <hold_secs> [delay_secs]
 //!   lt-helper cowpool <children> <mib> <mib_per_sec> <secs>   (the parent touches
 //!            <mib> of anonymous memory and forks the children; each child rewrites
 //!            the pages it inherited, 1 MiB at a time at <mib_per_sec> from the start
@@ -233,6 +233,9 @@ fn main() {
         }
         Some("forkpool") => {
             let (n, mib, hold) = (arg(&args, 2) as usize, arg(&args, 3), arg(&args, 4));
+            // Optional: the children wait this long before touching, so
+            // that all of them change at about the same moment.
+            let delay = if args.len() > 5 { arg(&args, 5) } else { 0.0 };
             let mut fds = [0i32; 2];
             // SAFETY: fds is a valid 2-element array.
             assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -247,6 +250,7 @@ fn main() {
                     // SAFETY: prctl with integer arguments only.
                     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
                     let bytes = mib as usize * MIB;
+                    sleep_s(delay);
                     touch(map(bytes), bytes);
                     // SAFETY: writing one byte from a valid buffer to the pipe.
                     unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) };
