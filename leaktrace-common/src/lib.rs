@@ -384,7 +384,11 @@ pub mod counter {
     /// the interpreter's thread list (not a Python thread, or a list
     /// longer than `python::PY_MAX_THREADS`).
     pub const PY_THREAD_MISSED: u32 = 15;
-    pub const NUM: u32 = 16;
+    /// RSS counts of a process that had exited, not put back into
+    /// PROC_STATS (`EXITED`): events of its mm torn down later, or a
+    /// slot flushed late from another CPU.
+    pub const EXITED_DROPPED: u32 = 16;
+    pub const NUM: u32 = 17;
 }
 
 /// Indices into the `TASK_OFFS` global: byte offsets of the kernel struct

@@ -20,7 +20,7 @@ use leaktrace_common::{
 use super::{
     bump, current_tgid, drop_slot, global,
     kread::{leader_start, memcg_id, o, resident, rss_pages, Mem, Probe},
-    life_entry, PROC_LIFE, PROC_STATS,
+    life_entry, EXITED, PROC_LIFE, PROC_STATS,
 };
 
 #[no_mangle]
@@ -122,6 +122,8 @@ pub fn task_newtask_btf(ctx: BtfTracePointContext) -> i32 {
     }
     add_to_current(LifeCounter::Forks, 1);
     let child = Probe::u32(task, o(off::TASK_TGID));
+    // A new process with this tgid: its counters are its own.
+    let _ = EXITED.remove(&child);
     let mm = Probe::u64(task, o(off::TASK_MM));
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -226,6 +228,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if group_dead {
         let victim = super::oom::victim_exited(tgid);
         drop_slot(tgid);
+        // SAFETY: no preconditions.
+        let _ = EXITED.insert(&tgid, &unsafe { bpf_ktime_get_ns() }, 0);
         if PROC_STATS.remove(&tgid).is_ok() {
             bump(counter::EXIT_REMOVED);
         }

@@ -29,6 +29,18 @@ pub static PROC_STATS: LruPerCpuHashMap<u32, ProcStats> = LruPerCpuHashMap::with
 #[map]
 pub static CPU_SLOT: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
 
+/// tgid -> when its last thread exited (bpf_ktime_get_ns). Without it a
+/// dead process comes back into PROC_STATS: its mm is often torn down
+/// later, by whoever held it last (a /proc reader), and those RSS events
+/// name it through `mm->owner`; and a slot of it on another CPU is flushed
+/// whenever that CPU next sees another process. For `EXITED_HOLD_NS` no
+/// entry is made for it, unless a new process takes the tgid (fork hook).
+#[map]
+pub static EXITED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// How long an exited tgid gets no new PROC_STATS entry.
+const EXITED_HOLD_NS: u64 = 5_000_000_000;
+
 /// tgid -> its life, see `leaktrace_common::Life`.
 #[map]
 pub static PROC_LIFE: LruHashMap<u32, Life> = LruHashMap::with_max_entries(MAX_PROCS, 0);
@@ -83,6 +95,15 @@ pub fn global(v: &u64) -> u64 {
 pub fn stats_entry(tgid: u32) -> Option<*mut ProcStats> {
     if let Some(p) = PROC_STATS.get_ptr_mut(&tgid) {
         return Some(p);
+    }
+    // SAFETY: plain lookup, value copied out.
+    if let Some(at) = unsafe { EXITED.get(&tgid) }.copied() {
+        // SAFETY: no preconditions.
+        let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        if now.wrapping_sub(at) < EXITED_HOLD_NS {
+            bump(counter::EXITED_DROPPED);
+            return None;
+        }
     }
     let zero = ProcStats::default();
     if PROC_STATS.insert(&tgid, &zero, 0).is_err() {
@@ -159,8 +180,7 @@ pub fn slot_stats(tgid: u32) -> Option<*mut ProcStats> {
 }
 
 /// Forgets this CPU's slot if it belongs to `tgid` (the process exited).
-/// Slots on other CPUs are flushed into the map later and removed by the
-/// loader's sweep.
+/// Slots on other CPUs are dropped when they are flushed (`EXITED`).
 #[inline(always)]
 pub fn drop_slot(tgid: u32) {
     if let Some(s) = CPU_SLOT.get_ptr_mut(0) {

@@ -32,6 +32,9 @@ pub struct Counters {
     /// Sampled faults of a CPython suspect whose thread was not found in
     /// the interpreter's thread list.
     pub py_thread_missed: u64,
+    /// RSS counts of an exited process not put back into the per-process
+    /// map (its mm torn down later, or a late flush from another CPU).
+    pub exited_dropped: u64,
 }
 
 pub struct CountersMap(PerCpuArray<MapData, u64>);
@@ -62,6 +65,7 @@ impl CountersMap {
             stack_copies_lost: get(counter::STACK_COPIES_LOST),
             py_stacks_lost: get(counter::PY_STACKS_LOST),
             py_thread_missed: get(counter::PY_THREAD_MISSED),
+            exited_dropped: get(counter::EXITED_DROPPED),
         }
     }
 }
