@@ -58,33 +58,6 @@ pub struct ProcSample {
     pub unchanged: bool,
 }
 
-impl ProcSample {
-    /// An unchanged process: the tracker keeps what it had.
-    #[cfg(test)]
-    pub fn unchanged(tgid: u32) -> Self {
-        Self {
-            tgid,
-            ppid: 0,
-            start_ns: 0,
-            comm: [0; 16],
-            threads: 0,
-            rss: [0; 4],
-            hiwater_bytes: 0,
-            total_vm_bytes: 0,
-            faults: 0,
-            maj_faults: 0,
-            memcg_id: 0,
-            exec_id: 0,
-            forks: 0,
-            reclaim_ns: 0,
-            birth: None,
-            oom_score_adj: 0,
-            no_mm: false,
-            unchanged: true,
-        }
-    }
-}
-
 /// A data path: one call per interval returns every live process.
 pub trait Sampler: Send {
     /// "iterator" or "hooks".

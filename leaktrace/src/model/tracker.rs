@@ -131,6 +131,9 @@ struct Tracked {
     faults_per_sec: f64,
     forks_per_sec: f64,
     reclaim_ms_per_sec: f64,
+    /// The tick of its last changed record (the rates above are that
+    /// tick's).
+    rates_at: u64,
     /// (t, cumulative reclaim ns) when it changed, last few. A process
     /// first seen with 0 has no entry until it reclaims: `reclaim_zero_at`
     /// stands for that first (t, 0).
@@ -194,6 +197,7 @@ impl Tracked {
             faults_per_sec: 0.0,
             forks_per_sec: 0.0,
             reclaim_ms_per_sec: 0.0,
+            rates_at: 0,
             reclaim_hist: VecDeque::new(),
             reclaim_zero_at: None,
             exited_at: None,
@@ -232,7 +236,12 @@ impl Tracked {
             .chain(self.reclaim_hist.iter().copied())
     }
 
-    fn row(&self) -> ProcessRow {
+    /// Its row as of tick `now`: its per-second rates are those of its
+    /// last changed record, and 0 if that was not this tick (an unchanged
+    /// process faulted, forked and reclaimed nothing since).
+    fn row(&self, now: u64) -> ProcessRow {
+        let moved = self.rates_at == now;
+        let rate = |v: f64| if moved { v } else { 0.0 };
         ProcessRow {
             flagged: false,
             attribution: self.attribution(),
@@ -257,9 +266,9 @@ impl Tracked {
             pss_bytes: self.pss_uss().map(|r| r.pss),
             uss_bytes: self.pss_uss().map(|r| r.uss),
             uss_growth_bytes_per_sec: self.private.as_ref().and_then(|p| p.now.map(|_| p.rates.short)),
-            faults_per_sec: self.faults_per_sec,
-            forks_per_sec: self.forks_per_sec,
-            reclaim_stall_ms_per_sec: self.reclaim_ms_per_sec,
+            faults_per_sec: rate(self.faults_per_sec),
+            forks_per_sec: rate(self.forks_per_sec),
+            reclaim_stall_ms_per_sec: rate(self.reclaim_ms_per_sec),
             trend: self.trend,
             oom_score_adj: self.oom_score_adj,
             source: if self.from_kernel { "kernel" } else { "procfs" },
@@ -1013,7 +1022,7 @@ impl Tracker {
                     .take(limit)
                     .map(|(r, pid)| (0.0, r.0, *pid)),
             );
-            v.sort_unstable_by(|a, b| a.2.cmp(&b.2));
+            v.sort_unstable_by_key(|x| x.2);
             v.dedup_by_key(|x| x.2);
             v
         };
@@ -1028,7 +1037,7 @@ impl Tracker {
             .enumerate()
             .filter(|(i, o)| *i < limit || pids.contains(&o.2) || flagged.contains(&o.2))
             .filter_map(|(_, o)| {
-                let mut r = self.procs.get(&o.2).map(|t| t.row())?;
+                let mut r = self.procs.get(&o.2).map(|t| t.row(now))?;
                 r.flagged = flagged.contains(&o.2);
                 Some(r)
             })
@@ -1523,16 +1532,6 @@ impl Tracker {
         )
     }
 
-    /// Every live process as the trigger rule sees it, with its cgroup
-    /// (path, and memcg id: 0 when unknown).
-    #[cfg(test)]
-    pub fn subjects(&self) -> impl Iterator<Item = (crate::model::sample::Subject, &str, u64)> {
-        self.procs
-            .values()
-            .filter(|tr| tr.visible)
-            .map(|tr| self.subject(tr))
-    }
-
     /// The processes a trigger can fire for, as `subjects` gives them:
     /// those that moved lately (only they can be growing), those named,
     /// and the still ones with at least `min_rss` bytes. Every other
@@ -1570,7 +1569,7 @@ impl Tracker {
 
     /// The full row of a live process.
     pub fn row(&self, pid: u32) -> Option<ProcessRow> {
-        self.procs.get(&pid).map(|t| t.row())
+        self.procs.get(&pid).map(|t| t.row(self.ticks))
     }
 
     /// When the live process `pid` started (CLOCK_MONOTONIC ns).
@@ -1857,14 +1856,17 @@ fn update(
     }
     tr.from_kernel = !hooks_path || p.rss.iter().any(|v| *v != 0);
     tr.peak = tr.peak.max(p.hiwater_bytes).max(tr.resident());
-    match (dt, tr.counts) {
-        (Some(dt), Some((f, k, r))) => {
-            tr.faults_per_sec = p.faults.saturating_sub(f) as f64 / dt;
-            tr.forks_per_sec = p.forks.saturating_sub(k) as f64 / dt;
-            tr.reclaim_ms_per_sec = p.reclaim_ns.saturating_sub(r) as f64 / 1e6 / dt;
-        }
-        _ => {}
+    (tr.faults_per_sec, tr.forks_per_sec, tr.reclaim_ms_per_sec) = (0.0, 0.0, 0.0);
+    if let (Some(dt), Some((f, k, r))) = (dt, tr.counts) {
+        // The counts are those of its last changed record, which may be
+        // several ticks old (unchanged records carry none): the rate is
+        // over that span, ticks being evenly spaced.
+        let span = dt * tick.saturating_sub(tr.rates_at).max(1) as f64;
+        tr.faults_per_sec = p.faults.saturating_sub(f) as f64 / span;
+        tr.forks_per_sec = p.forks.saturating_sub(k) as f64 / span;
+        tr.reclaim_ms_per_sec = p.reclaim_ns.saturating_sub(r) as f64 / 1e6 / span;
     }
+    tr.rates_at = tick;
     tr.counts = Some((p.faults, p.forks, p.reclaim_ns));
     let last_reclaim = tr
         .reclaim_hist
@@ -1876,10 +1878,10 @@ fn update(
             tr.reclaim_zero_at = Some(t);
         } else {
             tr.reclaim_hist.push_back((t, p.reclaim_ns));
-            if tr.reclaim_hist.len() + usize::from(tr.reclaim_zero_at.is_some()) > 16 {
-                if tr.reclaim_zero_at.take().is_none() {
-                    tr.reclaim_hist.pop_front();
-                }
+            if tr.reclaim_hist.len() + usize::from(tr.reclaim_zero_at.is_some()) > 16
+                && tr.reclaim_zero_at.take().is_none()
+            {
+                tr.reclaim_hist.pop_front();
             }
         }
     }
@@ -2359,6 +2361,52 @@ mod tests {
             names,
         )
         .0
+    }
+
+    /// A process that stops faulting comes as an unchanged record (its
+    /// tgid only): its rates are 0, its RSS and history are kept.
+    #[test]
+    fn an_unchanged_process_keeps_its_values_and_has_no_rates() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        for i in 0..6u64 {
+            let mut p = proc(10, 100, 4 * MIB + i * MIB);
+            p.faults = 1000 * i;
+            tick(&mut tr, &mut names, i as f64, &[p], &[]);
+        }
+        let r = tr.row(10).unwrap();
+        assert!(r.faults_per_sec > 0.0 && r.rss_bytes == 9 * MIB, "{r:?}");
+        for i in 6..10u64 {
+            tr.tick(
+                TickInput {
+                    t: i as f64,
+                    ts_ms: i * 1000,
+                    procs: &[],
+                    live: Some(&[10]),
+                    exits: &[],
+                    status: KernelStatus::default(),
+                    hooks_path: false,
+                    rows: None,
+                    pids: &[],
+                    flagged: &[],
+                },
+                &mut names,
+            );
+        }
+        let r = tr.row(10).unwrap();
+        assert_eq!((r.faults_per_sec, r.rss_bytes), (0.0, 9 * MIB), "{r:?}");
+        // Its history has a sample at every tick, unchanged ones too.
+        assert_eq!(tr.timeline(10).len(), 10);
+        assert!(!tr.resync, "a known process");
+        // It moves again: 5000 faults since tick 5, five ticks ago.
+        let mut p = proc(10, 100, 10 * MIB);
+        p.faults = 5000 + 5000;
+        tick(&mut tr, &mut names, 10.0, &[p], &[]);
+        let r = tr.row(10).unwrap();
+        assert!(
+            (r.faults_per_sec - 1000.0).abs() < 1e-6,
+            "a rate over the 5 s since the last change: {r:?}"
+        );
     }
 
     /// The top rows come from the processes that moved and the index by
