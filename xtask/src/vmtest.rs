@@ -59,6 +59,7 @@ pub const GUEST_TESTS: &[(&str, &[&str])] = &[
             "one_allocation_then_hold_is_step",
             "alloc_free_loop_is_never_growing",
             "fork_pool_is_one_group",
+            "every_change_arrives_when_a_pass_outgrows_the_seq_buffer",
             "exited_processes_leave_output_and_kernel_map",
             "classic_fallback_tracks_growth",
             "bad_flag_is_a_usage_error",
