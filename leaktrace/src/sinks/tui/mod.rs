@@ -71,6 +71,7 @@ impl Ui {
             hooks,
             last_log,
         };
+        state.follow(&draw::lists(data, state, view).visible());
         let mut scroll = state.scroll;
         terminal.draw(|f| scroll = draw::screen(f, data, state, &ctx))?;
         state.scroll = scroll;

@@ -126,6 +126,20 @@ impl Visible {
             Pane::Incidents => self.incidents.len(),
         }
     }
+
+    /// The identity of row `i` of a pane: a pid, a group's leader pid or
+    /// an incident's id.
+    fn id(&self, p: Pane, i: usize) -> Option<u64> {
+        match p {
+            Pane::Processes => self.pids.get(i).map(|v| *v as u64),
+            Pane::Groups => self.leaders.get(i).map(|v| *v as u64),
+            Pane::Incidents => self.incidents.get(i).copied(),
+        }
+    }
+
+    fn position(&self, p: Pane, id: u64) -> Option<usize> {
+        (0..self.len(p)).find(|i| self.id(p, *i) == Some(id))
+    }
 }
 
 /// The longest filter accepted (characters).
@@ -144,6 +158,9 @@ pub struct State {
     pub pane: Pane,
     /// The selected row of each pane.
     pub sel: [usize; 3],
+    /// What each pane's selected row is (`Visible::id`): when new data
+    /// moves the rows, the selection follows it, not the row number.
+    pinned: [Option<u64>; 3],
     pub overlay: Overlay,
     /// Lines the help or detail screen is scrolled by.
     pub scroll: u16,
@@ -158,6 +175,7 @@ impl Default for State {
             paused: false,
             pane: Pane::Processes,
             sel: [0; 3],
+            pinned: [None; 3],
             overlay: Overlay::None,
             scroll: 0,
         }
@@ -175,6 +193,21 @@ impl State {
         (len > 0).then(|| self.sel[p.index()].min(len - 1))
     }
 
+    /// Called with the rows about to be drawn: each pane's selection moves
+    /// to where its selected process, group or incident now is. One that
+    /// left the list leaves the selection on the same row number, and the
+    /// row now there is the one followed.
+    pub fn follow(&mut self, vis: &Visible) {
+        for p in [Pane::Processes, Pane::Groups, Pane::Incidents] {
+            let i = p.index();
+            if let Some(at) = self.pinned[i].and_then(|id| vis.position(p, id)) {
+                self.sel[i] = at;
+            } else {
+                self.pinned[i] = self.selected(p, vis.len(p)).and_then(|s| vis.id(p, s));
+            }
+        }
+    }
+
     pub fn on_key(&mut self, key: Key, vis: &Visible) -> Action {
         if key == Key::CtrlC {
             return Action::Quit;
@@ -189,6 +222,13 @@ impl State {
         }
     }
 
+    /// A new order or filter: the first row of each pane, whichever it
+    /// will be (the next `follow` pins it).
+    fn reset_sel(&mut self) {
+        self.sel = [0; 3];
+        self.pinned = [None; 3];
+    }
+
     fn on_filter_key(&mut self, key: Key) -> Action {
         let Some(text) = self.editing.as_mut() else {
             return Action::Nothing;
@@ -196,7 +236,7 @@ impl State {
         match key {
             Key::Enter => {
                 self.filter = self.editing.take().unwrap_or_default();
-                self.sel = [0; 3];
+                self.reset_sel();
             }
             Key::Esc => self.editing = None,
             Key::Backspace => {
@@ -204,7 +244,7 @@ impl State {
             }
             Key::Char(c) if !c.is_control() && text.chars().count() < MAX_FILTER => {
                 text.push(c);
-                self.sel = [0; 3];
+                self.reset_sel();
             }
             _ => return Action::Nothing,
         }
@@ -244,12 +284,12 @@ impl State {
             Key::Esc if self.filter.is_empty() => return Action::Quit,
             Key::Esc => {
                 self.filter.clear();
-                self.sel = [0; 3];
+                self.reset_sel();
             }
             Key::Char('?') | Key::Char('h') | Key::F1 => self.open(Overlay::Help),
             Key::Char('s') => {
                 self.sort = self.sort.next();
-                self.sel = [0; 3];
+                self.reset_sel();
             }
             Key::Char('/') => self.editing = Some(self.filter.clone()),
             Key::Char(' ') => self.paused = !self.paused,
@@ -260,7 +300,7 @@ impl State {
                 None => return Action::Nothing,
             },
             Key::Up | Key::Down | Key::PageUp | Key::PageDown | Key::Home | Key::End => {
-                self.move_sel(key, vis.len(self.pane))
+                self.move_sel(key, vis)
             }
             _ => return Action::Nothing,
         }
@@ -282,10 +322,11 @@ impl State {
         })
     }
 
-    fn move_sel(&mut self, key: Key, len: usize) {
+    fn move_sel(&mut self, key: Key, vis: &Visible) {
+        let len = vis.len(self.pane);
         let cur = self.selected(self.pane, len).unwrap_or(0);
         let last = len.saturating_sub(1);
-        self.sel[self.pane.index()] = match key {
+        let to = match key {
             Key::Up => cur.saturating_sub(1),
             Key::Down => (cur + 1).min(last),
             Key::PageUp => cur.saturating_sub(PAGE),
@@ -293,6 +334,8 @@ impl State {
             Key::Home => 0,
             _ => last,
         };
+        self.sel[self.pane.index()] = to;
+        self.pinned[self.pane.index()] = vis.id(self.pane, to);
     }
 
     fn scroll_by(&mut self, key: Key) {
@@ -407,6 +450,51 @@ mod tests {
         assert_eq!(st.overlay, Overlay::Detail(Target::Incident(4)));
         keys(&mut st, &[Key::Esc, Key::BackTab]);
         assert_eq!(st.pane, Pane::Groups);
+    }
+
+    /// New data reorders the rows: the selection stays on the same
+    /// process, and on the same row number when that process left.
+    #[test]
+    fn selection_follows_the_process_not_the_row() {
+        let mut st = State::default();
+        keys(&mut st, &[Key::Down, Key::Down]);
+        assert_eq!(st.selected(Pane::Processes, 3), Some(2), "pid 20");
+        st.follow(&Visible {
+            pids: vec![20, 30, 10],
+            ..vis()
+        });
+        assert_eq!(
+            st.selected(Pane::Processes, 3),
+            Some(0),
+            "pid 20 moved to the top"
+        );
+        assert_eq!(
+            st.on_key(
+                Key::Enter,
+                &Visible {
+                    pids: vec![20, 30, 10],
+                    ..vis()
+                }
+            ),
+            Action::Redraw
+        );
+        assert_eq!(st.overlay, Overlay::Detail(Target::Process(20)));
+        keys(&mut st, &[Key::Esc]);
+        // pid 20 exited: the row number stays, and pid 30 now there is followed.
+        st.follow(&Visible {
+            pids: vec![30, 10],
+            ..vis()
+        });
+        assert_eq!(st.selected(Pane::Processes, 2), Some(0));
+        st.follow(&Visible {
+            pids: vec![10, 30],
+            ..vis()
+        });
+        assert_eq!(st.selected(Pane::Processes, 2), Some(1), "pid 30 followed");
+        // A new sort starts at the top of the new order.
+        st.on_key(Key::Char('s'), &vis());
+        st.follow(&vis());
+        assert_eq!(st.selected(Pane::Processes, 3), Some(0));
     }
 
     #[test]
