@@ -230,6 +230,18 @@ impl Drop for Watch {
     }
 }
 
+/// The pids on the `children ...` line a helper pool (`lt-helper
+/// forkpool` or `cowpool`) prints before `ready`.
+pub fn pool_children(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("children "))
+        .expect("children line")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect()
+}
+
 pub fn row(sample: &Value, pid: u32) -> Option<Value> {
     sample["processes"]
         .as_array()?

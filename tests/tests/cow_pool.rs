@@ -67,13 +67,7 @@ fn a_pool_copying_inherited_pages_is_growing_and_sized_by_pss() {
     let mut pool = Proc::spawn(&mut cg.command(&[HELPER, "cowpool", &n, &mib, &rate, &secs]));
     let before = pool.wait_line("ready", Duration::from_secs(30));
     let ready_at = Instant::now();
-    let kids: Vec<u32> = before
-        .iter()
-        .find_map(|l| l.strip_prefix("children "))
-        .expect("children line")
-        .split(' ')
-        .map(|p| p.parse().expect("pid"))
-        .collect();
+    let kids = pool_children(&before);
     assert_eq!(kids.len(), CHILDREN);
     let leader = pool.pid();
 

@@ -42,12 +42,7 @@ fn both_data_paths_agree_with_proc() {
     let mut a = helper(&["step", "120", "0", "60"]);
     let mut b = helper(&["forkpool", "3", "40", "60"]);
     a.wait_line("ready", Duration::from_secs(20));
-    let kids: Vec<u32> = b.wait_line("ready", Duration::from_secs(20))[0]
-        .strip_prefix("children ")
-        .unwrap()
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = pool_children(&b.wait_line("ready", Duration::from_secs(20)));
     let mut pids = vec![a.pid(), b.pid()];
     pids.extend(&kids);
     for path in ["iterator", "hooks"] {
@@ -200,13 +195,7 @@ fn fork_pool_is_one_group() {
     let mut h = helper(&["forkpool", "8", "64", "60"]);
     let parent = h.pid();
     let before = h.wait_line("ready", Duration::from_secs(30));
-    let kids: Vec<u32> = before
-        .iter()
-        .find_map(|l| l.strip_prefix("children "))
-        .expect("children line")
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = pool_children(&before);
     assert_eq!(kids.len(), 8);
     w.wait_samples(2);
     let truth: u64 = std::iter::once(parent)
@@ -258,13 +247,7 @@ fn every_change_arrives_when_a_pass_outgrows_the_seq_buffer() {
     let n: usize = if slack() > 1.0 { 300 } else { 800 };
     let mut h = helper(&["forkpool", &n.to_string(), "1", "60", "4"]);
     let lines = h.wait_line("ready", Duration::from_secs(60 * slack() as u64));
-    let kids: Vec<u32> = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("children "))
-        .expect("children line")
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let kids = pool_children(&lines);
     assert_eq!(kids.len(), n);
     w.wait_samples(3);
     let s = w.samples().pop().unwrap();
