@@ -77,6 +77,13 @@ impl Proc {
         }
     }
 
+    /// Writes one line to the child's stdin (spawned with a piped stdin).
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin piped");
+        writeln!(stdin, "{line}").expect("writing to the child's stdin");
+    }
+
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait")
     }

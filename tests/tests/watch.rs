@@ -158,8 +158,22 @@ fn one_allocation_then_hold_is_step() {
 fn alloc_free_loop_is_never_growing() {
     require_root();
     let w = Watch::start(&["--interval", "1"]);
-    let mut h = helper(&["churn", "100", "700", "14"]);
+    let mut h = Proc::spawn(
+        Command::new(HELPER)
+            .args(["churn", "100", "700", "14", "wait"])
+            .stdin(std::process::Stdio::piped()),
+    );
     let pid = h.pid();
+    h.wait_line("waiting", Duration::from_secs(20));
+    // The loop starts once leaktrace has seen the helper small, so that
+    // the first rise is in the series (a process first seen at its peak
+    // that then frees is rightly "stable": no rise was seen).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.latest_row(pid).is_none() {
+        assert!(std::time::Instant::now() < deadline, "helper never in the output");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h.send_line("go");
     h.wait();
     let rows: Vec<Value> = w.samples().iter().filter_map(|s| row(s, pid)).collect();
     assert!(

@@ -2,7 +2,9 @@
 //!
 //!   lt-helper grow  <mib_per_sec> <grow_secs> <hold_secs>
 //!   lt-helper step  <mib> <delay_secs> <hold_secs>
-//!   lt-helper churn <mib> <period_ms> <secs>
+//!   lt-helper churn <mib> <period_ms> <secs> [wait]   (maps, touches and unmaps <mib>
+//!            in a loop for <secs>, and at least 3 cycles; `wait` prints `waiting`
+//!            and starts at a line on stdin)
 //!   lt-helper forkpool <children> <mib_each> <hold_secs> [delay_secs]
 //!   lt-helper cowpool <children> <mib> <mib_per_sec> <secs>   (the parent touches
 //!            <mib> of anonymous memory and forks the children; each child rewrites
@@ -66,6 +68,9 @@ fn unmap(p: *mut u8, bytes: usize) {
 }
 
 /// Writes one byte per page so that every page becomes resident.
+/// The churn loop's minimum number of alloc/free cycles.
+const CHURN_MIN_CYCLES: u32 = 3;
+
 fn touch(p: *mut u8, bytes: usize) {
     let ps = page();
     let mut off = 0;
@@ -221,15 +226,25 @@ fn main() {
             let (mib, period_ms, secs) = (arg(&args, 2), arg(&args, 3), arg(&args, 4));
             let bytes = mib as usize * MIB;
             let half = period_ms / 2000.0;
+            if args.get(5).map(String::as_str) == Some("wait") {
+                println!("waiting");
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+            }
             let t0 = Instant::now();
             ready();
-            while t0.elapsed().as_secs_f64() < secs {
+            // At least CHURN_MIN_CYCLES cycles, however slowly the host
+            // runs us (a starved emulated guest once ran one cycle in 14 s).
+            let mut cycles = 0;
+            while t0.elapsed().as_secs_f64() < secs || cycles < CHURN_MIN_CYCLES {
                 let p = map(bytes);
                 touch(p, bytes);
                 sleep_s(half);
                 unmap(p, bytes);
                 sleep_s(half);
+                cycles += 1;
             }
+            eprintln!("churn: {cycles} cycles in {:.1} s", t0.elapsed().as_secs_f64());
         }
         Some("forkpool") => {
             let (n, mib, hold) = (arg(&args, 2) as usize, arg(&args, 3), arg(&args, 4));
