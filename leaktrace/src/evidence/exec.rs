@@ -208,7 +208,9 @@ pub trait Groups {
     /// A command started in process group `pgid`; false if it must not
     /// run (the recorder is exiting): it is killed at once.
     fn started(&self, pgid: libc::pid_t) -> bool;
-    fn finished(&self, pgid: libc::pid_t);
+    /// The command's group has ended; true if the recorder is exiting
+    /// (then it was the recorder that killed the group).
+    fn finished(&self, pgid: libc::pid_t) -> bool;
 }
 
 /// Runs the --exec-on-trigger command for a bundle: no shell, a cleared
@@ -274,7 +276,9 @@ fn run_checked(job: &ExecJob, out: &mut ExecOutcome, t0: Instant, groups: &dyn G
     // Whatever the command left running in its group ends with it.
     // SAFETY: as above; ESRCH when the group is empty.
     unsafe { libc::killpg(pgid, libc::SIGKILL) };
-    groups.finished(pgid);
+    if groups.finished(pgid) && out.exit_code.is_none() && out.error.is_none() {
+        out.error = Some("killed with its process group: the recorder exited".into());
+    }
     if out.output_capped {
         crate::limits::EXEC_OUTPUT.hit();
     }

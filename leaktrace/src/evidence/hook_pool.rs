@@ -116,8 +116,10 @@ impl super::exec::Groups for Pool {
         !s.closed
     }
 
-    fn finished(&self, pgid: libc::pid_t) {
-        state().groups.retain(|g| *g != pgid);
+    fn finished(&self, pgid: libc::pid_t) -> bool {
+        let mut s = state();
+        s.groups.retain(|g| *g != pgid);
+        s.closed
     }
 }
 
@@ -128,7 +130,8 @@ pub fn counts() -> (u64, usize, u64) {
 }
 
 /// At the recorder's exit: nothing more starts, what waits is dropped, and
-/// every running command's process group and the hooks' cgroup are killed.
+/// every running command's process group and the hooks' cgroup are killed;
+/// their exec.json then says "the recorder exited".
 pub fn kill_all() {
     let (groups, dropped) = {
         let mut s = state();
@@ -145,4 +148,13 @@ pub fn kill_all() {
         super::exec::write_dropped(&job, "dropped: the recorder exited before it could run".into());
     }
     super::hook_sandbox::kill_all();
+    // The workers see their commands die and write exec.json: wait for
+    // them (bounded), so that no killed command is left without one.
+    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    while state().running > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
+
+/// How long the recorder's exit waits for killed commands' exec.json.
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
