@@ -37,8 +37,22 @@ struct Rec {
 
 impl Rec {
     fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_in(&[], dir, extra)
+    }
+
+    /// Started through `prefix` (a command that ends by exec'ing its
+    /// arguments, so that the pid is the recorder's).
+    fn start_in(prefix: &[&str], dir: &Path, extra: &[&str]) -> Self {
         let stderr = dir.with_extension("stderr");
-        let child = Command::new(leaktrace_bin())
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(leaktrace_bin());
+                c
+            }
+            None => Command::new(leaktrace_bin()),
+        };
+        let child = cmd
             .arg("record")
             .arg("--dir")
             .arg(dir)
@@ -329,10 +343,163 @@ fn exec_hooks_in_an_oom_storm_are_bounded_and_die_with_the_recorder() {
         "SIGTERM with {before} hooks running: {after} left when it exited ({:.2} s); {line}",
         took.as_secs_f64()
     );
+    // The hooks SIGTERM ended say where they ran: in the recorder's
+    // cgroup (v1 here, v2 in vm-test's guests).
+    let sandboxes: Vec<String> = std::fs::read_dir(rec2.dir.join("incidents"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("exec.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        .filter(|v| v["dropped"] != true)
+        .map(|v| {
+            assert_eq!(
+                v["error"], "killed with its process group: the recorder exited",
+                "{v}"
+            );
+            v["sandbox"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    eprintln!("sandboxes of the hooks that ran: {:?}", sandboxes.first());
     assert!(st.success());
     assert!(before >= 1, "no hook ran under the second recorder");
+    assert!(!sandboxes.is_empty(), "no exec.json of a hook that ran");
+    assert!(
+        sandboxes
+            .iter()
+            .all(|s| s.starts_with("cgroup ") && s.contains("leaktrace-hooks/")),
+        "{sandboxes:?}"
+    );
     assert!(left.is_empty(), "hooks outlived the recorder's SIGTERM: {left:?}");
     assert!(line.contains("dropped"), "{}", rec2.stderr());
+}
+
+/// Issue 21 item 1 where no cgroup can be made: systemd's
+/// ProtectControlGroups=yes makes every cgroup mount read-only. The
+/// recorder runs in a mount namespace of its own where they all are. Its
+/// --exec-on-oom command then runs under rlimits (RLIMIT_AS 1 GiB, no
+/// core files) and exec.json says so and why. The timeout kills the
+/// command's whole group, and a kill -9 of the recorder takes a running
+/// command with it (PR_SET_PDEATHSIG).
+#[test]
+fn hooks_get_rlimits_where_cgroups_are_read_only() {
+    require_root();
+    let out = TempDir::new("hard-rlimits");
+    let marker = (3_000_000 + std::process::id()).to_string();
+    let hook = format!("/bin/sh -c 'cat /proc/self/limits /proc/self/cgroup; exec sleep {marker}'");
+    let read_only = r#"awk '$3=="cgroup"||$3=="cgroup2"||$2=="/sys/fs/cgroup"{print $2}' /proc/self/mounts |
+        while read -r m; do mount -o remount,bind,ro "$m" || exit 1; done && exec "$@""#;
+    let unshare = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        read_only,
+        "sh",
+    ];
+    let mut rec = Rec::start_in(
+        &unshare,
+        &out.0.join("rec"),
+        &["--interval", "0.5", "--exec-on-oom", &hook, "--exec-timeout", "3"],
+    );
+    let cgroups = HooksCgroups(rec.pid());
+    let cg = MemCg::new("hookrlimit", 64 * MB);
+    let oom = || {
+        let mut victim = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("echo $$ > \"$0\" && exec \"$@\"")
+            .arg(cg.dir.join("cgroup.procs"))
+            .args([HELPER, "grow", "200", "2", "30"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the victim");
+        let _ = victim.wait();
+    };
+    let sleeps = || pids_with_cmdline(&["sleep", &marker]);
+    // 1. The command hangs until --exec-timeout kills its group.
+    oom();
+    let (json, stdout) = wait_exec_json(&rec.dir, Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "no exec.json after {} OOM kill(s):\n{}",
+            cg.oom_kills(),
+            rec.stderr()
+        )
+    });
+    eprintln!("exec.json: {json}\nexec.stdout:\n{stdout}");
+    let sandbox = json["sandbox"].as_str().unwrap_or("");
+    assert!(sandbox.starts_with("rlimits"), "{json}");
+    assert!(
+        sandbox.contains("Read-only file system"),
+        "the reason is given: {sandbox}"
+    );
+    assert_eq!(json["timed_out"], true, "{json}");
+    let limit = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let addr = limit("Max address space");
+    assert_eq!(addr.get(3).map(String::as_str), Some("1073741824"), "{addr:?}");
+    let core = limit("Max core file size");
+    assert_eq!(core.get(4).map(String::as_str), Some("0"), "{core:?}");
+    assert!(
+        !stdout.contains("leaktrace-hooks"),
+        "the command is in no hooks cgroup"
+    );
+    assert!(cgroups.dirs().is_empty(), "{:?}", cgroups.dirs());
+    assert!(sleeps().is_empty(), "the timeout left {:?}", sleeps());
+    // 2. A command still running when the recorder is kill -9'd dies with it.
+    oom();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sleeps().is_empty() {
+        assert!(Instant::now() < deadline, "the second command never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t_kill = Instant::now();
+    rec.signal(libc::SIGKILL);
+    let mut left = sleeps();
+    while !left.is_empty() && t_kill.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+        left = sleeps();
+    }
+    for p in &left {
+        // SAFETY: cleaning up what the test caused.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    eprintln!(
+        "after kill -9: {} command(s) left ({:.2} s)",
+        left.len(),
+        t_kill.elapsed().as_secs_f64()
+    );
+    assert!(
+        left.is_empty(),
+        "the command outlived the recorder's kill -9: {left:?}"
+    );
+}
+
+/// The first exec.json under `dir`/incidents and its exec.stdout.
+fn wait_exec_json(dir: &Path, timeout: Duration) -> Option<(Value, String)> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let found = std::fs::read_dir(dir.join("incidents"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                let j = std::fs::read(e.path().join("exec.json")).ok()?;
+                let o = std::fs::read_to_string(e.path().join("exec.stdout")).ok()?;
+                Some((serde_json::from_slice::<Value>(&j).ok()?, o))
+            });
+        if found.is_some() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
 
 /// Issue 21 item 2: a second recorder on the same directory is refused
@@ -544,7 +711,9 @@ fn kills_while_no_recorder_ran_are_reported() {
     let dir = out.0.join("rec");
     let args = ["--interval", "0.5", "--summary-interval", "0.5"];
     let first = Record::start(&dir, &args);
-    first.wait_for(Duration::from_secs(20), "a summary", |l| l.iter().any(|v| v["type"] == "summary"));
+    first.wait_for(Duration::from_secs(20), "a summary", |l| {
+        l.iter().any(|v| v["type"] == "summary")
+    });
     assert!(first.stop().success());
 
     let before = vmstat_oom_kills();
@@ -557,14 +726,27 @@ fn kills_while_no_recorder_ran_are_reported() {
     let second = Record::start(&dir, &args);
     second.wait_for(Duration::from_secs(20), "a summary of the second recorder", |l| {
         l.iter().filter(|v| v["type"] == "status").count() >= 2
-            && l.iter().rev().take_while(|v| v["type"] != "status").any(|v| v["type"] == "summary")
+            && l.iter()
+                .rev()
+                .take_while(|v| v["type"] != "status")
+                .any(|v| v["type"] == "summary")
     });
     assert!(second.stop().success());
-    let o = Command::new(leaktrace_bin()).arg("report").arg(&dir).output().unwrap();
+    let o = Command::new(leaktrace_bin())
+        .arg("report")
+        .arg(&dir)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let want = format!("{missed} OOM kill(s) happened while no recorder ran");
-    eprintln!("{}", text.lines().filter(|l| l.contains("recorder")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("recorder"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(text.contains(&want), "wanted '{want}' in:\n{text}");
     assert!(text.contains("the recorder started 1 more time(s)"), "{text}");
 }
