@@ -100,6 +100,15 @@ pub const GUEST_TESTS: &[(&str, &[&str])] = &[
             "exec_on_oom_gets_the_victim_in_its_environment",
         ],
     ),
+    // The hooks' cgroup v2 path (the host is cgroup v1), and the rlimits
+    // where the cgroup mounts are read-only.
+    (
+        "hardening",
+        &[
+            "exec_hooks_in_an_oom_storm_are_bounded_and_die_with_the_recorder",
+            "hooks_get_rlimits_where_cgroups_are_read_only",
+        ],
+    ),
     // Last: 20 OOMs in a row trip the kernel's report rate limit (10 per
     // 5 s), which would cut the reports of the OOM tests after it.
     ("oom_soak", &["survives_an_oom_storm_and_counts_every_kill"]),

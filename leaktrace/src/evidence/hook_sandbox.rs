@@ -114,13 +114,18 @@ fn make() -> Result<(Vec<PathBuf>, Vec<CString>), String> {
             // only the recorders' cgroups.
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids");
         }
+        // First: removing the last stale cgroup removes BASE too, and a
+        // BASE made again after its subtree_control was written has no
+        // controllers for its children (cgroup v2: no memory.max).
+        reap_stale(&base);
         std::fs::create_dir_all(&base).map_err(|e| format!("mkdir {}: {e}", base.display()))?;
         if v2 {
             write(&base.join("cgroup.subtree_control"), "+memory +pids")?;
         }
-        reap_stale(&base);
         let mine = base.join(me.to_string());
-        std::fs::create_dir_all(&mine).map_err(|e| format!("mkdir {}: {e}", mine.display()))?;
+        // Not create_dir_all: a BASE another recorder removed meanwhile is
+        // an error here, not a BASE without controllers.
+        std::fs::create_dir(&mine).map_err(|e| format!("mkdir {}: {e}", mine.display()))?;
         dirs.push(mine.clone());
         let mem = HOOK_MEMORY_BYTES.to_string();
         let pids = HOOK_PIDS.to_string();
