@@ -171,3 +171,65 @@ impl Drop for KillChildren {
         }
     }
 }
+
+/// Issue 21 item 9: real memory pressure past the PSI threshold. A memcg
+/// at its limit rereads a file twice its size (reclaim stalls, counted in
+/// the host's PSI) while a second member grows. The PSI trigger must name
+/// that grower: not leaktrace, not the rereader (which does not grow),
+/// nothing outside the memcg. The other triggers are off (the memcg is
+/// full, so time-to-limit cannot fire; rss-pct stays far; no
+/// sustained-growth), so a bundle here is the PSI trigger's. Host only:
+/// vm-test's guests have no disk, and page cache on a tmpfs cannot be
+/// reclaimed.
+#[test]
+fn memory_pressure_names_the_grower_of_the_full_memcg() {
+    require_root();
+    let out = TempDir::new("psi");
+    let cg = MemCg::new("psi", 64 << 20);
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("psi-{}.dat", std::process::id()));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _file = Remove(file.clone());
+    let rec = Record::start(
+        &out.0.join("rec"),
+        &[
+            "--interval",
+            "0.5",
+            "--psi-full",
+            "0.1",
+            "--sustained-growth",
+            "0",
+            "--time-to-limit",
+            "0.01",
+        ],
+    );
+    let mut reader = Proc::spawn(&mut cg.command(&[HELPER, "pagecache", file.to_str().unwrap(), "128", "90"]));
+    reader.wait_line("ready", Duration::from_secs(60));
+    let grower = Proc::spawn(&mut cg.command(&[HELPER, "grow", "1", "40", "60"]));
+    let (gpid, rpid) = (grower.pid(), reader.pid());
+    let psi = || std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
+    eprintln!("PSI when the grower started:\n{}", psi());
+    rec.wait_for(Duration::from_secs(60), "a PSI bundle", |l| {
+        l.iter().any(|v| v["type"] == "evidence" && v["reason"] == "psi")
+    });
+    eprintln!("PSI at the bundle:\n{}", psi());
+    let evs: Vec<Value> = rec
+        .events()
+        .into_iter()
+        .filter(|v| v["type"] == "evidence")
+        .collect();
+    for e in &evs {
+        eprintln!("evidence: pid {} reason {} {}", e["pid"], e["reason"], e["detail"]);
+    }
+    let first = evs.iter().find(|v| v["reason"] == "psi").unwrap();
+    assert_eq!(first["pid"], gpid, "the memcg's grower, not the rereader {rpid}: {first}");
+    for e in &evs {
+        assert_eq!(e["pid"], gpid, "no bundle about any other process: {e}");
+    }
+    assert!(rec.stop().success());
+    drop(grower);
+}
