@@ -536,3 +536,78 @@ fn space_freezes_the_screen_and_resumes_it() {
         !s.contains("PAUSED") && rss(s).is_some() && rss(s) != first
     });
 }
+
+/// The selection stays on its process when the rows reorder under it: the
+/// selected helper (8 MiB, first by RSS) is overtaken by a second one that
+/// allocates 32 MiB later, and the highlighted row is still the first
+/// helper, now on the second row.
+#[test]
+fn the_selection_follows_its_process_when_the_rows_reorder() {
+    let tag = format!("ltf{}", std::process::id() % 10000);
+    let a = named_helper(format!("{tag}a").as_bytes(), 8);
+    let hex: String = format!("{tag}b").bytes().map(|b| format!("{b:02x}")).collect();
+    // Allocates 32 MiB 12 s after it starts: after the selection is made.
+    let b = Proc::spawn(Command::new(HELPER).args(["--comm", &hex, "step", "32", "12", "300"]));
+    let t = Tmux::start("follow", 200, 50, "");
+    t.keys(&["/"]);
+    t.text(&tag);
+    t.keys(&["Enter", "s"]);
+    let (pa, pb) = (a.pid().to_string(), b.pid().to_string());
+    // The highlighted row (reverse video in capture-pane -e) and the
+    // first row of the table.
+    let highlighted = |t: &Tmux| -> Option<String> {
+        let raw = t.output(&["capture-pane", "-p", "-e", "-t", "lt"]);
+        raw.lines()
+            .find(|l| reverse_video(l))
+            .and_then(|l| strip_sgr(l).split_whitespace().next().map(str::to_string))
+    };
+    let first_pid = |s: &str| col(&table(s, "PID"), "PID").first().map(|c| c.to_string());
+    let s = t.wait(Duration::from_secs(10), "the two helpers, by RSS", |s| {
+        s.contains("processes (2)") && s.contains("sort: rss") && first_pid(s).as_deref() == Some(&pa)
+    });
+    assert_eq!(
+        highlighted(&t).as_deref(),
+        Some(pa.as_str()),
+        "the first row is selected:\n{s}\n{:?}",
+        t.output(&["capture-pane", "-p", "-e", "-t", "lt"])
+    );
+    let s = t.wait(Duration::from_secs(30), "the second helper to overtake", |s| {
+        first_pid(s).as_deref() == Some(&pb)
+    });
+    // Give the highlight a draw to catch up, then read it.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        highlighted(&t).as_deref(),
+        Some(pa.as_str()),
+        "the selection left {pa} when {pb} moved above it:\n{s}"
+    );
+}
+
+/// The SGR sequences at the start of a capture-pane -e line turn on
+/// reverse video (parameter 7: `ESC[7m`, `ESC[0;7m`).
+fn reverse_video(line: &str) -> bool {
+    let mut rest = line;
+    while let Some(r) = rest.strip_prefix("\x1b[") {
+        let Some(end) = r.find('m') else { return false };
+        if r[..end].split(';').any(|p| p == "7") {
+            return true;
+        }
+        rest = &r[end + 1..];
+    }
+    false
+}
+
+/// The line without its SGR sequences.
+fn strip_sgr(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("\x1b[") {
+        out.push_str(&rest[..i]);
+        rest = match rest[i + 2..].find('m') {
+            Some(e) => &rest[i + 2 + e + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
