@@ -1613,7 +1613,7 @@ impl Tracker {
         tr.points(f64::NEG_INFINITY, &self.times, self.ticks, &mut pts);
         Some(crate::model::incident::ProcSnapshot {
             comm: tr.comm.clone(),
-            cmdline: tr.cmdline(),
+            cmdline: self.cmdline_or_inherited(tr),
             cgroup: tr.cgroup.to_string(),
             exe: tr.meta.as_ref().map(|m| m.exe.clone()).unwrap_or_default(),
             ns_pid: tr.meta.as_ref().and_then(|m| m.ns_pid),
@@ -1631,6 +1631,24 @@ impl Tracker {
             }),
             exited: tr.exit_exact,
         })
+    }
+
+    /// Its command line; before its own /proc read has arrived (a pool
+    /// worker forked within a second of an OOM), its parent's when it runs
+    /// its parent's image: forked and not exec'd since. The exec id, which
+    /// only an exec changes and a fork copies, is the parent's, and so is
+    /// the comm. Until it execs, a child's argv is its parent's (the
+    /// kernel's exit records say the same, lifecycle.rs). The hooks path
+    /// reads no exec id (0): nothing is inherited there.
+    fn cmdline_or_inherited(&self, tr: &Tracked) -> String {
+        let own = tr.cmdline();
+        if !own.is_empty() || tr.exec_id == 0 {
+            return own;
+        }
+        match self.procs.get(&tr.ppid) {
+            Some(p) if p.exec_id == tr.exec_id && p.comm_raw == tr.comm_raw => p.cmdline(),
+            _ => String::new(),
+        }
     }
 
     /// Processes in `scope` whose threads spent time in reclaim during the
@@ -2098,6 +2116,43 @@ mod tests {
         moved.exec_id = 2;
         let (_, req) = tick(&mut tr, &mut names, 2.0, &[moved], &[]);
         assert_eq!(req.len(), 1, "an exec or a move asks again");
+    }
+
+    /// A worker forked within a second of an OOM has no /proc read yet:
+    /// the verdict's sibling rule gets its parent's command line while it
+    /// runs its parent's image, and nothing once it has exec'd.
+    #[test]
+    fn a_fresh_fork_has_its_parents_command_line_until_it_execs() {
+        let mut names = FakeNames::default();
+        let mut tr = Tracker::new(trend::Params::default());
+        let parent = proc(10, 100, MIB);
+        let (_, req) = tick(&mut tr, &mut names, 0.0, std::slice::from_ref(&parent), &[]);
+        tr.apply_meta(
+            vec![Answer {
+                req: req[0],
+                result: Ok(Reply::Meta(Meta {
+                    cmdline: "python3 pool.py".into(),
+                    ..Default::default()
+                })),
+            }],
+            &mut names,
+        );
+        let mut child = proc(11, 200, MIB);
+        child.ppid = 10;
+        tick(&mut tr, &mut names, 1.0, &[parent.clone(), child.clone()], &[]);
+        let snap = tr.snapshot_of(11, Some(200)).unwrap();
+        assert_eq!(snap.cmdline, "python3 pool.py");
+        // After an exec (a new exec id) it is not its parent's image.
+        child.exec_id = 2;
+        tick(&mut tr, &mut names, 2.0, &[parent.clone(), child.clone()], &[]);
+        assert_eq!(tr.snapshot_of(11, Some(200)).unwrap().cmdline, "");
+        // Nor with another comm, nor on the hooks path (no exec id).
+        child.exec_id = 1;
+        child.comm = *b"y\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        tick(&mut tr, &mut names, 3.0, &[parent.clone(), child.clone()], &[]);
+        assert_eq!(tr.snapshot_of(11, Some(200)).unwrap().cmdline, "");
+        // The parent's own command line is its own.
+        assert_eq!(tr.snapshot_of(10, Some(100)).unwrap().cmdline, "python3 pool.py");
     }
 
     #[test]

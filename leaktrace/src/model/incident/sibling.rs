@@ -15,9 +15,11 @@ use super::*;
 /// idle process preferred by oom_score_adj next to a grower of the same
 /// binary read as a sibling (tests/tests/oom.rs,
 /// `innocent_victim_is_flagged`). leaktrace reads a process's command
-/// line from /proc after it first samples it, so a twin born within about
-/// a second of the kill is not recognised yet and the kill still reads
-/// "wrong" (docs/verdict.md). The executable is read lazily too, and an
+/// line from /proc after it first samples it; a twin born within about a
+/// second of the kill has its parent's while it runs its parent's image
+/// (the tracker's `cmdline_or_inherited`), and otherwise is not
+/// recognised yet, and the kill still reads "wrong" (docs/verdict.md).
+/// The executable is read lazily too, and an
 /// unread one does not count against the pair: argv[0] is in the command
 /// line.
 pub(super) fn siblings(victim: &Victim, victim_rise: u64, grower: &Grower, g: &ProcSnapshot) -> bool {
