@@ -546,8 +546,8 @@ fn the_selection_follows_its_process_when_the_rows_reorder() {
     let tag = format!("ltf{}", std::process::id() % 10000);
     let a = named_helper(format!("{tag}a").as_bytes(), 8);
     let hex: String = format!("{tag}b").bytes().map(|b| format!("{b:02x}")).collect();
-    // Allocates 32 MiB 12 s after it starts: after the selection is made.
-    let b = Proc::spawn(Command::new(HELPER).args(["--comm", &hex, "step", "32", "12", "300"]));
+    // Allocates 32 MiB 20 s after it starts: after the selection is made.
+    let b = Proc::spawn(Command::new(HELPER).args(["--comm", &hex, "step", "32", "20", "300"]));
     let t = Tmux::start("follow", 200, 50, "");
     t.keys(&["/"]);
     t.text(&tag);
