@@ -2146,13 +2146,32 @@ mod tests {
         child.exec_id = 2;
         tick(&mut tr, &mut names, 2.0, &[parent.clone(), child.clone()], &[]);
         assert_eq!(tr.snapshot_of(11, Some(200)).unwrap().cmdline, "");
-        // Nor with another comm, nor on the hooks path (no exec id).
+        // Nor with another comm.
         child.exec_id = 1;
         child.comm = *b"y\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
         tick(&mut tr, &mut names, 3.0, &[parent.clone(), child.clone()], &[]);
         assert_eq!(tr.snapshot_of(11, Some(200)).unwrap().cmdline, "");
         // The parent's own command line is its own.
         assert_eq!(tr.snapshot_of(10, Some(100)).unwrap().cmdline, "python3 pool.py");
+        // Nor on the hooks path, where no exec id is read (0 for all).
+        let mut hooks = Tracker::new(trend::Params::default());
+        let mut parent = proc(20, 100, MIB);
+        parent.exec_id = 0;
+        let (_, req) = tick(&mut hooks, &mut names, 0.0, std::slice::from_ref(&parent), &[]);
+        hooks.apply_meta(
+            vec![Answer {
+                req: req[0],
+                result: Ok(Reply::Meta(Meta {
+                    cmdline: "python3 pool.py".into(),
+                    ..Default::default()
+                })),
+            }],
+            &mut names,
+        );
+        let mut child = proc(21, 200, MIB);
+        (child.ppid, child.exec_id) = (20, 0);
+        tick(&mut hooks, &mut names, 1.0, &[parent, child], &[]);
+        assert_eq!(hooks.snapshot_of(21, Some(200)).unwrap().cmdline, "");
     }
 
     #[test]
