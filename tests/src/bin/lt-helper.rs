@@ -67,10 +67,10 @@ fn unmap(p: *mut u8, bytes: usize) {
     unsafe { libc::munmap(p as *mut libc::c_void, bytes) };
 }
 
-/// Writes one byte per page so that every page becomes resident.
 /// The churn loop's minimum number of alloc/free cycles.
 const CHURN_MIN_CYCLES: u32 = 3;
 
+/// Writes one byte per page so that every page becomes resident.
 fn touch(p: *mut u8, bytes: usize) {
     let ps = page();
     let mut off = 0;
