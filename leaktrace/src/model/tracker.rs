@@ -2091,6 +2091,20 @@ mod tests {
         assert!(uss > 900 * MIB, "{g:?}");
     }
 
+    /// Answers a metadata request with this command line.
+    fn answer_cmdline(tr: &mut Tracker, names: &mut FakeNames, req: Req, cmdline: &str) {
+        tr.apply_meta(
+            vec![Answer {
+                req,
+                result: Ok(Reply::Meta(Meta {
+                    cmdline: cmdline.into(),
+                    ..Default::default()
+                })),
+            }],
+            names,
+        );
+    }
+
     #[test]
     fn metadata_is_read_again_after_exec_or_a_cgroup_move() {
         let mut names = FakeNames::default();
@@ -2098,16 +2112,7 @@ mod tests {
         let p = proc(10, 100, MIB);
         let (_, req) = tick(&mut tr, &mut names, 0.0, std::slice::from_ref(&p), &[]);
         assert_eq!(req.len(), 1);
-        tr.apply_meta(
-            vec![Answer {
-                req: req[0],
-                result: Ok(Reply::Meta(Meta {
-                    cmdline: "sh -c x".into(),
-                    ..Default::default()
-                })),
-            }],
-            &mut names,
-        );
+        answer_cmdline(&mut tr, &mut names, req[0], "sh -c x");
         let (s, req) = tick(&mut tr, &mut names, 1.0, std::slice::from_ref(&p), &[]);
         assert!(req.is_empty());
         assert_eq!(s.processes[0].cmdline, "sh -c x");
@@ -2127,16 +2132,7 @@ mod tests {
         let mut tr = Tracker::new(trend::Params::default());
         let parent = proc(10, 100, MIB);
         let (_, req) = tick(&mut tr, &mut names, 0.0, std::slice::from_ref(&parent), &[]);
-        tr.apply_meta(
-            vec![Answer {
-                req: req[0],
-                result: Ok(Reply::Meta(Meta {
-                    cmdline: "python3 pool.py".into(),
-                    ..Default::default()
-                })),
-            }],
-            &mut names,
-        );
+        answer_cmdline(&mut tr, &mut names, req[0], "python3 pool.py");
         let mut child = proc(11, 200, MIB);
         child.ppid = 10;
         tick(&mut tr, &mut names, 1.0, &[parent.clone(), child.clone()], &[]);
@@ -2158,16 +2154,7 @@ mod tests {
         let mut parent = proc(20, 100, MIB);
         parent.exec_id = 0;
         let (_, req) = tick(&mut hooks, &mut names, 0.0, std::slice::from_ref(&parent), &[]);
-        hooks.apply_meta(
-            vec![Answer {
-                req: req[0],
-                result: Ok(Reply::Meta(Meta {
-                    cmdline: "python3 pool.py".into(),
-                    ..Default::default()
-                })),
-            }],
-            &mut names,
-        );
+        answer_cmdline(&mut hooks, &mut names, req[0], "python3 pool.py");
         let mut child = proc(21, 200, MIB);
         (child.ppid, child.exec_id) = (20, 0);
         tick(&mut hooks, &mut names, 1.0, &[parent, child], &[]);
