@@ -46,8 +46,9 @@ impl LedgerFeed {
         let u = unmapped.clone();
         super::spawn("lt-ledger", move || {
             let mut walked: Option<Instant> = None;
+            let mut reader = ledger::Reader::default();
             while !stop.load(Ordering::Relaxed) {
-                let mut r = ledger::read();
+                let mut r = reader.read();
                 if u.load(Ordering::Relaxed) >= FINDING_BYTES && walked.is_none_or(|w| w.elapsed() >= WALK_EVERY) {
                     let mounts: Vec<String> = r.tmpfs.iter().map(|m| m.0.clone()).collect();
                     r.held = Some(held_deleted::scan(&mounts));
