@@ -14,6 +14,7 @@ mod outdir;
 mod pipeline;
 mod schema;
 mod sinks;
+mod stopping;
 mod units;
 
 use std::process::ExitCode;

@@ -153,6 +153,11 @@ impl Watchdog {
         })
     }
 
+    /// How often it pings.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
     pub fn tick(&mut self) {
         let now = Instant::now();
         if self.last.is_none_or(|l| now.duration_since(l) >= self.every) {

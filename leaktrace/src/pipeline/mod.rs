@@ -21,7 +21,7 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
-    sync::{atomic::AtomicBool, atomic::Ordering, mpsc, Arc, Mutex},
+    sync::{atomic::AtomicBool, mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -191,12 +191,13 @@ async fn run_async(mut cfg: Config) -> Result<()> {
     crate::notify::send("READY=1");
 
     wait_for_stop(&stop).await?;
-    stop.store(true, Ordering::Relaxed);
+    crate::stopping::request(&stop);
     crate::notify::send("STOPPING=1");
     crate::notify::status("stopping: flushing the sinks and detaching the programs");
     let deadline = Instant::now() + STOP_GRACE;
-    // The sampling and OOM threads notice within 250 ms; the OOM thread
-    // closes pending incidents as they stand. Then the sinks flush.
+    // The sampling and OOM threads notice at once (crate::stopping); the
+    // OOM thread closes pending incidents as they stand. Then the sinks
+    // flush.
     for t in &threads[..2] {
         while !t.is_finished() && Instant::now() < deadline - Duration::from_millis(500) {
             std::thread::sleep(Duration::from_millis(10));
@@ -363,28 +364,17 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::J
         .with_context(|| format!("starting thread {name}"))
 }
 
-/// How often the main thread looks at the stop flag. Signals wake it at
-/// once; a thread or sink that asks to stop waits this long at most. Each
-/// wake-up of the runtime costs about 0.1 ms on the development VM: at
-/// 50 ms that was 0.2% of a core (docs/performance.md).
-const STOP_POLL: Duration = Duration::from_millis(250);
-
 /// Until SIGINT, SIGTERM, or a thread or sink asks to stop (duration
-/// reached, stdout closed, q pressed).
+/// reached, stdout closed, q pressed): crate::stopping wakes this at once.
 async fn wait_for_stop(stop: &AtomicBool) -> Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    loop {
-        tokio::select! {
-            _ = sigint.recv() => return Ok(()),
-            _ = sigterm.recv() => return Ok(()),
-            _ = tokio::time::sleep(STOP_POLL) => {
-                if stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-            }
-        }
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+        _ = crate::stopping::requested(stop) => {}
     }
+    Ok(())
 }
 
 type MetricsHandle = (SocketAddr, Arc<Mutex<crate::sinks::metrics::Metrics>>);

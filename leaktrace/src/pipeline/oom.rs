@@ -145,21 +145,23 @@ impl OomThread {
         // that an incident says it may be missing something.
         let mut undecoded = 0u64;
         let mut held: Vec<(Incident, Instant)> = Vec::new();
-        // When a record last came: incidents are assembled on time for a
-        // while after one; a quiet host is looked at four times a second
-        // (a record wakes the poll at once either way).
+        // When a record last came: incidents are assembled on time (every
+        // 100 ms) for a while after one; a quiet host is looked at once a
+        // second (a record or a stop request wakes the poll at once).
         let mut last_record: Option<Instant> = None;
         loop {
             let stopping = self.stop.load(Ordering::Relaxed);
-            let mut p = fds.map(|fd| libc::pollfd {
+            // The two rings, and the stop request's eventfd (skipped by
+            // poll when absent, as -1).
+            let mut p = [fds[0], fds[1], crate::stopping::fd().unwrap_or(-1)].map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
                 revents: 0,
             });
             if !stopping {
                 let busy = !held.is_empty() || last_record.is_some_and(|t| t.elapsed() < QUIET_AFTER);
-                let ms = if busy { 100 } else { 250 };
-                // SAFETY: two valid pollfds; a timeout in ms.
+                let ms = if busy { 100 } else { 1000 };
+                // SAFETY: three pollfds; a timeout in ms.
                 unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
             }
             let bad = self.rings.drain(&mut recs);

@@ -39,9 +39,10 @@ impl Names for Cgroups {
     }
 }
 
-/// The loop wakes at least this often between samples (the stop flag,
-/// the watchdog); exit records wake it at once.
-const WAKE_EVERY: Duration = Duration::from_millis(250);
+/// The loop wakes at least this often between samples, or twice per
+/// watchdog period if that is shorter; exit records and a stop request
+/// (crate::stopping) wake it at once.
+const WAKE_EVERY: Duration = Duration::from_secs(1);
 
 /// Most exit records held between two samples (a fork storm).
 const MAX_EXITS: usize = crate::limits::EXITS_PER_SAMPLE_MAX;
@@ -83,17 +84,16 @@ pub struct Sampling {
 
 /// Waits on `fd` for at most `timeout`; true if it became readable.
 fn wait_readable(fd: Option<RawFd>, timeout: Duration) -> bool {
-    let Some(fd) = fd else {
-        std::thread::sleep(timeout);
-        return false;
-    };
-    let mut p = libc::pollfd {
-        fd,
+    // The exit ring, and the stop request's eventfd; a negative fd is
+    // skipped by poll.
+    let mut p = [fd, crate::stopping::fd()].map(|fd| libc::pollfd {
+        fd: fd.unwrap_or(-1),
         events: libc::POLLIN,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the given number of ms.
-    unsafe { libc::poll(&mut p, 1, timeout.as_millis().min(1000) as i32) > 0 }
+    });
+    // SAFETY: two pollfds, for the given number of ms.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout.as_millis().min(1000) as i32) };
+    n > 0 && p[0].revents != 0
 }
 
 /// Test hook: LEAKTRACE_TEST_HANG_SAMPLER="TICK:SECS" makes the sampling
@@ -147,7 +147,7 @@ impl Sampling {
                 break;
             }
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
-                self.stop.store(true, Ordering::Relaxed);
+                crate::stopping::request(&self.stop);
             }
         }
     }
@@ -169,7 +169,8 @@ impl Sampling {
             if now >= next {
                 return true;
             }
-            wait_readable(exits_fd, (next - now).min(WAKE_EVERY));
+            let wake = self.watchdog.as_ref().map_or(WAKE_EVERY, |w| w.every().min(WAKE_EVERY));
+            wait_readable(exits_fd, (next - now).min(wake));
         }
     }
 
