@@ -62,13 +62,17 @@ mod tests {
     fn a_request_sets_the_flag_wakes_the_waiter_and_the_fd() {
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             request(&s2);
         });
-        rt.block_on(requested(&stop));
+        // A request that did not wake the waiter fails here, not hangs.
+        let woke = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), requested(&stop)).await
+        });
         t.join().unwrap();
+        assert!(woke.is_ok(), "the waiter was not woken by the request");
         assert!(stop.load(Ordering::Relaxed));
         let mut p = libc::pollfd {
             fd: fd().expect("an eventfd"),
